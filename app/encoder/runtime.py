@@ -1,0 +1,111 @@
+"""The encoder the service and the evaluation run: a loaded tower plus its preprocessing."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from app.encoder.backbones import (
+    OFFLINE_BACKBONE,
+    ModelLoadError,
+    load_offline_backbone,
+    load_openclip_tower,
+    offline_preprocess,
+)
+from app.encoder.checkpoint import load_checkpoint
+from app.encoder.preprocess import PreprocessConfig, to_batch
+
+log = logging.getLogger(__name__)
+
+# Checkpoints that ship inside the package, addressable by name.
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
+BUILTIN_CHECKPOINTS = {"retailklip-lite0-grocery": BUILTIN_DIR / "retailklip-lite0-grocery.safetensors"}
+
+
+@dataclass
+class Encoder:
+    """Image tower in eval mode on its device; `embed` returns L2-normalised float32 rows."""
+
+    module: nn.Module
+    preprocess: PreprocessConfig
+    model_id: str
+    embed_dim: int
+    device: torch.device
+
+    @torch.inference_mode()
+    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
+        batch = batch.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.float16):
+                features = self.module(batch)
+        else:
+            features = self.module(batch)
+        features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy().astype(np.float32, copy=False)
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return self.embed_tensor(to_batch(images, self.preprocess))
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("RETAILKLIP_DEVICE=cuda but no CUDA device is available")
+    if setting not in ("cpu", "cuda"):
+        raise ModelLoadError(f"unknown device {setting!r}: use auto, cpu or cuda")
+    return torch.device(setting)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_tower(model: str) -> tuple[nn.Module, PreprocessConfig, str, int]:
+    """Resolve the model setting: builtin name, checkpoint file, offline backbone or NAME:TAG."""
+    path = BUILTIN_CHECKPOINTS.get(model) or Path(model)
+    if model in BUILTIN_CHECKPOINTS or model.endswith(".safetensors") or path.is_file():
+        tower, tower_cfg, preprocess, _ = load_checkpoint(path)
+        return tower, preprocess, f"retailklip:{file_digest(path)[:16]}", tower_cfg.embed_dim
+    if model == OFFLINE_BACKBONE:
+        tower, tower_cfg = load_offline_backbone()
+        return tower, offline_preprocess(), "efficientnet-lite0:in1k", tower_cfg.embed_dim
+    if ":" in model:
+        name, tag = model.split(":", 1)
+        tower, tower_cfg, preprocess = load_openclip_tower(name, tag)
+        if tag == "random":
+            log.warning("model %s has RANDOM weights: for tests only", model)
+        return tower, preprocess, f"openclip:{name}:{tag}", tower_cfg.embed_dim
+    raise ModelLoadError(
+        f"cannot resolve model {model!r}: expected a checkpoint file, "
+        f"{OFFLINE_BACKBONE!r}, one of {sorted(BUILTIN_CHECKPOINTS)}, or an OpenCLIP NAME:TAG"
+    )
+
+
+def load_encoder(model: str, device: str = "auto") -> Encoder:
+    torch_device = resolve_device(device)
+    tower, preprocess, model_id, embed_dim = load_tower(model)
+    tower = tower.eval().to(torch_device)
+    if torch_device.type == "cuda":
+        tower = tower.to(memory_format=torch.channels_last)
+    encoder = Encoder(tower, preprocess, model_id, embed_dim, torch_device)
+    # Warm-up: the first pass allocates buffers and picks kernels; pay that before serving.
+    warm = torch.zeros(1, 3, preprocess.image_size, preprocess.image_size)
+    out = encoder.embed_tensor(warm)
+    if out.shape != (1, embed_dim):
+        raise ModelLoadError(f"encoder produced shape {out.shape}, expected (1, {embed_dim})")
+    return encoder
