@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="alembic upgrade head on RETAILKLIP_DATABASE_URL")
     migrate.set_defaults(func=_migrate)
-    reindex = sub.add_parser("reindex", help="re-embed every reference image with the current model")
+    reindex = sub.add_parser(
+        "reindex", help="re-embed every reference image with the current model"
+    )
     reindex.add_argument("--batch-size", type=int, default=32)
     reindex.set_defaults(func=_reindex)
     sub.add_parser("train", help="finetune an encoder (see `retailklip train --help`)")

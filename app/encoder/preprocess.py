@@ -20,7 +20,7 @@ class PreprocessConfig:
     image_size: int = 224
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    # Resize the shorter side to image_size / crop_pct, then centre-crop image_size (timm convention).
+    # Resize the shorter side to image_size / crop_pct, then centre-crop (timm convention).
     crop_pct: float = 0.875
 
     def to_dict(self) -> dict:
@@ -46,6 +46,11 @@ class ImageDecodeError(ValueError):
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """Decode upload bytes into an RGB image, refusing non-images, truncation and bombs."""
+    return decode_image_with_format(data, max_pixels)[0]
+
+
+def decode_image_with_format(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
+    """As `decode_image`, also returning the container format (JPEG, PNG, ...)."""
     if not data:
         raise ImageDecodeError("empty file")
     try:
@@ -65,13 +70,14 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageDecodeError("image has too many pixels", 422) from exc
     except Exception as exc:
         raise ImageDecodeError("image is truncated or corrupt") from exc
+    image_format = str(image.format)
     image = ImageOps.exif_transpose(image)
-    return image.convert("RGB")
+    return image.convert("RGB"), image_format
 
 
 def eval_transform(cfg: PreprocessConfig) -> T.Compose:
     """The deterministic transform used for every embedding the service stores or searches."""
-    resize_to = int(round(cfg.image_size / cfg.crop_pct))
+    resize_to = round(cfg.image_size / cfg.crop_pct)
     return T.Compose(
         [
             T.Resize(resize_to, interpolation=T.InterpolationMode.BICUBIC),

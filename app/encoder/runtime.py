@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 # Checkpoints that ship inside the package, addressable by name.
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
-BUILTIN_CHECKPOINTS = {"retailklip-lite0-grocery": BUILTIN_DIR / "retailklip-lite0-grocery.safetensors"}
+BUILTIN_CHECKPOINTS = {
+    "retailklip-lite0-grocery": BUILTIN_DIR / "retailklip-lite0-grocery.safetensors"
+}
 
 
 @dataclass

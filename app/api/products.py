@@ -1,0 +1,114 @@
+"""Product routes: register SKUs with reference images, list, get, delete."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ServicesDep, require_api_key
+from app.api.schemas import ImagesAdded, ProductOut, ProductPage
+from app.api.uploads import embed_uploads, read_all
+from app.catalog import NotFound, ProductExists, WriteConflict
+
+router = APIRouter(prefix="/products", tags=["products"], dependencies=[Depends(require_api_key)])
+
+SKU_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _valid_sku(sku: str) -> str:
+    if not SKU_PATTERN.fullmatch(sku):
+        raise HTTPException(422, "sku must be 1-64 characters of A-Za-z0-9._-")
+    return sku
+
+
+def _valid_metadata(raw: str | None) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise HTTPException(422, "metadata must be a JSON object") from exc
+    if not isinstance(value, dict):
+        raise HTTPException(422, "metadata must be a JSON object")
+    return value
+
+
+@router.post("", status_code=201)
+async def create_product(
+    services: ServicesDep,
+    sku: Annotated[str, Form()],
+    name: Annotated[str, Form()],
+    images: Annotated[list[UploadFile], File()],
+    metadata: Annotated[str | None, Form()] = None,
+) -> ProductOut:
+    _valid_sku(sku)
+    if not 1 <= len(name.strip()) <= 255:
+        raise HTTPException(422, "name must be 1-255 characters")
+    meta = _valid_metadata(metadata)
+    blobs = await read_all(images, "images", services.settings.max_images_per_request)
+    uploads = await embed_uploads(services, blobs, "images")
+    try:
+        product = await run_in_threadpool(
+            services.catalog.create_product, sku, name.strip(), meta, uploads
+        )
+    except (ProductExists, WriteConflict) as exc:
+        raise HTTPException(409, f"product already exists: {sku}") from exc
+    return ProductOut.of(product)
+
+
+@router.post("/{sku}/images", status_code=201)
+async def add_images(
+    services: ServicesDep, sku: str, images: Annotated[list[UploadFile], File()]
+) -> ImagesAdded:
+    _valid_sku(sku)
+    blobs = await read_all(images, "images", services.settings.max_images_per_request)
+    uploads = await embed_uploads(services, blobs, "images")
+    try:
+        ids, added = await run_in_threadpool(services.catalog.add_images, sku, uploads)
+    except NotFound as exc:
+        raise HTTPException(404, f"product not found: {sku}") from exc
+    except WriteConflict as exc:
+        raise HTTPException(409, f"concurrent write to product {sku}; retry") from exc
+    return ImagesAdded(sku=sku, image_ids=ids, added=added)
+
+
+@router.get("")
+async def list_products(
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ProductPage:
+    products, total = await run_in_threadpool(services.catalog.list_products, limit, offset)
+    return ProductPage(
+        items=[ProductOut.of(p) for p in products], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{sku}")
+async def get_product(services: ServicesDep, sku: str) -> ProductOut:
+    try:
+        return ProductOut.of(await run_in_threadpool(services.catalog.get_product, sku))
+    except NotFound as exc:
+        raise HTTPException(404, f"product not found: {sku}") from exc
+
+
+@router.delete("/{sku}", status_code=204)
+async def delete_product(services: ServicesDep, sku: str) -> Response:
+    try:
+        await run_in_threadpool(services.catalog.delete_product, sku)
+    except NotFound as exc:
+        raise HTTPException(404, f"product not found: {sku}") from exc
+    return Response(status_code=204)
+
+
+@router.delete("/{sku}/images/{image_id}", status_code=204)
+async def delete_image(services: ServicesDep, sku: str, image_id: int) -> Response:
+    try:
+        await run_in_threadpool(services.catalog.delete_image, sku, image_id)
+    except NotFound as exc:
+        raise HTTPException(404, f"image not found: {sku}/{image_id}") from exc
+    return Response(status_code=204)

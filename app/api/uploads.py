@@ -1,0 +1,45 @@
+"""Reading, decoding and embedding uploaded images, with the contract's 4xx errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import HTTPException, UploadFile
+
+from app.catalog import NewImage
+from app.encoder.preprocess import ImageDecodeError
+from app.inference import DecodedImage
+from app.services import Services
+
+
+async def read_all(files: list[UploadFile], field: str, limit: int) -> list[bytes]:
+    if not files:
+        raise HTTPException(422, f"{field}: at least one image is required")
+    if len(files) > limit:
+        raise HTTPException(422, f"{field}: at most {limit} images per request")
+    return [await f.read() for f in files]
+
+
+async def decode_all(services: Services, blobs: list[bytes], field: str) -> list[DecodedImage]:
+    results = await asyncio.gather(
+        *(services.inference.decode([b]) for b in blobs), return_exceptions=True
+    )
+    decoded: list[DecodedImage] = []
+    for i, result in enumerate(results):
+        if isinstance(result, ImageDecodeError):
+            label = field if len(blobs) == 1 and field == "image" else f"{field}[{i}]"
+            raise HTTPException(result.status, f"{label}: {result}")
+        if isinstance(result, BaseException):
+            raise result
+        decoded.extend(result)
+    return decoded
+
+
+async def embed_uploads(services: Services, blobs: list[bytes], field: str) -> list[NewImage]:
+    """All-or-nothing: every upload must decode before anything is embedded or written."""
+    decoded = await decode_all(services, blobs, field)
+    vectors = await services.inference.embed([d.tensor for d in decoded])
+    return [
+        NewImage(d.data, d.sha256, d.image_format, d.width, d.height, vector)
+        for d, vector in zip(decoded, vectors, strict=True)
+    ]

@@ -1,0 +1,203 @@
+"""FAISS shards: a cache of the SQL embeddings of one model, kept in step with SQL.
+
+Each shard is an `IndexIDMap2(IndexFlatIP)` whose ids are reference image ids. SQL holds a version
+per (model, shard) that every write bumps; a shard whose loaded version differs from SQL's is
+rebuilt from SQL, so neither local files nor another process's writes are ever trusted blindly.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db.models import ReferenceImage, ShardVersion
+from app.storage.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Shard:
+    index: faiss.IndexIDMap2
+    version: int
+    dirty: bool = False  # changed in memory since last written to disk
+
+
+class ShardSet:
+    def __init__(
+        self,
+        model_id: str,
+        dim: int,
+        shard_dir: Path,
+        session_factory: Callable[[], Session],
+    ) -> None:
+        self.model_id = model_id
+        self.dim = dim
+        self.directory = shard_dir / re.sub(r"[^A-Za-z0-9._-]", "_", model_id)
+        self.session_factory = session_factory
+        self.shards: dict[int, Shard] = {}
+        self.lock = threading.RLock()
+        self.rebuilds = 0  # for tests and metrics: how often SQL had to be re-read
+
+    # ---- bringing shards up to date -------------------------------------------------------
+    def sync(self, use_files: bool = False) -> int:
+        """Rebuild every shard whose SQL version moved; returns how many were (re)loaded."""
+        with self.session_factory() as session:
+            versions = dict(
+                session.execute(
+                    select(ShardVersion.shard, ShardVersion.version).where(
+                        ShardVersion.model_id == self.model_id
+                    )
+                ).all()
+            )
+        changed = 0
+        for shard_no, version in sorted(versions.items()):
+            with self.lock:
+                current = self.shards.get(shard_no)
+                if current is not None and current.version == version:
+                    continue
+            loaded = self._load_file(shard_no, version) if use_files else None
+            shard = loaded or self._build_from_sql(shard_no)
+            with self.lock:
+                current = self.shards.get(shard_no)
+                # A local write may have moved past what we read meanwhile; keep the newer one.
+                if current is None or current.version <= shard.version:
+                    self.shards[shard_no] = shard
+            changed += 1
+        return changed
+
+    def _build_from_sql(self, shard_no: int) -> Shard:
+        with self.session_factory() as session:
+            # Version first: rows read after it are at least as new, so a later sync catches up.
+            version = session.scalar(
+                select(ShardVersion.version).where(
+                    ShardVersion.model_id == self.model_id, ShardVersion.shard == shard_no
+                )
+            )
+            rows = session.execute(
+                select(ReferenceImage.id, ReferenceImage.embedding).where(
+                    ReferenceImage.model_id == self.model_id, ReferenceImage.shard == shard_no
+                )
+            ).all()
+        index = self._empty_index()
+        if rows:
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            index.add_with_ids(vectors, ids)
+        self.rebuilds += 1
+        return Shard(index=index, version=int(version or 0), dirty=True)
+
+    def _load_file(self, shard_no: int, version: int) -> Shard | None:
+        path = self._path(shard_no, version)
+        if not path.is_file():
+            return None
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError:
+            log.warning("shard file %s unreadable; rebuilding from SQL", path)
+            return None
+        with self.session_factory() as session:
+            count = session.scalar(
+                select(func.count()).where(
+                    ReferenceImage.model_id == self.model_id, ReferenceImage.shard == shard_no
+                )
+            )
+        if index.ntotal != count or index.d != self.dim:
+            log.warning("shard file %s disagrees with SQL; rebuilding", path)
+            return None
+        return Shard(index=index, version=version)
+
+    # ---- local writes, applied after their transaction committed ---------------------------
+    def apply_added(
+        self, shard_no: int, version: int, ids: np.ndarray, vectors: np.ndarray
+    ) -> None:
+        with self.lock:
+            shard = self.shards.get(shard_no)
+            if shard is None and version == 1:
+                shard = self.shards[shard_no] = Shard(self._empty_index(), 0)
+            if shard is not None and shard.version == version - 1:
+                shard.index.add_with_ids(vectors.astype(np.float32), ids.astype(np.int64))
+                shard.version, shard.dirty = version, True
+                return
+        self._rebuild(shard_no)  # someone else wrote in between: read the truth
+
+    def apply_removed(self, shard_no: int, version: int, ids: np.ndarray) -> None:
+        with self.lock:
+            shard = self.shards.get(shard_no)
+            if shard is not None and shard.version == version - 1:
+                shard.index.remove_ids(ids.astype(np.int64))
+                shard.version, shard.dirty = version, True
+                return
+        self._rebuild(shard_no)
+
+    def _rebuild(self, shard_no: int) -> None:
+        shard = self._build_from_sql(shard_no)
+        with self.lock:
+            current = self.shards.get(shard_no)
+            if current is None or current.version <= shard.version:
+                self.shards[shard_no] = shard
+
+    # ---- search ------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k over all shards, merged: (scores, ids) each (n, k), ids -1 where fewer exist."""
+        n = queries.shape[0]
+        scores_parts, id_parts = [], []
+        with self.lock:
+            for shard in self.shards.values():
+                if shard.index.ntotal == 0:
+                    continue
+                scores, ids = shard.index.search(queries, min(k, shard.index.ntotal))
+                scores_parts.append(scores)
+                id_parts.append(ids)
+        if not scores_parts:
+            return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
+        scores = np.concatenate(scores_parts, axis=1)
+        ids = np.concatenate(id_parts, axis=1)
+        scores = np.where(ids < 0, -np.inf, scores)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top_scores = np.take_along_axis(scores, order, axis=1)
+        top_ids = np.take_along_axis(ids, order, axis=1)
+        if top_ids.shape[1] < k:
+            pad = k - top_ids.shape[1]
+            top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
+        return top_scores, top_ids
+
+    @property
+    def size(self) -> int:
+        with self.lock:
+            return sum(s.index.ntotal for s in self.shards.values())
+
+    # ---- persistence -------------------------------------------------------------------------
+    def _path(self, shard_no: int, version: int) -> Path:
+        return self.directory / f"shard-{shard_no:06d}-v{version}.faiss"
+
+    def persist_dirty(self) -> int:
+        """Write changed shards to disk (atomically) and drop their older files."""
+        with self.lock:
+            pending = [
+                (no, s.version, faiss.serialize_index(s.index))
+                for no, s in self.shards.items()
+                if s.dirty
+            ]
+            for no, _, _ in pending:
+                self.shards[no].dirty = False
+        for shard_no, version, blob in pending:
+            path = self._path(shard_no, version)
+            atomic_write(path, blob.tobytes())
+            for old in self.directory.glob(f"shard-{shard_no:06d}-v*.faiss"):
+                if old != path:
+                    old.unlink(missing_ok=True)
+        return len(pending)
+
+    def _empty_index(self) -> faiss.IndexIDMap2:
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))

@@ -1,0 +1,122 @@
+"""Off-loop image decoding and micro-batched encoder calls.
+
+Decoding runs in a thread pool; every forward pass runs in one dedicated thread, and concurrent
+requests that arrive within `batch_wait_ms` of each other share a single forward pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from app.encoder.preprocess import decode_image_with_format, eval_transform
+from app.encoder.runtime import Encoder
+from app.storage.blobs import sha256_hex
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    data: bytes
+    sha256: str
+    image_format: str
+    width: int
+    height: int
+    tensor: torch.Tensor
+
+
+@dataclass
+class _Job:
+    tensors: list[torch.Tensor]
+    future: asyncio.Future[np.ndarray]
+
+
+class InferenceRuntime:
+    def __init__(
+        self,
+        encoder: Encoder,
+        max_pixels: int,
+        max_batch: int,
+        batch_wait_ms: float,
+        on_batch: Callable[[int], None] = lambda size: None,
+    ) -> None:
+        self.encoder = encoder
+        self.max_pixels = max_pixels
+        self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_ms / 1000
+        self.on_batch = on_batch
+        self.transform = eval_transform(encoder.preprocess)
+        self.decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
+        self.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.model_pool.shutdown(wait=True)
+
+    def _decode(self, data: bytes) -> DecodedImage:
+        image, fmt = decode_image_with_format(data, self.max_pixels)
+        return DecodedImage(
+            data, sha256_hex(data), fmt, image.width, image.height, self.transform(image)
+        )
+
+    async def decode(self, blobs: list[bytes]) -> list[DecodedImage]:
+        """Decode all uploads; the first bad one raises ImageDecodeError (nothing written yet)."""
+        loop = asyncio.get_running_loop()
+        return list(
+            await asyncio.gather(
+                *(loop.run_in_executor(self.decode_pool, self._decode, b) for b in blobs)
+            )
+        )
+
+    async def embed(self, tensors: list[torch.Tensor]) -> np.ndarray:
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Job(tensors, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            count = len(jobs[0].tensors)
+            deadline = loop.time() + self.batch_wait_s
+            while count < self.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), timeout)
+                except TimeoutError:
+                    break
+                jobs.append(job)
+                count += len(job.tensors)
+            batch = torch.stack([t for job in jobs for t in job.tensors])
+            try:
+                vectors = await loop.run_in_executor(
+                    self.model_pool, self.encoder.embed_tensor, batch
+                )
+            except Exception as exc:  # hand the failure to every waiting request
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            self.on_batch(len(batch))
+            start = 0
+            for job in jobs:
+                end = start + len(job.tensors)
+                if not job.future.done():
+                    job.future.set_result(vectors[start:end])
+                start = end

@@ -1,0 +1,113 @@
+"""The FastAPI application: lifespan owns the model, the database and the shards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.api import classify, health, products
+from app.catalog import Catalog
+from app.db.migrate import check_at_head, upgrade_to_head
+from app.db.session import make_engine, make_session_factory
+from app.encoder.runtime import load_encoder
+from app.index.shards import ShardSet
+from app.inference import InferenceRuntime
+from app.metrics import Metrics
+from app.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.services import Services
+from app.settings import Settings
+from app.storage.blobs import FileBlobStore
+
+log = logging.getLogger("retailklip")
+
+
+def build_services(settings: Settings, metrics: Metrics) -> Services:
+    """Blocking start-up: schema, model (with warm-up), shards from files or SQL."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    if settings.auto_migrate:
+        upgrade_to_head(url)
+    engine = make_engine(url)
+    check_at_head(engine, url)
+    session_factory = make_session_factory(engine)
+    encoder = load_encoder(settings.model, settings.device)
+    log.info("model %s loaded on %s", encoder.model_id, encoder.device)
+    shards = ShardSet(
+        encoder.model_id, encoder.embed_dim, settings.resolved_shard_dir, session_factory
+    )
+    shards.sync(use_files=True)
+    shards.persist_dirty()
+    log.info("index ready: %d vectors in %d shards", shards.size, len(shards.shards))
+    inference = InferenceRuntime(
+        encoder,
+        settings.max_image_pixels,
+        settings.max_batch,
+        settings.batch_wait_ms,
+        on_batch=metrics.batch_size.observe,
+    )
+    catalog = Catalog(
+        session_factory, FileBlobStore(settings.resolved_blob_dir), shards, settings.shard_capacity
+    )
+    return Services(settings, engine, session_factory, encoder, inference, shards, catalog, metrics)
+
+
+async def keep_shards_in_step(services: Services) -> None:
+    """Poll SQL for shard versions other processes moved; write changed shards to disk."""
+    while True:
+        await asyncio.sleep(services.settings.sync_interval_s)
+        try:
+            await run_in_threadpool(services.shards.sync)
+            await run_in_threadpool(services.shards.persist_dirty)
+        except Exception:
+            log.exception("shard sync failed; will retry")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await run_in_threadpool(build_services, settings, metrics)
+        services.inference.start()
+        syncer = asyncio.create_task(keep_shards_in_step(services))
+        app.state.services = services
+        try:
+            yield
+        finally:
+            app.state.services = None
+            syncer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await syncer
+            await services.inference.stop()
+            await run_in_threadpool(services.shards.persist_dirty)
+            services.engine.dispose()
+
+    app = FastAPI(title="RetailKLIP", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.services = None
+    app.include_router(products.router)
+    app.include_router(classify.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for error in exc.errors():
+            loc = ".".join(
+                str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")
+            )
+            parts.append(f"{loc}: {error.get('msg')}" if loc else str(error.get("msg")))
+        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    return app

@@ -1,0 +1,40 @@
+"""Prometheus metrics, in a registry owned by one app instance (no module-level state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "retailklip_http_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "retailklip_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "retailklip_encoder_batch_size",
+            "Images per encoder forward pass (micro-batching)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.index_size = Gauge(
+            "retailklip_index_vectors", "Vectors searchable in this process", registry=self.registry
+        )
+        self.index_shards = Gauge(
+            "retailklip_index_shards", "FAISS shards held by this process", registry=self.registry
+        )
+        self.shard_rebuilds = Gauge(
+            "retailklip_index_shard_rebuilds",
+            "Shards rebuilt from SQL since start",
+            registry=self.registry,
+        )

@@ -1,0 +1,38 @@
+"""From query embeddings to the contract's answer: distinct SKUs, best first."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.api.schemas import ClassifyResult, MatchOut
+from app.catalog import Catalog
+from app.index.shards import ShardSet
+
+# One SKU may own many references; fetch this many neighbours per requested SKU so that
+# `top_k` distinct SKUs survive grouping (and hits on just-deleted images can drop out).
+OVERFETCH = 8
+MIN_FETCH = 64
+
+
+def classify_vectors(
+    shards: ShardSet, catalog: Catalog, queries: np.ndarray, top_k: int, threshold: float
+) -> list[ClassifyResult]:
+    k = max(top_k * OVERFETCH, MIN_FETCH)
+    scores, ids = shards.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    known = catalog.matches_for(ids.ravel().tolist())
+    results = []
+    for row_scores, row_ids in zip(scores, ids, strict=True):
+        best: dict[str, MatchOut] = {}
+        for score, image_id in zip(row_scores, row_ids, strict=True):
+            match = known.get(int(image_id))
+            if match is None or match.sku in best:
+                continue  # deleted meanwhile, or this SKU already has its best reference
+            best[match.sku] = MatchOut(
+                sku=match.sku, name=match.name, score=round(float(score), 6), image_id=int(image_id)
+            )
+            if len(best) == top_k:
+                break
+        matches = list(best.values())
+        unknown = not matches or matches[0].score < threshold
+        results.append(ClassifyResult(matches=matches, unknown=unknown, model=shards.model_id))
+    return results

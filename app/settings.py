@@ -1,0 +1,74 @@
+"""All service settings, from the environment (prefix RETAILKLIP_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from app.encoder.runtime import BUILTIN_CHECKPOINTS
+
+DEFAULT_MODEL = "retailklip-lite0-grocery"
+
+
+def default_model() -> str:
+    # The shipped finetuned checkpoint when present, else the offline ImageNet backbone.
+    return DEFAULT_MODEL if BUILTIN_CHECKPOINTS[DEFAULT_MODEL].is_file() else "efficientnet-lite0"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RETAILKLIP_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""  # empty: SQLite file in data_dir
+    blob_dir: Path | None = None  # default data_dir/blobs
+    shard_dir: Path | None = None  # default data_dir/shards
+    model: str = Field(default_factory=default_model)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    api_keys: str = ""  # comma-separated; empty = no auth
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_images_per_request: int = 32
+    default_top_k: int = 5
+    max_top_k: int = 100
+    unknown_threshold: float = 0.5
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    auto_migrate: bool = True
+    shard_capacity: int = 100_000
+    sync_interval_s: float = 2.0
+    max_batch: int = 32
+    batch_wait_ms: float = 5.0
+
+    @field_validator("shard_capacity", "max_batch", "default_top_k", "max_upload_bytes")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'retailklip.db').resolve()}"
+
+    @property
+    def safe_database_url(self) -> str:
+        return make_url(self.resolved_database_url).render_as_string(hide_password=True)
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def resolved_shard_dir(self) -> Path:
+        return self.shard_dir or self.data_dir / "shards"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
