@@ -1,0 +1,29 @@
+"""Bytes of good and bad images for tests."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+
+def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color: str = "red") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def truncated_jpeg(source: bytes) -> bytes:
+    return source[: len(source) // 2]
+
+
+def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
+    """A tiny PNG whose header claims a huge image (CRC fixed so the header is valid)."""
+    data = bytearray(image_bytes("PNG", (8, 8)))
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    return bytes(data)

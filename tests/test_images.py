@@ -1,0 +1,47 @@
+"""Upload decoding: every kind of bad input is refused with its 4xx code and message."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app.encoder.preprocess import ImageDecodeError, decode_image_with_format
+from tests.image_factory import image_bytes, png_bomb, truncated_jpeg
+
+
+def test_good_images_decode_to_rgb(grocery: Path) -> None:
+    photo = next((grocery / "test/Fruit/Banana").glob("*.jpg")).read_bytes()
+    image, fmt = decode_image_with_format(photo, 40_000_000)
+    assert fmt == "JPEG" and image.mode == "RGB"
+    image, fmt = decode_image_with_format(image_bytes("PNG"), 40_000_000)
+    assert fmt == "PNG" and image.size == (64, 48)
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (b"", 400, "empty file"),
+        (b"this is not an image", 400, "file is not a decodable image"),
+        (truncated_jpeg(image_bytes("JPEG", (400, 300))), 400, "image is truncated or corrupt"),
+        (png_bomb(), 422, "image has too many pixels"),
+        (png_bomb(7000, 7000), 422, "image has too many pixels"),  # under PIL's limit, over ours
+        (image_bytes("TIFF"), 415, "unsupported image format: TIFF"),
+    ],
+    ids=["empty", "text", "truncated", "bomb", "over-limit", "tiff"],
+)
+def test_bad_uploads_are_refused(data: bytes, status: int, message: str) -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image_with_format(data, max_pixels=40_000_000)
+    assert info.value.status == status and str(info.value) == message
+
+
+def test_exif_orientation_is_applied() -> None:
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    Image.new("RGB", (80, 40), "blue").save(buffer, format="JPEG", exif=exif)
+    image, _ = decode_image_with_format(buffer.getvalue(), 40_000_000)
+    assert image.size == (40, 80)

@@ -1,0 +1,172 @@
+"""SQL + FAISS shards on SQLite and PostgreSQL: SQL is the truth, shards follow it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from app import catalog as catalog_module
+from app.catalog import Catalog, NewImage, NotFound, ProductExists
+from app.db.migrate import SchemaOutOfDate, check_at_head, upgrade_to_head
+from app.db.models import Product, ReferenceImage, ShardVersion
+from app.db.session import make_engine, make_session_factory
+from app.index.shards import ShardSet
+from app.storage.blobs import FileBlobStore, sha256_hex
+
+DIM = 8
+rng = np.random.default_rng(0)
+
+
+def unit(n: int) -> np.ndarray:
+    v = rng.normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def new_images(n: int, tag: str) -> list[NewImage]:
+    vectors = unit(n)
+    out = []
+    for i in range(n):
+        data = f"{tag}-{i}".encode()
+        out.append(NewImage(data, sha256_hex(data), "JPEG", 10, 10, vectors[i]))
+    return out
+
+
+def make_catalog(url: str, root: Path, capacity: int = 1000) -> Catalog:
+    upgrade_to_head(url)
+    factory = make_session_factory(make_engine(url))
+    shards = ShardSet("test-model", DIM, root / "shards", factory)
+    shards.sync(use_files=True)
+    return Catalog(factory, FileBlobStore(root / "blobs"), shards, capacity)
+
+
+def count(catalog: Catalog, model: type) -> int:
+    with catalog.session_factory() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_migrations_reach_head_and_old_schema_is_refused(db_url: str) -> None:
+    engine = make_engine(db_url)
+    with pytest.raises(SchemaOutOfDate, match="run `retailklip migrate`"):
+        check_at_head(engine, db_url)
+    upgrade_to_head(db_url)
+    upgrade_to_head(db_url)  # idempotent
+    check_at_head(engine, db_url)
+    engine.dispose()
+
+
+def test_register_dedupe_and_search(db_url: str, tmp_path: Path) -> None:
+    catalog = make_catalog(db_url, tmp_path)
+    images = new_images(3, "a")
+    product = catalog.create_product("SKU-1", "Oat milk", {"brand": "Oatly"}, [*images, images[0]])
+    assert [i.sha256 for i in product.images] == [i.sha256 for i in images]
+    assert product.metadata_ == {"brand": "Oatly"}
+    assert catalog.blobs.get(images[1].sha256) == images[1].data
+    ids, added = catalog.add_images("SKU-1", [images[2], *new_images(1, "b")])
+    assert added == 1 and ids[0] == product.images[2].id
+    assert catalog.shards.size == 4
+    scores, hits = catalog.shards.search(images[1].embedding[None], 1)
+    assert hits[0, 0] == product.images[1].id and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ProductExists):
+        catalog.create_product("SKU-1", "again", {}, new_images(1, "c"))
+    assert count(catalog, ReferenceImage) == 4 and count(catalog, Product) == 1
+    with pytest.raises(NotFound):
+        catalog.add_images("NOPE", new_images(1, "d"))
+
+
+def test_delete_removes_from_search_at_once(db_url: str, tmp_path: Path) -> None:
+    catalog = make_catalog(db_url, tmp_path)
+    keep = catalog.create_product("keep", "Keep", {}, new_images(2, "k"))
+    gone = catalog.create_product("gone", "Gone", {}, new_images(2, "g"))
+    catalog.delete_product("gone")
+    _, hits = catalog.shards.search(unit(1), 10)
+    assert set(hits[0][hits[0] >= 0]) == {i.id for i in keep.images}
+    catalog.delete_image("keep", keep.images[0].id)
+    assert catalog.shards.size == 1
+    assert count(catalog, ReferenceImage) == 1
+    with pytest.raises(NotFound):
+        catalog.delete_image("keep", gone.images[0].id)
+
+
+def test_a_failed_write_leaves_nothing(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = make_catalog(db_url, tmp_path)
+    catalog.create_product("first", "First", {}, new_images(1, "f"))
+
+    def explode(*args: object, **kwargs: object) -> dict[int, int]:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(catalog_module, "bump_shard_versions", explode)
+    with pytest.raises(RuntimeError):
+        catalog.create_product("second", "Second", {}, new_images(2, "s"))
+    with pytest.raises(RuntimeError):
+        catalog.add_images("first", new_images(1, "t"))
+    assert count(catalog, Product) == 1 and count(catalog, ReferenceImage) == 1
+    assert catalog.shards.size == 1
+    monkeypatch.undo()
+    fresh = ShardSet("test-model", DIM, tmp_path / "other", catalog.session_factory)
+    fresh.sync()
+    assert fresh.size == 1
+
+
+def test_a_second_process_follows_sql(db_url: str, tmp_path: Path) -> None:
+    writer = make_catalog(db_url, tmp_path / "one")
+    reader = make_catalog(db_url, tmp_path / "two")
+    images = new_images(3, "p")
+    product = writer.create_product("p", "P", {}, images)
+    assert reader.shards.size == 0
+    assert reader.shards.sync() == 1 and reader.shards.size == 3
+    writer.delete_image("p", product.images[0].id)
+    # Before the reader syncs, its stale hit is still dropped by the SQL look-up.
+    _, hits = reader.shards.search(images[0].embedding[None], 1)
+    assert hits[0, 0] == product.images[0].id
+    assert product.images[0].id not in reader.matches_for(hits[0])
+    reader.shards.sync()
+    assert reader.shards.size == 2
+
+
+def test_shard_files_are_reused_only_when_they_match_sql(db_url: str, tmp_path: Path) -> None:
+    catalog = make_catalog(db_url, tmp_path)
+    catalog.create_product("p", "P", {}, new_images(5, "p"))
+    assert catalog.shards.persist_dirty() == 1
+    files = list((tmp_path / "shards").rglob("*.faiss"))
+    assert len(files) == 1 and files[0].name == "shard-000000-v1.faiss"
+
+    restarted = ShardSet("test-model", DIM, tmp_path / "shards", catalog.session_factory)
+    restarted.sync(use_files=True)
+    assert restarted.size == 5 and restarted.rebuilds == 0
+
+    files[0].write_bytes(b"garbage")  # a torn or corrupted file is rebuilt, not trusted
+    corrupt = ShardSet("test-model", DIM, tmp_path / "shards", catalog.session_factory)
+    corrupt.sync(use_files=True)
+    assert corrupt.size == 5 and corrupt.rebuilds == 1
+
+    catalog.add_images("p", new_images(1, "q"))  # SQL moves on; the v1 file is now stale
+    stale = ShardSet("test-model", DIM, tmp_path / "shards", catalog.session_factory)
+    stale.sync(use_files=True)
+    assert stale.size == 6 and stale.rebuilds == 1
+
+
+def test_many_shards_merge_top_k_like_brute_force(db_url: str, tmp_path: Path) -> None:
+    catalog = make_catalog(db_url, tmp_path, capacity=7)
+    for p in range(6):
+        catalog.create_product(f"p{p}", f"P{p}", {}, new_images(9, f"p{p}"))
+    with catalog.session_factory() as session:
+        shard_count = session.scalar(select(func.count()).select_from(ShardVersion))
+        rows = session.execute(select(ReferenceImage.id, ReferenceImage.embedding)).all()
+    assert shard_count == 8 and len(catalog.shards.shards) == 8  # 54 vectors / 7 per shard
+    assert max(s.index.ntotal for s in catalog.shards.shards.values()) <= 7
+    ids = np.array([r[0] for r in rows])
+    matrix = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+    queries = unit(20)
+    for k in (1, 5, 30, 54, 60):
+        scores, hits = catalog.shards.search(queries, k)
+        brute = queries @ matrix.T
+        for q in range(len(queries)):
+            order = np.argsort(-brute[q])[:k]
+            np.testing.assert_allclose(scores[q, : len(order)], brute[q, order], atol=1e-5)
+            assert set(hits[q, : len(order)]) == set(ids[order])
+        assert (hits[:, 54:] == -1).all()
