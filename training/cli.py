@@ -1,0 +1,111 @@
+"""`retailklip train` / `retailklip eval` (also `python -m training train|eval`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from training.loop import TrainConfig
+
+HELP = {
+    "data": "training images: a folder per class, a CSV manifest (path,label), "
+    "or grocery:ROOT:SPLIT[:HALF]",
+    "val": "validation images (same forms); leave-one-out 1-NN top-1 is logged per epoch",
+    "out": "where the encoder checkpoint (.safetensors) is written",
+    "model": "start from: efficientnet-lite0, a RetailKLIP checkpoint, or an OpenCLIP NAME:TAG",
+    "work_dir": "resumable state, metrics.jsonl and training_curve.png go here",
+    "export_sizes": "comma-separated candidate serving image sizes; the best on --val is exported",
+    "margin": "ArcFace angular margin in degrees",
+}
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retailklip train", description="Finetune an image tower."
+    )
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        required = f.name in ("data", "out")
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif f.name == "export_sizes":
+            parser.add_argument(flag, default="", help=HELP[f.name])
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            default = None if required else f.default
+            parser.add_argument(
+                flag, type=kind, default=default, required=required, help=HELP.get(f.name)
+            )
+    return parser
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retailklip eval", description="Nearest-neighbour accuracy of a gallery/query split."
+    )
+    parser.add_argument("--gallery", required=True, help="reference images (same forms as --data)")
+    parser.add_argument("--query", required=True, help="query images with their true labels")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="model to evaluate, repeatable (e.g. efficientnet-lite0 and a checkpoint)",
+    )
+    parser.add_argument("--out", default="runs/eval", help="per-class CSVs and summary.json")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--worst", type=int, default=5, help="worst classes to print per model")
+    return parser
+
+
+def run_train(argv: list[str]) -> int:
+    args = vars(_train_parser().parse_args(argv))
+    args["export_sizes"] = tuple(int(s) for s in str(args["export_sizes"]).split(",") if s.strip())
+    summary = TrainConfig(**args)
+    from training.loop import train
+
+    result = train(summary)
+    if "export_image_size" in result:
+        print(
+            f"wrote {args['out']} (serving image size {result['export_image_size']}, "
+            f"{result['wall_seconds']:.0f} s)"
+        )
+    return 0
+
+
+def run_eval(argv: list[str]) -> int:
+    args = _eval_parser().parse_args(argv)
+    from app.encoder.runtime import load_encoder
+    from training.data import read_spec
+    from training.evaluate import evaluate_model, write_per_class_csv
+
+    gallery, queries = read_spec(args.gallery), read_spec(args.query)
+    out = Path(args.out)
+    results = {}
+    for i, model in enumerate(args.model):
+        encoder = load_encoder(model, args.device)
+        metrics = evaluate_model(encoder, gallery, queries, args.batch_size)
+        write_per_class_csv(out / f"per_class_{i}.csv", metrics)
+        results[model] = {"model_id": encoder.model_id, **metrics.summary()}
+        worst = sorted(metrics.per_class, key=lambda c: (c.top1, c.name))[: args.worst]
+        results[model]["worst"] = [(c.name, round(c.top1, 3)) for c in worst]
+    print(f"gallery {len(gallery)} images, queries {len(queries)} images")
+    print("| model | top-1 | top-5 | mean per-class top-1 |\n| --- | --- | --- | --- |")
+    for model, r in results.items():
+        print(f"| {model} | {r['top1']:.1%} | {r['top5']:.1%} | {r['mean_per_class']:.1%} |")
+    for model, r in results.items():
+        print(f"worst classes, {model}: " + ", ".join(f"{n} {a:.0%}" for n, a in r["worst"]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("train", "eval"):
+        print("usage: retailklip {train,eval} ... (see --help of each)", file=sys.stderr)
+        return 2
+    return run_train(argv[1:]) if argv[0] == "train" else run_eval(argv[1:])
