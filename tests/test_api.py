@@ -1,0 +1,264 @@
+"""The HTTP contract through a real uvicorn process, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import GROCERY, LiveServer, _create_pg_database, _drop_pg_database, start_server
+from tests.image_factory import image_bytes, png_bomb, truncated_jpeg
+
+KEY = {"X-API-Key": "secret-2"}
+ICONIC = GROCERY / "iconic-images-and-descriptions"
+OATGHURT = ICONIC / "Packages/Oatghurt/Oatly-Natural-Oatghurt/Oatly-Natural-Oatghurt_Iconic.jpg"
+
+
+def jpeg(path: Path) -> tuple[str, bytes, str]:
+    return (path.name, path.read_bytes(), "image/jpeg")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp(f"api-{request.param}")
+    url = _create_pg_database() if request.param == "postgresql" else ""
+    live = start_server(
+        root,
+        root / "data",
+        database_url=url,
+        api_keys="secret-1, secret-2",
+        max_upload_bytes=3_000_000,
+        max_image_pixels=5_000_000,
+        batch_wait_ms=40,
+        unknown_threshold=0.5,
+    )
+    yield live
+    live.stop()
+    if url:
+        _drop_pg_database(url)
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers=KEY, timeout=60) as c:
+        yield c
+
+
+def register(client: httpx.Client, sku: str, paths: list[Path], **fields: str) -> httpx.Response:
+    return client.post(
+        "/products",
+        data={"sku": sku, "name": fields.pop("name", sku), **fields},
+        files=[("images", jpeg(p)) for p in paths],
+    )
+
+
+def test_probes_are_open_and_everything_else_needs_a_key(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+        assert anonymous.get("/healthz").json() == {"status": "ok"}
+        ready = anonymous.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["model"] == "efficientnet-lite0:in1k"
+        assert "retailklip_http_requests_total" in anonymous.get("/metrics").text
+        for method, path in [("GET", "/products"), ("POST", "/classify"), ("POST", "/products")]:
+            response = anonymous.request(method, path)
+            assert response.status_code == 401
+            assert response.json() == {"detail": "missing or invalid API key"}
+        wrong = anonymous.get("/products", headers={"X-API-Key": "secret-3"})
+        assert wrong.status_code == 401
+
+
+def test_product_lifecycle(client: httpx.Client) -> None:
+    photos = sorted((GROCERY / "train/Fruit/Apple/Granny-Smith").glob("*.jpg"))[:2]
+    iconic = ICONIC / "Fruit/Apple/Granny-Smith/Granny-Smith_Iconic.jpg"
+    created = register(
+        client,
+        "granny-1",
+        [iconic, iconic],
+        name="Granny Smith",
+        metadata=json.dumps({"brand": "Orchard", "plu": 4017}),
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["image_count"] == 1 and body["metadata"] == {"brand": "Orchard", "plu": 4017}
+    added = client.post(
+        "/products/granny-1/images", files=[("images", jpeg(p)) for p in [*photos, iconic]]
+    )
+    assert added.status_code == 201
+    assert added.json()["added"] == 2 and added.json()["image_ids"][2] == body["image_ids"][0]
+    product = client.get("/products/granny-1").json()
+    assert product["image_count"] == 3 and product["name"] == "Granny Smith"
+    assert register(client, "granny-1", [iconic]).json() == {
+        "detail": "product already exists: granny-1"
+    }
+    removed = client.delete(f"/products/granny-1/images/{product['image_ids'][0]}")
+    assert removed.status_code == 204
+    assert client.get("/products/granny-1").json()["image_count"] == 2
+    assert client.delete("/products/granny-1").status_code == 204
+    missing = client.get("/products/granny-1")
+    assert missing.status_code == 404 and missing.json() == {
+        "detail": "product not found: granny-1"
+    }
+    assert client.delete("/products/granny-1/images/1").status_code == 404
+
+
+def test_listing_pages(client: httpx.Client) -> None:
+    for i in range(3):
+        assert register(client, f"page-{i}", [OATGHURT]).status_code == 201
+    total = client.get("/products").json()["total"]
+    page = client.get("/products", params={"limit": 2, "offset": total - 3}).json()
+    assert [p["sku"] for p in page["items"]] == ["page-0", "page-1"]
+    assert page["limit"] == 2 and page["total"] == total
+    assert client.get("/products", params={"limit": 0}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("fields", "files", "status", "detail"),
+    [
+        (
+            {"sku": "bad sku!", "name": "x"},
+            "good",
+            422,
+            "sku must be 1-64 characters of A-Za-z0-9._-",
+        ),
+        (
+            {"sku": "x" * 65, "name": "x"},
+            "good",
+            422,
+            "sku must be 1-64 characters of A-Za-z0-9._-",
+        ),
+        (
+            {"sku": "ok", "name": "x", "metadata": "[1]"},
+            "good",
+            422,
+            "metadata must be a JSON object",
+        ),
+        (
+            {"sku": "ok", "name": "x", "metadata": "{"},
+            "good",
+            422,
+            "metadata must be a JSON object",
+        ),
+        ({"sku": "ok", "name": "  "}, "good", 422, "name must be 1-255 characters"),
+        ({"sku": "ok"}, "good", 422, "name: Field required"),
+        ({"sku": "ok", "name": "x"}, "none", 422, "images: Field required"),
+        ({"sku": "ok", "name": "x"}, "text", 400, "images[1]: file is not a decodable image"),
+        ({"sku": "ok", "name": "x"}, "truncated", 400, "images[1]: image is truncated or corrupt"),
+        ({"sku": "ok", "name": "x"}, "bomb", 422, "images[1]: image has too many pixels"),
+        ({"sku": "ok", "name": "x"}, "tiff", 415, "images[1]: unsupported image format: TIFF"),
+    ],
+)
+def test_bad_registrations_are_refused_and_change_nothing(
+    client: httpx.Client, fields: dict[str, str], files: str, status: int, detail: str
+) -> None:
+    good = ("a.jpg", OATGHURT.read_bytes(), "image/jpeg")
+    second = {
+        "good": good,
+        "text": ("b.jpg", b"hello", "image/jpeg"),
+        "truncated": ("b.jpg", truncated_jpeg(image_bytes("JPEG", (500, 400))), "image/jpeg"),
+        "bomb": ("b.png", png_bomb(3000, 3000), "image/png"),
+        "tiff": ("b.tif", image_bytes("TIFF"), "image/tiff"),
+    }.get(files)
+    upload = [] if files == "none" else [("images", good), ("images", second)]
+    before = client.get("/products").json()["total"]
+    response = client.post("/products", data=fields, files=upload)
+    assert (response.status_code, response.json()) == (status, {"detail": detail})
+    assert client.get("/products").json()["total"] == before
+    assert client.get(f"/products/{fields['sku']}").status_code in (404, 422)
+
+
+def test_oversized_bodies_get_413(client: httpx.Client, server: LiveServer) -> None:
+    big = b"\xff\xd8" + b"0" * 3_100_000
+    response = client.post(
+        "/products",
+        data={"sku": "big", "name": "x"},
+        files=[("images", ("big.jpg", big, "image/jpeg"))],
+    )
+    assert response.status_code == 413
+    assert response.json() == {"detail": "request body too large (limit 3000000 bytes)"}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the cap must hold while streaming
+        yield (
+            b'--zz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n"
+        )
+        for _ in range(40):
+            yield b"x" * 100_000
+
+    streamed = client.post(
+        "/classify", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=zz"}
+    )
+    assert streamed.status_code == 413
+    assert client.get("/products/big").status_code == 404
+
+
+def test_classify_returns_distinct_skus_best_first(client: httpx.Client) -> None:
+    classes = {
+        "banana": ICONIC / "Fruit/Banana/Banana_Iconic.jpg",
+        "lemon": ICONIC / "Fruit/Lemon/Lemon_Iconic.jpg",
+        "granny": ICONIC / "Fruit/Apple/Granny-Smith/Granny-Smith_Iconic.jpg",
+    }
+    for sku, path in classes.items():
+        extra = sorted(
+            (GROCERY / "train/Fruit" / path.parent.relative_to(ICONIC / "Fruit")).glob("*.jpg")
+        )[:3]
+        assert register(client, f"cls-{sku}", [path, *extra]).status_code == 201
+    query = sorted((GROCERY / "test/Fruit/Banana").glob("*.jpg"))[0]
+    answer = client.post("/classify", files={"image": jpeg(query)}, data={"top_k": "3"}).json()
+    skus = [m["sku"] for m in answer["matches"]]
+    assert skus[0] == "cls-banana" and len(skus) == len(set(skus)) == 3
+    scores = [m["score"] for m in answer["matches"]]
+    assert scores == sorted(scores, reverse=True)
+    assert answer["model"] == "efficientnet-lite0:in1k"
+    assert answer["unknown"] is (scores[0] < 0.5)
+    strict = client.post("/classify", files={"image": jpeg(query)}, params={"min_score": 0.99})
+    assert strict.json()["unknown"] is True
+    lenient = client.post("/classify", files={"image": jpeg(query)}, data={"min_score": "-1"})
+    assert lenient.json()["unknown"] is False
+    one = client.post("/classify", files={"image": jpeg(query)}, params={"top_k": 1}).json()
+    assert len(one["matches"]) == 1
+    bad_k = client.post("/classify", files={"image": jpeg(query)}, data={"top_k": "0"})
+    assert bad_k.json() == {"detail": "top_k must be between 1 and 100"}
+    not_image = client.post("/classify", files={"image": ("x.jpg", b"nope", "image/jpeg")})
+    assert not_image.json() == {"detail": "image: file is not a decodable image"}
+
+    # A batch answers exactly what one call per image answers, in upload order.
+    queries = [
+        sorted((GROCERY / "test/Fruit/Lemon").glob("*.jpg"))[0],
+        query,
+        sorted((GROCERY / "test/Fruit/Apple/Granny-Smith").glob("*.jpg"))[0],
+    ]
+    batch = client.post("/classify/batch", files=[("images", jpeg(q)) for q in queries]).json()
+    singles = [client.post("/classify", files={"image": jpeg(q)}).json() for q in queries]
+    for batched, single in zip(batch["results"], singles, strict=True):
+        assert [m["sku"] for m in batched["matches"]] == [m["sku"] for m in single["matches"]]
+        for a, b in zip(batched["matches"], single["matches"], strict=True):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    assert batch["results"][1]["matches"][0]["sku"] == "cls-banana"
+
+
+def test_concurrent_classify_calls_share_forward_passes(
+    client: httpx.Client, server: LiveServer
+) -> None:
+    def batches() -> tuple[float, float]:
+        text = client.get("/metrics").text
+        count = float(re.search(r"retailklip_encoder_batch_size_count (\S+)", text).group(1))
+        total = float(re.search(r"retailklip_encoder_batch_size_sum (\S+)", text).group(1))
+        return count, total
+
+    assert register(client, "conc", [OATGHURT]).status_code == 201
+    photos = sorted((GROCERY / "test/Packages/Oatghurt").rglob("*.jpg"))[:16]
+    count0, total0 = batches()
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(
+            pool.map(lambda p: client.post("/classify", files={"image": jpeg(p)}), photos)
+        )
+    assert all(a.status_code == 200 for a in answers)
+    count1, total1 = batches()
+    assert total1 - total0 == 16
+    assert count1 - count0 < 16  # some forward passes carried several requests
