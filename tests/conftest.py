@@ -64,6 +64,16 @@ def db_url(request: pytest.FixtureRequest, make_db_url: Callable[[str], str]) ->
     return make_db_url(request.param)
 
 
+def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.25) -> bool:
+    """Poll until `condition()` holds; for changes another process makes on its own schedule."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
