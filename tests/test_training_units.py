@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -30,7 +31,7 @@ def _check_groups(tower: torch.nn.Module, lr: float, decay: float, expected_dept
     assert depths == list(range(expected_depths))
     rates = [by_depth[d] for d in depths]
     # Strictly decreasing with depth from the head: deeper (closer to input) learns slower.
-    assert all(a < b for a, b in zip(rates, rates[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(rates))
     assert math.isclose(rates[-1], lr)
     assert math.isclose(rates[0], lr * decay ** (expected_depths - 1))
     for g in groups:
@@ -39,7 +40,9 @@ def _check_groups(tower: torch.nn.Module, lr: float, decay: float, expected_dept
 
 
 def test_lr_decay_groups_vit() -> None:
-    tower = build_tower(TowerConfig(32, {"image_size": 32, "layers": 3, "width": 64, "patch_size": 8}))
+    tower = build_tower(
+        TowerConfig(32, {"image_size": 32, "layers": 3, "width": 64, "patch_size": 8})
+    )
     _check_groups(tower, 1e-3, 0.7, expected_depths=5)  # stem, 3 resblocks, head
     groups = layer_decay_groups(tower, 1e-3, 0.7, 0.05)
     names = {id(p): n for n, p in tower.named_parameters()}
@@ -142,5 +145,5 @@ def test_warmup_cosine_schedule() -> None:
     f = warmup_cosine(4, 20)
     assert f(0) == 0.25 and f(3) == 1.0
     values = [f(s) for s in range(4, 21)]
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values))
     assert values[-1] == pytest.approx(0.01)

@@ -38,7 +38,7 @@ class TrainConfig:
     epochs: int = 10
     steps_per_epoch: int = 0  # 0: one pass over the data per epoch
     batch_size: int = 32
-    m: int = 4
+    per_class: int = 4  # m: images per class in a batch
     lr: float = 2e-4
     head_lr: float = 2e-3
     layer_decay: float = 0.75
@@ -107,10 +107,16 @@ def train(cfg: TrainConfig) -> dict:
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     sampler = MPerClassBatchSampler(
-        data.targets, cfg.batch_size, cfg.m, cfg.seed, world.rank, world.world_size
+        data.targets,
+        cfg.batch_size,
+        cfg.per_class,
+        cfg.seed,
+        world.rank,
+        world.world_size,
+        steps=cfg.steps_per_epoch or None,
     )
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=cuda)
-    steps = cfg.steps_per_epoch or len(sampler)
+    steps = len(sampler)
     groups = layer_decay_groups(model.tower, cfg.lr, cfg.layer_decay, cfg.weight_decay)
     # The class centres are parameters too: the optimiser must see them (no weight decay).
     groups.append(

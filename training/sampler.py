@@ -20,7 +20,8 @@ class MPerClassBatchSampler(Sampler[list[int]]):
 
     A class with fewer than `m` images is sampled with replacement. An epoch is
     `len(targets) // (batch_size * world_size)` steps (at least one), so one epoch shows about
-    every image once whatever the world size. Call `set_epoch` to reshuffle.
+    every image once whatever the world size, unless `steps` says otherwise. Call `set_epoch`
+    to reshuffle.
     """
 
     def __init__(
@@ -31,6 +32,7 @@ class MPerClassBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        steps: int | None = None,
     ) -> None:
         if m < 1 or batch_size % m:
             raise ValueError(f"batch_size ({batch_size}) must be a multiple of m ({m})")
@@ -47,7 +49,7 @@ class MPerClassBatchSampler(Sampler[list[int]]):
             raise ValueError(f"rank {rank} outside world of {world_size}")
         self.batch_size, self.m, self.seed = batch_size, m, seed
         self.rank, self.world_size = rank, world_size
-        self.steps = max(1, len(targets) // (batch_size * world_size))
+        self.steps = steps or max(1, len(targets) // (batch_size * world_size))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
