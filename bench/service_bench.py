@@ -1,0 +1,170 @@
+"""Catalogue-to-shelf accuracy and /classify latency through the real HTTP API.
+
+Starts `retailklip serve` on a fresh data directory (SQLite), registers the 81 iconic catalogue
+images of the Grocery Store data set, classifies the in-store test photos, then measures /classify
+latency at concurrency 1 and 8 (the second against the first, measured in the same run).
+
+    .venv/bin/python bench/service_bench.py [--model retailklip-lite0-grocery] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared/data/grocery-store"
+
+
+def start(model: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "RETAILKLIP_DATA_DIR": str(data_dir),
+        "RETAILKLIP_MODEL": model,
+        "RETAILKLIP_PORT": str(port),
+        "RETAILKLIP_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=REPO, env=env)
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit("server did not become ready")
+
+
+def classes(root: Path) -> dict[int, tuple[str, Path]]:
+    out = {}
+    with open(root / "classes.csv") as handle:
+        for row in list(csv.reader(handle))[1:]:
+            out[int(row[1])] = (row[0], root / row[4].lstrip("/"))
+    return out
+
+
+def queries(root: Path, split: str) -> list[tuple[Path, int]]:
+    lines = (root / f"{split}.txt").read_text().splitlines()
+    return [(root / p.strip(), int(c)) for p, c, _ in (line.split(",") for line in lines if line)]
+
+
+def latency_run(client: httpx.Client, photos: list[Path], concurrency: int) -> dict[str, float]:
+    def one(photo: Path) -> float:
+        begin = time.perf_counter()
+        response = client.post("/classify", files={"image": (photo.name, photo.read_bytes())})
+        response.raise_for_status()
+        return time.perf_counter() - begin
+
+    begin = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        times = sorted(pool.map(one, photos))
+    wall = time.perf_counter() - begin
+    return {
+        "p50_ms": 1000 * statistics.median(times),
+        "p95_ms": 1000 * times[int(0.95 * (len(times) - 1))],
+        "req_per_s": len(photos) / wall,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model", default="retailklip-lite0-grocery")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument(
+        "--limit", type=int, default=0, help="classify only the first N test photos"
+    )
+    parser.add_argument("--latency-requests", type=int, default=160)
+    parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument("--out", type=Path, default=REPO / "runs/bench")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    catalogue = classes(args.data)
+    tests = queries(args.data, "test")
+    if args.limit:
+        tests = tests[:: max(1, len(tests) // args.limit)][: args.limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start(args.model, Path(tmp), args.port)
+        try:
+            client = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120)
+            for class_id, (name, path) in tqdm(catalogue.items(), desc="register"):
+                client.post(
+                    "/products",
+                    data={"sku": str(class_id), "name": name},
+                    files={"images": (path.name, path.read_bytes())},
+                ).raise_for_status()
+            model = client.get("/readyz").json()["model"]
+            hits1: dict[int, list[bool]] = defaultdict(list)
+            hits5 = 0
+            for photo, label in tqdm(tests, desc="classify"):
+                answer = client.post(
+                    "/classify",
+                    files={"image": (photo.name, photo.read_bytes())},
+                    data={"top_k": "5"},
+                ).json()
+                skus = [int(m["sku"]) for m in answer["matches"]]
+                hits1[label].append(bool(skus) and skus[0] == label)
+                hits5 += label in skus
+            top1 = sum(sum(v) for v in hits1.values()) / len(tests)
+            per_class = {c: sum(v) / len(v) for c, v in hits1.items()}
+            photos = [p for p, _ in tests][: args.latency_requests]
+            latency_run(client, photos[:16], 1)  # warm-up
+            lat1 = latency_run(client, photos, 1)
+            lat8 = latency_run(client, photos, 8)
+        finally:
+            server.terminate()
+            server.wait(30)
+    print(
+        f"\nmodel {model}: catalogue -> shelf over HTTP, {len(catalogue)} products, "
+        f"{len(tests)} shelf photos"
+    )
+    print(
+        f"| metric | value |\n| --- | --- |\n| top-1 | {100 * top1:.1f}% |"
+        f"\n| top-5 | {100 * hits5 / len(tests):.1f}% |"
+        f"\n| mean per-class top-1 | {100 * statistics.mean(per_class.values()):.1f}% |"
+    )
+    print(
+        f"\n/classify latency, {len(photos)} requests each\n"
+        "| concurrency | p50 ms | p95 ms | req/s | throughput vs c=1 |\n"
+        "| --- | --- | --- | --- | --- |"
+    )
+    for level, lat in ((1, lat1), (8, lat8)):
+        print(
+            f"| {level} | {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} | {lat['req_per_s']:.1f} | "
+            f"{lat['req_per_s'] / lat1['req_per_s']:.2f}x |"
+        )
+    plot_per_class(per_class, {c: n for c, (n, _) in catalogue.items()}, args.out / "per_class.png")
+    return 0
+
+
+def plot_per_class(per_class: dict[int, float], names: dict[int, str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = sorted(per_class, key=per_class.get)
+    fig, ax = plt.subplots(figsize=(8, 14))
+    ax.barh([names[c] for c in order], [per_class[c] for c in order])
+    ax.set_xlabel("top-1 accuracy (catalogue -> shelf)")
+    ax.tick_params(axis="y", labelsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"per-class plot: {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
