@@ -73,13 +73,10 @@ class InferenceRuntime:
             data, sha256_hex(data), fmt, image.width, image.height, self.transform(image)
         )
 
-    async def decode(self, blobs: list[bytes]) -> list[DecodedImage]:
-        """Decode all uploads; the first bad one raises ImageDecodeError (nothing written yet)."""
-        loop = asyncio.get_running_loop()
-        return list(
-            await asyncio.gather(
-                *(loop.run_in_executor(self.decode_pool, self._decode, b) for b in blobs)
-            )
+    async def decode(self, data: bytes) -> DecodedImage:
+        """Decode and preprocess one upload off the event loop; raises ImageDecodeError."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.decode_pool, self._decode, data
         )
 
     async def embed(self, tensors: list[torch.Tensor]) -> np.ndarray:

@@ -86,12 +86,14 @@ def test_product_lifecycle(client: httpx.Client) -> None:
     assert created.status_code == 201, created.text
     body = created.json()
     assert body["image_count"] == 1 and body["metadata"] == {"brand": "Orchard", "plu": 4017}
+    assert body["created_at"].endswith(("Z", "+00:00"))
     added = client.post(
         "/products/granny-1/images", files=[("images", jpeg(p)) for p in [*photos, iconic]]
     )
     assert added.status_code == 201
     assert added.json()["added"] == 2 and added.json()["image_ids"][2] == body["image_ids"][0]
     product = client.get("/products/granny-1").json()
+    assert product["created_at"] == body["created_at"]
     assert product["image_count"] == 3 and product["name"] == "Granny Smith"
     assert register(client, "granny-1", [iconic]).json() == {
         "detail": "product already exists: granny-1"

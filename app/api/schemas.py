@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,9 +28,14 @@ class ProductOut(BaseModel):
             metadata=product.metadata_,
             image_count=len(ids),
             image_ids=ids,
-            created_at=product.created_at,
-            updated_at=product.updated_at,
+            created_at=_utc(product.created_at),
+            updated_at=_utc(product.updated_at),
         )
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class ProductPage(BaseModel):

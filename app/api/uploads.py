@@ -22,7 +22,7 @@ async def read_all(files: list[UploadFile], field: str, limit: int) -> list[byte
 
 async def decode_all(services: Services, blobs: list[bytes], field: str) -> list[DecodedImage]:
     results = await asyncio.gather(
-        *(services.inference.decode([b]) for b in blobs), return_exceptions=True
+        *(services.inference.decode(b) for b in blobs), return_exceptions=True
     )
     decoded: list[DecodedImage] = []
     for i, result in enumerate(results):
@@ -31,7 +31,7 @@ async def decode_all(services: Services, blobs: list[bytes], field: str) -> list
             raise HTTPException(result.status, f"{label}: {result}")
         if isinstance(result, BaseException):
             raise result
-        decoded.extend(result)
+        decoded.append(result)
     return decoded
 
 

@@ -124,6 +124,8 @@ class ShardSet:
             shard = self.shards.get(shard_no)
             if shard is None and version == 1:
                 shard = self.shards[shard_no] = Shard(self._empty_index(), 0)
+            if shard is not None and shard.version >= version:
+                return  # a sync already read this write from SQL
             if shard is not None and shard.version == version - 1:
                 shard.index.add_with_ids(vectors.astype(np.float32), ids.astype(np.int64))
                 shard.version, shard.dirty = version, True
@@ -133,6 +135,8 @@ class ShardSet:
     def apply_removed(self, shard_no: int, version: int, ids: np.ndarray) -> None:
         with self.lock:
             shard = self.shards.get(shard_no)
+            if shard is not None and shard.version >= version:
+                return
             if shard is not None and shard.version == version - 1:
                 shard.index.remove_ids(ids.astype(np.int64))
                 shard.version, shard.dirty = version, True
