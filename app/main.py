@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api import classify, health, products
 from app.catalog import Catalog
-from app.db.migrate import check_at_head, upgrade_to_head
-from app.db.session import make_engine, make_session_factory
+from app.db.migrate import open_database
+from app.db.session import make_session_factory
 from app.encoder.runtime import load_encoder
 from app.index.shards import ShardSet
 from app.inference import InferenceRuntime
@@ -31,11 +31,7 @@ log = logging.getLogger("retailklip")
 def build_services(settings: Settings, metrics: Metrics) -> Services:
     """Blocking start-up: schema, model (with warm-up), shards from files or SQL."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    url = settings.resolved_database_url
-    if settings.auto_migrate:
-        upgrade_to_head(url)
-    engine = make_engine(url)
-    check_at_head(engine, url)
+    engine = open_database(settings.resolved_database_url, settings.auto_migrate)
     session_factory = make_session_factory(engine)
     encoder = load_encoder(settings.model, settings.device)
     log.info("model %s loaded on %s", encoder.model_id, encoder.device)

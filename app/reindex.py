@@ -7,9 +7,9 @@ from sqlalchemy import func, select
 from tqdm import tqdm
 
 from app.catalog import bump_shard_versions
-from app.db.migrate import check_at_head, upgrade_to_head
+from app.db.migrate import open_database
 from app.db.models import ReferenceImage
-from app.db.session import make_engine, make_session_factory
+from app.db.session import make_session_factory
 from app.encoder.preprocess import decode_image
 from app.encoder.runtime import load_encoder
 from app.settings import Settings
@@ -21,11 +21,7 @@ def run_reindex(settings: Settings, batch_size: int = 32) -> int:
 
     Running services pick the new embeddings up through the shard versions bumped here.
     """
-    url = settings.resolved_database_url
-    if settings.auto_migrate:
-        upgrade_to_head(url)
-    engine = make_engine(url)
-    check_at_head(engine, url)
+    engine = open_database(settings.resolved_database_url, settings.auto_migrate)
     session_factory = make_session_factory(engine)
     encoder = load_encoder(settings.model, settings.device)
     blobs = FileBlobStore(settings.resolved_blob_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
@@ -17,19 +18,37 @@ from app.services import Services
 router = APIRouter(tags=["classify"], dependencies=[Depends(require_api_key)])
 
 
-def _options(services: Services, top_k: int | None, min_score: float | None) -> tuple[int, float]:
+@dataclass(frozen=True)
+class ClassifyOptions:
+    top_k: int
+    threshold: float
+
+
+def classify_options(
+    services: ServicesDep,
+    top_k: Annotated[int | None, Form()] = None,
+    min_score: Annotated[float | None, Form()] = None,
+    top_k_query: Annotated[int | None, Query(alias="top_k")] = None,
+    min_score_query: Annotated[float | None, Query(alias="min_score")] = None,
+) -> ClassifyOptions:
+    """`top_k` / `min_score` as form fields or query parameters (form wins), checked."""
     settings = services.settings
-    top_k = settings.default_top_k if top_k is None else top_k
-    if not 1 <= top_k <= settings.max_top_k:
+    k = top_k if top_k is not None else top_k_query
+    k = settings.default_top_k if k is None else k
+    if not 1 <= k <= settings.max_top_k:
         raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}")
-    threshold = settings.unknown_threshold if min_score is None else min_score
+    score = min_score if min_score is not None else min_score_query
+    threshold = settings.unknown_threshold if score is None else score
     if not -1.0 <= threshold <= 1.0:
         raise HTTPException(422, "min_score must be between -1 and 1")
-    return top_k, threshold
+    return ClassifyOptions(k, threshold)
+
+
+OptionsDep = Annotated[ClassifyOptions, Depends(classify_options)]
 
 
 async def _classify(
-    services: Services, blobs: list[bytes], field: str, top_k: int, threshold: float
+    services: Services, blobs: list[bytes], field: str, options: ClassifyOptions
 ) -> list[ClassifyResult]:
     decoded = await decode_all(services, blobs, field)
     vectors = await services.inference.embed([d.tensor for d in decoded])
@@ -38,44 +57,23 @@ async def _classify(
         services.shards,
         services.catalog,
         np.asarray(vectors),
-        top_k,
-        threshold,
+        options.top_k,
+        options.threshold,
     )
 
 
-# top_k / min_score are accepted as form fields or as query parameters (form wins).
 @router.post("/classify")
 async def classify(
-    services: ServicesDep,
-    image: Annotated[UploadFile, File()],
-    top_k: Annotated[int | None, Form()] = None,
-    min_score: Annotated[float | None, Form()] = None,
-    top_k_query: Annotated[int | None, Query(alias="top_k")] = None,
-    min_score_query: Annotated[float | None, Query(alias="min_score")] = None,
+    services: ServicesDep, options: OptionsDep, image: Annotated[UploadFile, File()]
 ) -> ClassifyResult:
-    k, threshold = _options(
-        services,
-        top_k if top_k is not None else top_k_query,
-        min_score if min_score is not None else min_score_query,
-    )
     blobs = await read_all([image], "image", 1)
-    return (await _classify(services, blobs, "image", k, threshold))[0]
+    return (await _classify(services, blobs, "image", options))[0]
 
 
 @router.post("/classify/batch")
 async def classify_batch(
-    services: ServicesDep,
-    images: Annotated[list[UploadFile], File()],
-    top_k: Annotated[int | None, Form()] = None,
-    min_score: Annotated[float | None, Form()] = None,
-    top_k_query: Annotated[int | None, Query(alias="top_k")] = None,
-    min_score_query: Annotated[float | None, Query(alias="min_score")] = None,
+    services: ServicesDep, options: OptionsDep, images: Annotated[list[UploadFile], File()]
 ) -> BatchClassifyResult:
-    k, threshold = _options(
-        services,
-        top_k if top_k is not None else top_k_query,
-        min_score if min_score is not None else min_score_query,
-    )
     blobs = await read_all(images, "images", services.settings.max_images_per_request)
-    results = await _classify(services, blobs, "images", k, threshold)
+    results = await _classify(services, blobs, "images", options)
     return BatchClassifyResult(results=results, model=services.shards.model_id)

@@ -60,6 +60,15 @@ def upgrade_to_head(url: str) -> None:
         engine.dispose()
 
 
+def open_database(url: str, auto_migrate: bool) -> Engine:
+    """Migrate (if allowed) and return an engine on a schema at head, or refuse."""
+    if auto_migrate:
+        upgrade_to_head(url)
+    engine = make_engine(url)
+    check_at_head(engine, url)
+    return engine
+
+
 def check_at_head(engine: Engine, url: str) -> None:
     current, head = current_revision(engine), head_revision(url)
     if current != head:

@@ -7,8 +7,6 @@ config, the preprocessing and free-form training info as JSON strings. Nothing i
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from torch import nn
 
 from app.encoder.backbones import ModelLoadError, TowerConfig, build_tower
 from app.encoder.preprocess import PreprocessConfig
+from app.storage.files import atomic_path
 
 FORMAT = "retailklip-encoder/1"
 
@@ -31,7 +30,6 @@ def save_checkpoint(
 ) -> Path:
     """Write atomically (temp file, fsync, rename) so a crash never leaves half a checkpoint."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tower.state_dict().items()}
     metadata = {
         "format": FORMAT,
@@ -39,16 +37,8 @@ def save_checkpoint(
         "preprocess": json.dumps(preprocess.to_dict()),
         "info": json.dumps(info or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
