@@ -135,8 +135,11 @@ def train(cfg: TrainConfig) -> dict:
         schedule.load_state_dict(state["schedule"])
         restore_rng(state["rng"])
         history, first_epoch = list(state["history"]), int(state["epoch"]) + 1
-    elif cfg.init_centres:
-        _centre_init(model, data, pre, device)
+    else:
+        if world.main:
+            (work / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
+        if cfg.init_centres:
+            _centre_init(model, data, pre, device)
     ddp = DistributedDataParallel(model) if world.enabled else model
     val_samples = read_spec(cfg.val) if cfg.val and world.main else []
     val_images = [load_image(s.path) for s in val_samples]
