@@ -109,6 +109,7 @@ def main() -> int:
             model = client.get("/readyz").json()["model"]
             hits1: dict[int, list[bool]] = defaultdict(list)
             hits5 = 0
+            best: list[tuple[float, bool]] = []  # (top score, top-1 correct) for calibration
             for photo, label in tqdm(tests, desc="classify"):
                 answer = client.post(
                     "/classify",
@@ -117,6 +118,7 @@ def main() -> int:
                 ).json()
                 skus = [int(m["sku"]) for m in answer["matches"]]
                 hits1[label].append(bool(skus) and skus[0] == label)
+                best.append((answer["matches"][0]["score"], skus[0] == label))
                 hits5 += label in skus
             top1 = sum(sum(v) for v in hits1.values()) / len(tests)
             per_class = {c: sum(v) / len(v) for c, v in hits1.items()}
@@ -146,6 +148,15 @@ def main() -> int:
             f"| {level} | {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} | {lat['req_per_s']:.1f} | "
             f"{lat['req_per_s'] / lat1['req_per_s']:.2f}x |"
         )
+    print(
+        "\nunknown threshold calibration (min_score): answered = best score >= threshold\n"
+        "| threshold | answered | top-1 among answered |\n| --- | --- | --- |"
+    )
+    for threshold in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        answered = [ok for score, ok in best if score >= threshold]
+        share = len(answered) / len(best)
+        accuracy = sum(answered) / len(answered) if answered else float("nan")
+        print(f"| {threshold:.1f} | {100 * share:.1f}% | {100 * accuracy:.1f}% |")
     plot_per_class(per_class, {c: n for c, (n, _) in catalogue.items()}, args.out / "per_class.png")
     return 0
 
