@@ -1,9 +1,11 @@
-"""`retailklip` command line: serve, migrate, reindex, train, eval."""
+"""`retailklip` command line: serve, migrate, reindex, import, train, eval."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -41,6 +43,12 @@ def _reindex(args: argparse.Namespace) -> int:
     return run_reindex(Settings(), batch_size=args.batch_size)
 
 
+def _import(args: argparse.Namespace) -> int:
+    from app.importer import run_import
+
+    return run_import(args.source, args.url, args.api_key)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Training and evaluation own their argument parsing (python -m training works the same).
@@ -61,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     reindex.add_argument("--batch-size", type=int, default=32)
     reindex.set_defaults(func=_reindex)
+    importer = sub.add_parser("import", help="register a catalogue folder or CSV via the HTTP API")
+    importer.add_argument("source", type=Path, help="folder per SKU, or CSV with sku,name,path")
+    importer.add_argument("--url", default="http://127.0.0.1:8000")
+    importer.add_argument("--api-key", default=os.environ.get("RETAILKLIP_IMPORT_API_KEY"))
+    importer.set_defaults(func=_import)
     sub.add_parser("train", help="finetune an encoder (see `retailklip train --help`)")
     sub.add_parser("eval", help="nearest-neighbour evaluation (see `retailklip eval --help`)")
     args = parser.parse_args(argv)

@@ -117,3 +117,24 @@ def test_reindex_moves_the_catalogue_to_a_new_model(
         assert wait_for(lambda: client.get("/readyz").json()["index_vectors"] == 2, 30)
         answer = client.post("/classify", files={"image": (photo.name, photo.read_bytes())}).json()
         assert {m["sku"] for m in answer["matches"]} == {"banana", "lemon"}
+
+
+def test_import_registers_a_catalogue_folder(
+    live_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    catalogue = tmp_path / "catalogue"
+    for sku in ("lemon", "cucumber"):
+        (catalogue / sku).mkdir(parents=True)
+        for photo in sorted((GROCERY / "train" / PRODUCTS[sku]).glob("*.jpg"))[:3]:
+            (catalogue / sku / photo.name).write_bytes(photo.read_bytes())
+    (catalogue / "lemon" / "notes.txt").write_text("not an image, not imported")
+    server = live_server(api_keys="k")
+    command = [sys.executable, "-m", "app.cli", "import", str(catalogue), "--url", server.url]
+    env = {**os.environ, "RETAILKLIP_IMPORT_API_KEY": "k"}
+    for _ in range(2):  # the second run adds nothing: same bytes are not stored twice
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "imported 2 products" in result.stdout
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": "k"}) as client:
+        products = client.get("/products").json()["items"]
+    assert {(p["sku"], p["image_count"]) for p in products} == {("lemon", 3), ("cucumber", 3)}
