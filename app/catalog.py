@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -16,6 +17,8 @@ from sqlalchemy.orm import Session, selectinload
 from app.db.models import Product, ReferenceImage, ShardVersion
 from app.index.shards import ShardSet
 from app.storage.blobs import BlobStore
+
+log = logging.getLogger(__name__)
 
 
 class ProductExists(Exception):
@@ -82,6 +85,7 @@ class Catalog:
     def create_product(
         self, sku: str, name: str, metadata: dict[str, Any], images: list[NewImage]
     ) -> Product:
+        fresh = self._store_blobs(images, existing={})
         with self.session_factory() as session:
             if session.scalar(select(Product.id).where(Product.sku == sku)) is not None:
                 raise ProductExists(sku)
@@ -91,13 +95,14 @@ class Catalog:
                 session.flush()
             except IntegrityError as exc:
                 raise ProductExists(sku) from exc
-            self._insert_images(session, product, images, existing={})
+            self._insert_rows(session, product, fresh, images, existing={})
             return self._get(session, sku)
 
     def add_images(self, sku: str, images: list[NewImage]) -> tuple[list[int], int]:
         """The image id of every upload (a duplicate gets the stored id), and how many are new."""
         with self.session_factory() as session:
-            product = session.scalar(select(Product).where(Product.sku == sku))
+            # Row lock (PostgreSQL): an add and a delete of one product take turns.
+            product = session.scalar(select(Product).where(Product.sku == sku).with_for_update())
             if product is None:
                 raise NotFound(sku)
             existing = dict(
@@ -107,17 +112,27 @@ class Catalog:
                     )
                 ).all()
             )
-            return self._insert_images(session, product, images, existing)
+            fresh = self._store_blobs(images, existing)
+            return self._insert_rows(session, product, fresh, images, existing)
 
-    def _insert_images(
-        self, session: Session, product: Product, images: list[NewImage], existing: dict[str, int]
-    ) -> tuple[list[int], int]:
-        # Blobs first: a row must never point at bytes that are not on disk yet.
+    def _store_blobs(self, images: list[NewImage], existing: dict[str, int]) -> dict[str, NewImage]:
+        """Bytes go to the blob store before any row refers to them (and before SQLite's write
+        lock is taken, so other writers do not wait on these fsyncs)."""
         fresh: dict[str, NewImage] = {}
         for image in images:
             if image.sha256 not in existing and image.sha256 not in fresh:
                 self.blobs.put(image.data)
                 fresh[image.sha256] = image
+        return fresh
+
+    def _insert_rows(
+        self,
+        session: Session,
+        product: Product,
+        fresh: dict[str, NewImage],
+        images: list[NewImage],
+        existing: dict[str, int],
+    ) -> tuple[list[int], int]:
         rows = {
             sha: ReferenceImage(
                 product_id=product.id,
@@ -143,42 +158,55 @@ class Catalog:
         except IntegrityError as exc:
             session.rollback()
             raise WriteConflict(product.sku) from exc
-        # Committed: now (and only now) make the new vectors searchable here.
         by_shard: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
         for sha, row in rows.items():
             by_shard[row.shard].append((row.id, fresh[sha].embedding))
-        for shard, items in by_shard.items():
-            ids = np.array([i for i, _ in items], dtype=np.int64)
-            vectors = np.stack([v for _, v in items]).astype(np.float32)
-            self.shards.apply_added(shard, versions[shard], ids, vectors)
+        self._after_commit(
+            lambda: [
+                self.shards.apply_added(
+                    shard,
+                    versions[shard],
+                    np.array([i for i, _ in items], dtype=np.int64),
+                    np.stack([v for _, v in items]).astype(np.float32),
+                )
+                for shard, items in by_shard.items()
+            ]
+        )
         ids_by_sha = {**existing, **{sha: row.id for sha, row in rows.items()}}
         return [ids_by_sha[image.sha256] for image in images], len(rows)
 
     def delete_product(self, sku: str) -> None:
         with self.session_factory() as session:
-            product = session.scalar(select(Product).where(Product.sku == sku))
-            if product is None:
+            product_id = session.scalar(
+                select(Product.id).where(Product.sku == sku).with_for_update()
+            )
+            if product_id is None:
                 raise NotFound(sku)
-            refs = session.execute(
-                select(ReferenceImage.id, ReferenceImage.model_id, ReferenceImage.shard).where(
-                    ReferenceImage.product_id == product.id
-                )
-            ).all()
-            session.delete(product)
+            # DELETE ... RETURNING: the rows removed are exactly the rows reported, even if an
+            # add or a reindex committed since we looked.
+            refs = self._delete_returning(session, ReferenceImage.product_id == product_id)
+            session.execute(delete(Product).where(Product.id == product_id))
             self._commit_removal(session, refs)
 
     def delete_image(self, sku: str, image_id: int) -> None:
         with self.session_factory() as session:
-            image = session.scalar(
-                select(ReferenceImage)
-                .join(Product)
-                .where(Product.sku == sku, ReferenceImage.id == image_id)
+            owner = select(Product.id).where(Product.sku == sku).scalar_subquery()
+            refs = self._delete_returning(
+                session, (ReferenceImage.id == image_id) & (ReferenceImage.product_id == owner)
             )
-            if image is None:
+            if not refs:
                 raise NotFound(f"{sku}/{image_id}")
-            refs = [(image.id, image.model_id, image.shard)]
-            session.delete(image)
             self._commit_removal(session, refs)
+
+    @staticmethod
+    def _delete_returning(session: Session, where: Any) -> list[Any]:
+        statement = (
+            delete(ReferenceImage)
+            .where(where)
+            .returning(ReferenceImage.id, ReferenceImage.model_id, ReferenceImage.shard)
+            .execution_options(synchronize_session=False)
+        )
+        return list(session.execute(statement).all())
 
     def _commit_removal(self, session: Session, refs: list[Any]) -> None:
         by_model: dict[str, set[int]] = defaultdict(set)
@@ -190,9 +218,24 @@ class Catalog:
         }
         session.commit()
         mine = versions.get(self.model_id, {})
-        for shard, version in mine.items():
-            ids = np.array([i for i, m, s in refs if m == self.model_id and s == shard])
-            self.shards.apply_removed(shard, version, ids)
+        self._after_commit(
+            lambda: [
+                self.shards.apply_removed(
+                    shard,
+                    version,
+                    np.array([i for i, m, s in refs if m == self.model_id and s == shard]),
+                )
+                for shard, version in mine.items()
+            ]
+        )
+
+    @staticmethod
+    def _after_commit(apply: Callable[[], object]) -> None:
+        """The write is durable already; a failure here only delays it until the next sync."""
+        try:
+            apply()
+        except Exception:
+            log.exception("applying a committed write to the local shards failed")
 
     # ---- reads ---------------------------------------------------------------------------
     def _get(self, session: Session, sku: str) -> Product:

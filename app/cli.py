@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
+        limit_concurrency=settings.max_concurrency,
     )
     return 0
 

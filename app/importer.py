@@ -34,15 +34,34 @@ def read_catalogue(source: Path) -> dict[str, tuple[str, list[Path]]]:
     return {sku: (names[sku], paths) for sku, paths in rows.items()}
 
 
-def run_import(source: Path, url: str, api_key: str | None, chunk: int = 16) -> int:
+def chunks(paths: list[Path], max_images: int, max_bytes: int) -> list[list[Path]]:
+    """Split so each request stays under the service's per-request image and byte limits."""
+    out: list[list[Path]] = [[]]
+    size = 0
+    for path in paths:
+        length = path.stat().st_size
+        if out[-1] and (len(out[-1]) >= max_images or size + length > max_bytes):
+            out.append([])
+            size = 0
+        out[-1].append(path)
+        size += length
+    return out
+
+
+def run_import(
+    source: Path,
+    url: str,
+    api_key: str | None,
+    max_images: int = 16,
+    max_bytes: int = 16 * 1024 * 1024,
+) -> int:
     catalogue = read_catalogue(source)
     headers = {"X-API-Key": api_key} if api_key else {}
     failures = 0
     with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
         for sku, (name, paths) in tqdm(catalogue.items(), desc="import", unit="sku"):
-            # Chunks keep each request under the service's per-request image and byte limits.
-            for start in range(0, len(paths), chunk):
-                files = [("images", (p.name, p.read_bytes())) for p in paths[start : start + chunk]]
+            for part in chunks(paths, max_images, max_bytes):
+                files = [("images", (p.name, p.read_bytes())) for p in part]
                 response = client.post("/products", data={"sku": sku, "name": name}, files=files)
                 if response.status_code == 409:
                     response = client.post(f"/products/{sku}/images", files=files)

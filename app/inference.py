@@ -100,17 +100,17 @@ class InferenceRuntime:
                     break
                 jobs.append(job)
                 count += len(job.tensors)
-            batch = torch.stack([t for job in jobs for t in job.tensors])
             try:
+                batch = torch.stack([t for job in jobs for t in job.tensors])
                 vectors = await loop.run_in_executor(
                     self.model_pool, self.encoder.embed_tensor, batch
                 )
-            except Exception as exc:  # hand the failure to every waiting request
+                self.on_batch(len(batch))
+            except Exception as exc:  # hand the failure to every waiting request; keep serving
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
-            self.on_batch(len(batch))
             start = 0
             for job in jobs:
                 end = start + len(job.tensors)

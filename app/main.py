@@ -20,7 +20,7 @@ from app.encoder.runtime import load_encoder
 from app.index.shards import ShardSet
 from app.inference import InferenceRuntime
 from app.metrics import Metrics
-from app.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from app.services import Services
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
@@ -55,12 +55,17 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
 
 
 async def keep_shards_in_step(services: Services) -> None:
-    """Poll SQL for shard versions other processes moved; write changed shards to disk."""
+    """Poll SQL for shard versions other processes moved; now and then write changed shards."""
+    loop = asyncio.get_running_loop()
+    last_persist = loop.time()
     while True:
         await asyncio.sleep(services.settings.sync_interval_s)
         try:
             await run_in_threadpool(services.shards.sync)
-            await run_in_threadpool(services.shards.persist_dirty)
+            # Files only speed up the next start (SQL is the truth), so write them rarely.
+            if loop.time() - last_persist >= services.settings.shard_persist_interval_s:
+                await run_in_threadpool(services.shards.persist_dirty)
+                last_persist = loop.time()
         except Exception:
             log.exception("shard sync failed; will retry")
 
@@ -104,6 +109,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             parts.append(f"{loc}: {error.get('msg')}" if loc else str(error.get("msg")))
         return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    # Outermost last: metrics see every answer, keys are checked before the body is read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

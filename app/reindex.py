@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from app.catalog import bump_shard_versions
@@ -14,6 +15,27 @@ from app.encoder.preprocess import decode_image
 from app.encoder.runtime import load_encoder
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
+
+
+def _store(session: Session, rows: list[Row], vectors: np.ndarray, model_id: str) -> int:
+    """Swap embeddings in one transaction; a row deleted or re-embedded meanwhile is skipped."""
+    touched: dict[str, set[int]] = {}
+    updated = 0
+    for row, vector in zip(rows, vectors, strict=True):
+        result = session.execute(
+            update(ReferenceImage)
+            .where(ReferenceImage.id == row.id, ReferenceImage.model_id == row.model_id)
+            .values(embedding=np.asarray(vector, dtype=np.float32).tobytes(), model_id=model_id)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount:
+            touched.setdefault(row.model_id, set()).add(row.shard)
+            touched.setdefault(model_id, set()).add(row.shard)
+            updated += 1
+    for touched_model, shards in sorted(touched.items()):
+        bump_shard_versions(session, touched_model, shards)
+    session.commit()
+    return updated
 
 
 def run_reindex(settings: Settings, batch_size: int = 32) -> int:
@@ -33,34 +55,30 @@ def run_reindex(settings: Settings, batch_size: int = 32) -> int:
     with tqdm(total=todo, desc=f"re-embedding with {encoder.model_id}", unit="img") as bar:
         while True:
             with session_factory() as session:
-                query = select(ReferenceImage).where(stale).order_by(ReferenceImage.id)
-                if failed:
-                    query = query.where(ReferenceImage.id.not_in(failed))
-                rows = session.scalars(query.limit(batch_size)).all()
+                query = (
+                    select(
+                        ReferenceImage.id,
+                        ReferenceImage.blob_key,
+                        ReferenceImage.model_id,
+                        ReferenceImage.shard,
+                    )
+                    .where(stale, ReferenceImage.id.not_in(failed))
+                    .order_by(ReferenceImage.id)
+                    .limit(batch_size)
+                )
+                rows = session.execute(query).all()
                 if not rows:
                     break
                 images, kept = [], []
                 for row in rows:
                     try:
-                        images.append(
-                            decode_image(blobs.get(row.blob_key), settings.max_image_pixels)
-                        )
+                        blob = blobs.get(row.blob_key)
+                        images.append(decode_image(blob, settings.max_image_pixels))
                         kept.append(row)
                     except (OSError, ValueError) as exc:
                         tqdm.write(f"image {row.id}: cannot re-embed ({exc})")
                         failed.append(row.id)
-                vectors = encoder.embed(images)
-                touched: dict[str, set[int]] = {}
-                for row, vector in zip(kept, vectors, strict=True):
-                    touched.setdefault(row.model_id, set()).add(row.shard)
-                    touched.setdefault(encoder.model_id, set()).add(row.shard)
-                    row.embedding = np.asarray(vector, dtype=np.float32).tobytes()
-                    row.model_id = encoder.model_id
-                session.flush()
-                for model_id, shards in sorted(touched.items()):
-                    bump_shard_versions(session, model_id, shards)
-                session.commit()
-                done += len(kept)
+                done += _store(session, kept, encoder.embed(images), encoder.model_id)
                 bar.update(len(rows))
     engine.dispose()
     print(f"re-embedded {done} images with {encoder.model_id}; {len(failed)} failed")

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     shard_capacity: int = 100_000
     sync_interval_s: float = 2.0
+    shard_persist_interval_s: float = 30.0
+    max_concurrency: int = 64  # connections+requests at once; over it uvicorn answers 503
     max_batch: int = 32
     batch_wait_ms: float = 5.0
 

@@ -19,6 +19,9 @@ ICONIC = GROCERY / "iconic-images-and-descriptions"
 OATGHURT = ICONIC / "Packages/Oatghurt/Oatly-Natural-Oatghurt/Oatly-Natural-Oatghurt_Iconic.jpg"
 
 
+METADATA_ERROR = "metadata must be a JSON object"
+
+
 def jpeg(path: Path) -> tuple[str, bytes, str]:
     return (path.name, path.read_bytes(), "image/jpeg")
 
@@ -117,6 +120,8 @@ def test_listing_pages(client: httpx.Client) -> None:
     assert [p["sku"] for p in page["items"]] == ["page-0", "page-1"]
     assert page["limit"] == 2 and page["total"] == total
     assert client.get("/products", params={"limit": 0}).status_code == 422
+    assert client.get("/products", params={"offset": 2**63}).status_code == 422
+    assert client.delete(f"/products/page-0/images/{2**63}").status_code == 422
 
 
 @pytest.mark.parametrize(
@@ -147,6 +152,9 @@ def test_listing_pages(client: httpx.Client) -> None:
             "metadata must be a JSON object",
         ),
         ({"sku": "ok", "name": "  "}, "good", 422, "name must be 1-255 characters"),
+        ({"sku": "ok", "name": "a\x00b"}, "good", 422, "name must be 1-255 characters"),
+        ({"sku": "ok", "name": "x", "metadata": '{"a": NaN}'}, "good", 422, METADATA_ERROR),
+        ({"sku": "ok", "name": "x", "metadata": "[" * 100_000}, "good", 422, METADATA_ERROR),
         ({"sku": "ok"}, "good", 422, "name: Field required"),
         ({"sku": "ok", "name": "x"}, "none", 422, "images: Field required"),
         ({"sku": "ok", "name": "x"}, "text", 400, "images[1]: file is not a decodable image"),

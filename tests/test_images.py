@@ -29,13 +29,29 @@ def test_good_images_decode_to_rgb(grocery: Path) -> None:
         (png_bomb(), 422, "image has too many pixels"),
         (png_bomb(7000, 7000), 422, "image has too many pixels"),  # under PIL's limit, over ours
         (image_bytes("TIFF"), 415, "unsupported image format: TIFF"),
+        (image_bytes("PNG", (4000, 1)), 422, "image aspect ratio is over 20:1"),
+        (png_bomb(200_000, 1), 422, "image aspect ratio is over 20:1"),
     ],
-    ids=["empty", "text", "truncated", "bomb", "over-limit", "tiff"],
+    ids=["empty", "text", "truncated", "bomb", "over-limit", "tiff", "strip", "strip-bomb"],
 )
 def test_bad_uploads_are_refused(data: bytes, status: int, message: str) -> None:
     with pytest.raises(ImageDecodeError) as info:
         decode_image_with_format(data, max_pixels=40_000_000)
     assert info.value.status == status and str(info.value) == message
+
+
+def test_broken_exif_keeps_the_photo_unrotated(grocery: Path) -> None:
+    photo = next((grocery / "test/Fruit/Banana").glob("*.jpg")).read_bytes()
+    with Image.open(io.BytesIO(photo)) as source:
+        buffer = io.BytesIO()
+        # A fuzzed EXIF block on which Pillow's exif_transpose raises (found by fuzzing).
+        exif = bytes.fromhex(
+            "4578696600004d4d002a000000080002014e000200000007000000260112000300000001"
+            "000600000000000043026d6572360000"
+        )
+        source.save(buffer, format="JPEG", exif=exif)
+    image, fmt = decode_image_with_format(buffer.getvalue(), 40_000_000)
+    assert fmt == "JPEG" and image.size == source.size
 
 
 def test_exif_orientation_is_applied() -> None:

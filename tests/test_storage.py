@@ -170,3 +170,24 @@ def test_many_shards_merge_top_k_like_brute_force(db_url: str, tmp_path: Path) -
             np.testing.assert_allclose(scores[q, : len(order)], brute[q, order], atol=1e-5)
             assert set(hits[q, : len(order)]) == set(ids[order])
         assert (hits[:, 54:] == -1).all()
+
+
+def test_local_writes_apply_out_of_order_without_duplicates(db_url: str, tmp_path: Path) -> None:
+    catalog = make_catalog(db_url, tmp_path)
+    first = catalog.create_product("p", "P", {}, new_images(2, "a"))
+    shards = catalog.shards
+    shard = shards.shards[0]
+    assert shard.version == 1
+    ids = np.array([i.id for i in first.images])
+    vectors = np.stack([np.frombuffer(i.embedding, dtype=np.float32) for i in first.images])
+    shards.apply_added(0, 1, ids, vectors)  # replayed: already there, nothing doubles
+    assert shard.index.ntotal == 2
+    # Another process's write (version 2) is not applied here; ours (version 3) arrives first:
+    other = make_catalog(db_url, tmp_path / "other")
+    other.add_images("p", new_images(1, "b"))
+    catalog.add_images("p", new_images(1, "c"))
+    assert shard.index.ntotal == 3 and shard.version == 1  # searchable now, gap remembered
+    shards.apply_added(0, 3, ids, vectors)  # an upsert, never a duplicate
+    assert shard.index.ntotal == 3
+    assert shards.sync() == 1  # the gap closes from SQL
+    assert shards.shards[0].version == 3 and shards.size == 4

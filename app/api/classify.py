@@ -9,13 +9,13 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ServicesDep, require_api_key
+from app.api.deps import ServicesDep
 from app.api.schemas import BatchClassifyResult, ClassifyResult
 from app.api.uploads import decode_all, read_all
 from app.search import classify_vectors
 from app.services import Services
 
-router = APIRouter(tags=["classify"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["classify"])
 
 
 @dataclass(frozen=True)

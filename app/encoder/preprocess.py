@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from dataclasses import asdict, dataclass
 
@@ -10,7 +11,10 @@ from PIL import Image, ImageOps
 from torchvision import transforms as T
 
 # Formats a product photo realistically arrives in; anything else is refused (415).
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF"})
+# MPO is how Pillow names the multi-picture JPEGs many phones write; the first frame is used.
+ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF"})
+# Resizing scales the shorter side to ~image size, so a 200000x1 strip would become gigapixels.
+MAX_ASPECT_RATIO = 20
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,22 @@ def decode_image_with_format(data: bytes, max_pixels: int) -> tuple[Image.Image,
     # Check the header's size before decoding any pixel data, so a bomb costs nothing.
     if image.width * image.height > max_pixels:
         raise ImageDecodeError("image has too many pixels", 422)
+    if max(image.size) > MAX_ASPECT_RATIO * max(1, min(image.size)):
+        raise ImageDecodeError(f"image aspect ratio is over {MAX_ASPECT_RATIO}:1", 422)
     try:
         image.load()
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError("image has too many pixels", 422) from exc
     except Exception as exc:
         raise ImageDecodeError("image is truncated or corrupt") from exc
-    image_format = str(image.format)
-    image = ImageOps.exif_transpose(image)
-    return image.convert("RGB"), image_format
+    image_format = "JPEG" if image.format == "MPO" else str(image.format)
+    # A broken EXIF block should not cost the photo: keep it unrotated.
+    with contextlib.suppress(Exception):
+        image = ImageOps.exif_transpose(image)
+    try:
+        return image.convert("RGB"), image_format
+    except Exception as exc:
+        raise ImageDecodeError("image is truncated or corrupt") from exc
 
 
 def eval_transform(cfg: PreprocessConfig) -> T.Compose:

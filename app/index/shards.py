@@ -46,6 +46,7 @@ class ShardSet:
         self.session_factory = session_factory
         self.shards: dict[int, Shard] = {}
         self.lock = threading.RLock()
+        self.persist_lock = threading.Lock()
         self.rebuilds = 0  # for tests and metrics: how often SQL had to be re-read
 
     # ---- bringing shards up to date -------------------------------------------------------
@@ -117,38 +118,34 @@ class ShardSet:
         return Shard(index=index, version=version)
 
     # ---- local writes, applied after their transaction committed ---------------------------
+    # Adds and removals are idempotent (an add first drops the ids it adds), so a write may be
+    # applied out of order: it is searchable here at once, and the version only advances when
+    # no other write is missing in between. Any gap is closed by the next sync, never inline.
     def apply_added(
         self, shard_no: int, version: int, ids: np.ndarray, vectors: np.ndarray
     ) -> None:
+        ids = ids.astype(np.int64)
         with self.lock:
-            shard = self.shards.get(shard_no)
-            if shard is None and version == 1:
-                shard = self.shards[shard_no] = Shard(self._empty_index(), 0)
-            if shard is not None and shard.version >= version:
+            shard = self.shards.setdefault(shard_no, Shard(self._empty_index(), 0))
+            if shard.version >= version:
                 return  # a sync already read this write from SQL
-            if shard is not None and shard.version == version - 1:
-                shard.index.add_with_ids(vectors.astype(np.float32), ids.astype(np.int64))
-                shard.version, shard.dirty = version, True
-                return
-        self._rebuild(shard_no)  # someone else wrote in between: read the truth
+            shard.index.remove_ids(ids)
+            shard.index.add_with_ids(vectors.astype(np.float32), ids)
+            self._advance(shard, version)
 
     def apply_removed(self, shard_no: int, version: int, ids: np.ndarray) -> None:
         with self.lock:
             shard = self.shards.get(shard_no)
-            if shard is not None and shard.version >= version:
+            if shard is None or shard.version >= version:
                 return
-            if shard is not None and shard.version == version - 1:
-                shard.index.remove_ids(ids.astype(np.int64))
-                shard.version, shard.dirty = version, True
-                return
-        self._rebuild(shard_no)
+            shard.index.remove_ids(ids.astype(np.int64))
+            self._advance(shard, version)
 
-    def _rebuild(self, shard_no: int) -> None:
-        shard = self._build_from_sql(shard_no)
-        with self.lock:
-            current = self.shards.get(shard_no)
-            if current is None or current.version <= shard.version:
-                self.shards[shard_no] = shard
+    @staticmethod
+    def _advance(shard: Shard, version: int) -> None:
+        shard.dirty = True
+        if shard.version == version - 1:
+            shard.version = version
 
     # ---- search ------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,30 +175,31 @@ class ShardSet:
 
     @property
     def size(self) -> int:
-        with self.lock:
-            return sum(s.index.ntotal for s in self.shards.values())
+        # No lock: called on the event loop; a momentarily stale count is fine for probes.
+        return sum(s.index.ntotal for s in list(self.shards.values()))
 
     # ---- persistence -------------------------------------------------------------------------
     def _path(self, shard_no: int, version: int) -> Path:
         return self.directory / f"shard-{shard_no:06d}-v{version}.faiss"
 
     def persist_dirty(self) -> int:
-        """Write changed shards to disk (atomically) and drop their older files."""
-        with self.lock:
-            pending = [
-                (no, s.version, faiss.serialize_index(s.index))
-                for no, s in self.shards.items()
-                if s.dirty
-            ]
-            for no, _, _ in pending:
-                self.shards[no].dirty = False
-        for shard_no, version, blob in pending:
-            path = self._path(shard_no, version)
-            atomic_write(path, blob.tobytes())
-            for old in self.directory.glob(f"shard-{shard_no:06d}-v*.faiss"):
-                if old != path:
-                    old.unlink(missing_ok=True)
-        return len(pending)
+        """Write changed shards to disk (atomically), one at a time, and drop older files."""
+        written = 0
+        with self.persist_lock:  # the sync loop and shutdown may both get here
+            for shard_no in sorted(self.shards):
+                with self.lock:  # searches wait for one shard's serialisation at most
+                    shard = self.shards.get(shard_no)
+                    if shard is None or not shard.dirty:
+                        continue
+                    version, blob = shard.version, faiss.serialize_index(shard.index)
+                    shard.dirty = False
+                path = self._path(shard_no, version)
+                atomic_write(path, memoryview(blob))
+                for old in self.directory.glob(f"shard-{shard_no:06d}-v*.faiss"):
+                    if old != path:
+                        old.unlink(missing_ok=True)
+                written += 1
+        return written
 
     def _empty_index(self) -> faiss.IndexIDMap2:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))

@@ -12,6 +12,9 @@ from pathlib import Path
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; once the body has written it, fsync and rename it over."""
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -23,7 +26,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    fsync_dir(path.parent)
+    # The rename, and any directory made for it, must reach the disk too.
+    directory = path.parent
+    while True:
+        fsync_dir(directory)
+        if directory == existing or directory == directory.parent:
+            break
+        directory = directory.parent
 
 
 def atomic_write(path: Path, data: bytes) -> None:
