@@ -145,7 +145,9 @@ def test_cli_train_and_eval_side_by_side(synthetic: Path, tmp_path: Path) -> Non
     for result in summary.values():
         # Queries are the gallery itself, so the nearest neighbour is the image itself.
         assert result["top1"] == 1.0 and result["queries"] == 32
-    assert (eval_out / "per_class_1.csv").read_text().startswith("class,queries,top1,top5")
+    (table,) = eval_out.glob("per_class_1_*.csv")
+    assert table.read_text().startswith("class,queries,top1,top5")
+    assert len(list(eval_out.glob("per_class_*.png"))) == 2
 
 
 def test_ddp_two_processes_gloo(synthetic: Path, tmp_path: Path) -> None:

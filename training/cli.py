@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -81,14 +82,22 @@ def run_eval(argv: list[str]) -> int:
     from app.encoder.runtime import load_encoder
     from training.data import read_spec
     from training.evaluate import evaluate_model, write_per_class_csv
+    from training.plots import plot_per_class
 
     gallery, queries = read_spec(args.gallery), read_spec(args.query)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     results = {}
     for i, model in enumerate(args.model):
         encoder = load_encoder(model, args.device)
         metrics = evaluate_model(encoder, gallery, queries, args.batch_size)
-        write_per_class_csv(out / f"per_class_{i}.csv", metrics)
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).stem)[:40]
+        write_per_class_csv(out / f"per_class_{i}_{slug}.csv", metrics)
+        plot_per_class(
+            [(c.name, c.top1) for c in metrics.per_class],
+            out / f"per_class_{i}_{slug}.png",
+            f"{encoder.model_id}: top-1 {metrics.top1:.1%}",
+        )
         results[model] = {"model_id": encoder.model_id, **metrics.summary()}
         worst = sorted(metrics.per_class, key=lambda c: (c.top1, c.name))[: args.worst]
         results[model]["worst"] = [(c.name, round(c.top1, 3)) for c in worst]
