@@ -153,7 +153,7 @@ def test_cli_train_and_eval_side_by_side(synthetic: Path, tmp_path: Path) -> Non
 def test_ddp_two_processes_gloo(synthetic: Path, tmp_path: Path) -> None:
     work = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    command += ["--master_port", "29517", "-m", "training", "train", "--data", str(synthetic)]
+    command += ["--standalone", "-m", "training", "train", "--data", str(synthetic)]
     command += ["--out", str(work / "ddp.safetensors"), "--work-dir", str(work), "--device", "cpu"]
     command += ["--image-size", str(SIZE), "--epochs", "1", "--steps-per-epoch", "2"]
     command += ["--batch-size", "4", "--per-class", "2", "--threads", "1"]
@@ -164,3 +164,15 @@ def test_ddp_two_processes_gloo(synthetic: Path, tmp_path: Path) -> None:
     assert len(rows) == 1 and rows[0]["world_size"] == 2 and rows[0]["steps"] == 2
     _, _, _, info = load_checkpoint(work / "ddp.safetensors")
     assert info["config"]["batch_size"] == 4
+
+
+def test_vit_tower_trains_and_exports(synthetic: Path, tmp_path: Path) -> None:
+    """An OpenCLIP ViT image tower (random weights: no hub here) through the same loop."""
+    cfg = _config(synthetic, tmp_path / "vit", model="ViT-B-32:random", val=None)
+    cfg.steps_per_epoch, cfg.batch_size = 1, 4
+    summary = train(cfg)
+    assert summary["history"][0]["steps"] == 1
+    _, tower_cfg, pre, info = load_checkpoint(cfg.out)
+    assert tower_cfg.vision_cfg["layers"] == 12 and pre.image_size == 224
+    assert info["config"]["model"] == "ViT-B-32:random"
+    assert load_encoder(cfg.out, "cpu").embed_dim == 512

@@ -86,3 +86,25 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{r['top1']:.1%} | {r['top5']:.1%} | {r['mean_per_class']:.1%} |"
         )
     return "\n".join(lines)
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """One plain sentence per protocol: does the finetuned encoder beat the frozen one?"""
+    by = {(r["model"], r["protocol"]): r for r in rows}
+    lines = []
+    for protocol in PROTOCOLS:
+        frozen, tuned = by.get(("frozen", protocol)), by.get(("finetuned", protocol))
+        if not frozen or not tuned:
+            continue
+        delta = tuned["top1"] - frozen["top1"]
+        word = "beats" if delta > 0 else "does NOT beat"
+        lines.append(
+            f"- {protocol}: the finetuned encoder {word} the frozen one on classes it never saw "
+            f"({frozen['top1']:.1%} -> {tuned['top1']:.1%} top-1, {delta * 100:+.1f} points; "
+            f"top-5 {frozen['top5']:.1%} -> {tuned['top5']:.1%})."
+        )
+        per = [c for c in frozen["per_class"] if c in tuned["per_class"]]
+        better = sum(tuned["per_class"][c] > frozen["per_class"][c] for c in per)
+        worse = sum(tuned["per_class"][c] < frozen["per_class"][c] for c in per)
+        lines.append(f"  Per class: better on {better}, worse on {worse} of {len(per)} classes.")
+    return "\n".join(lines)
