@@ -134,3 +134,15 @@ def test_cuda_setting_uses_the_gpu_or_is_refused_without_one() -> None:
         with pytest.raises(ModelLoadError, match="no CUDA device"):
             load_encoder("efficientnet-lite0", "cuda")
         assert load_encoder("efficientnet-lite0", "auto").device.type == "cpu"
+
+
+def test_the_default_model_is_the_shipped_finetuned_encoder(grocery: Path) -> None:
+    from app.settings import Settings
+
+    assert Settings(_env_file=None).model == "retailklip-lite0-grocery"
+    shipped = load_encoder("retailklip-lite0-grocery", "cpu")
+    frozen = load_encoder("efficientnet-lite0", "cpu")
+    assert shipped.model_id.startswith("retailklip:") and shipped.embed_dim == 1280
+    # It is not the frozen backbone under another name: same photo, different embedding.
+    image = Image.open(sorted((grocery / "test/Fruit/Banana").glob("*.jpg"))[0]).convert("RGB")
+    assert float(shipped.embed([image])[0] @ frozen.embed([image])[0]) < 0.99
