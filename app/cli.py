@@ -1,4 +1,4 @@
-"""`retailklip` command line: serve, migrate, reindex, import, train, eval."""
+"""`retailklip` command line: serve, migrate, reindex, import, gc-blobs, train, eval."""
 
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ def _reindex(args: argparse.Namespace) -> int:
     return run_reindex(Settings(), batch_size=args.batch_size)
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from app.gc import run_gc
+    from app.settings import Settings
+
+    return run_gc(Settings(), args.grace_hours, args.dry_run)
+
+
 def _import(args: argparse.Namespace) -> int:
     from app.importer import run_import
 
@@ -75,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     importer.add_argument("--url", default="http://127.0.0.1:8000")
     importer.add_argument("--api-key", default=os.environ.get("RETAILKLIP_IMPORT_API_KEY"))
     importer.set_defaults(func=_import)
+    gc = sub.add_parser("gc-blobs", help="delete stored image bytes no reference image uses")
+    gc.add_argument("--grace-hours", type=float, default=24.0)
+    gc.add_argument("--dry-run", action="store_true")
+    gc.set_defaults(func=_gc)
     sub.add_parser("train", help="finetune an encoder (see `retailklip train --help`)")
     sub.add_parser("eval", help="nearest-neighbour evaluation (see `retailklip eval --help`)")
     args = parser.parse_args(argv)

@@ -191,3 +191,25 @@ def test_local_writes_apply_out_of_order_without_duplicates(db_url: str, tmp_pat
     assert shard.index.ntotal == 3
     assert shards.sync() == 1  # the gap closes from SQL
     assert shards.shards[0].version == 3 and shards.size == 4
+
+
+def test_gc_deletes_only_old_unreferenced_blobs(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.gc import run_gc
+    from app.settings import Settings
+
+    catalog = make_catalog(db_url, tmp_path)
+    kept, dropped = new_images(1, "kept"), new_images(1, "dropped")
+    catalog.create_product("kept", "K", {}, kept)
+    catalog.create_product("dropped", "D", {}, dropped)
+    catalog.delete_product("dropped")
+    settings = Settings(database_url=db_url, blob_dir=tmp_path / "blobs", data_dir=tmp_path)
+    run_gc(settings, grace_hours=1)  # everything is younger than the grace period
+    assert catalog.blobs.exists(dropped[0].sha256)
+    run_gc(settings, grace_hours=0, dry_run=True)
+    assert "would delete 1 unreferenced blobs" in capsys.readouterr().out
+    assert catalog.blobs.exists(dropped[0].sha256)
+    run_gc(settings, grace_hours=0)
+    assert not catalog.blobs.exists(dropped[0].sha256)
+    assert catalog.blobs.get(kept[0].sha256) == kept[0].data

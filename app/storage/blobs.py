@@ -1,12 +1,14 @@
 """Original bytes of reference images, content-addressed, behind a small interface.
 
 The interface is what an S3-compatible store would implement too; the service only ever calls
-these three methods.
+these methods.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +26,11 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes: ...
 
     def exists(self, key: str) -> bool: ...
+
+    def keys_older_than(self, seconds: float) -> Iterator[str]:
+        """Keys written more than `seconds` ago (for garbage collection)."""
+
+    def delete(self, key: str) -> None: ...
 
 
 class FileBlobStore:
@@ -49,3 +56,12 @@ class FileBlobStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def keys_older_than(self, seconds: float) -> Iterator[str]:
+        cutoff = time.time() - seconds
+        for path in self.root.glob("??/??/*"):
+            if not path.name.startswith(".") and path.stat().st_mtime < cutoff:
+                yield path.name
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
