@@ -43,6 +43,16 @@ def classify_all(client: httpx.Client) -> dict[tuple[str, str], list[str]]:
     return out
 
 
+def register(client: httpx.Client, sku: str, name: str) -> None:
+    path = iconic(PRODUCTS[sku])
+    response = client.post(
+        "/products",
+        data={"sku": sku, "name": name},
+        files={"images": (path.name, path.read_bytes(), "image/jpeg")},
+    )
+    assert response.status_code == 201, response.text
+
+
 def metric(client: httpx.Client, name: str) -> float:
     return float(re.search(rf"^{name} (\S+)$", client.get("/metrics").text, re.M).group(1))
 
@@ -54,13 +64,7 @@ def test_catalogue_to_shelf_delete_and_restart(
     server = live_server(data_dir=data)
     with httpx.Client(base_url=server.url, timeout=60) as client:
         for sku, folder in PRODUCTS.items():
-            path = iconic(folder)
-            response = client.post(
-                "/products",
-                data={"sku": sku, "name": folder.rsplit("/", 1)[-1]},
-                files={"images": (path.name, path.read_bytes(), "image/jpeg")},
-            )
-            assert response.status_code == 201, response.text
+            register(client, sku, folder.rsplit("/", 1)[-1])
         before = classify_all(client)
         top1 = sum(skus[0] == sku for (sku, _), skus in before.items()) / len(before)
         top5 = sum(sku in skus for (sku, _), skus in before.items()) / len(before)
@@ -91,9 +95,7 @@ def test_reindex_moves_the_catalogue_to_a_new_model(
     server = live_server(data_dir=data)
     with httpx.Client(base_url=server.url, timeout=60) as client:
         for sku in ("banana", "lemon"):
-            path = iconic(PRODUCTS[sku])
-            files = {"images": (path.name, path.read_bytes(), "image/jpeg")}
-            assert client.post("/products", data={"sku": sku, "name": sku}, files=files).is_success
+            register(client, sku, sku)
     server.stop()
 
     new_model = {"RETAILKLIP_MODEL": "ViT-B-32:random", "RETAILKLIP_DEVICE": "cpu"}

@@ -8,11 +8,6 @@ from fastapi import Depends, HTTPException, Request
 
 from app.metrics import Metrics
 from app.services import Services
-from app.settings import Settings
-
-
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -26,6 +21,5 @@ def get_services(request: Request) -> Services:
     return services
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServicesDep = Annotated[Services, Depends(get_services)]
