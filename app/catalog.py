@@ -14,7 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from app.db.models import Product, ReferenceImage, ShardVersion
+from app.db.models import Product, ReferenceImage, ReferenceView, ShardVersion
+from app.encoder.views import all_vector_ids, vector_id
 from app.index.shards import ShardSet
 from app.storage.blobs import BlobStore
 
@@ -43,6 +44,17 @@ class NewImage:
     width: int
     height: int
     embedding: np.ndarray
+    # Derived vectors (degraded views) and their view codes, in the same order.
+    view_embeddings: np.ndarray | None = None
+    view_codes: tuple[int, ...] = ()
+
+    def vectors(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """The vector ids and vectors this image puts into the index: itself, then its views."""
+        codes = np.array((0, *self.view_codes), dtype=np.int64)
+        rows = [self.embedding[None, :]]
+        if self.view_codes and self.view_embeddings is not None:
+            rows.append(self.view_embeddings)
+        return vector_id(image_id, codes), np.concatenate(rows).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -144,30 +156,32 @@ class Catalog:
                 embedding=image.embedding.astype(np.float32).tobytes(),
                 model_id=self.model_id,
                 shard=0,
+                views=",".join(str(c) for c in image.view_codes),
             )
             for sha, image in fresh.items()
         }
         session.add_all(rows.values())
         try:
             session.flush()
-            for row in rows.values():
+            for sha, row in rows.items():
                 row.shard = (row.id - 1) // self.shard_capacity
+                session.add_all(view_rows(row.id, row.shard, self.model_id, fresh[sha]))
             session.flush()
             versions = bump_shard_versions(session, self.model_id, (r.shard for r in rows.values()))
             session.commit()
         except IntegrityError as exc:
             session.rollback()
             raise WriteConflict(product.sku) from exc
-        by_shard: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
+        by_shard: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         for sha, row in rows.items():
-            by_shard[row.shard].append((row.id, fresh[sha].embedding))
+            by_shard[row.shard].append(fresh[sha].vectors(row.id))
         self._after_commit(
             lambda: [
                 self.shards.apply_added(
                     shard,
                     versions[shard],
-                    np.array([i for i, _ in items], dtype=np.int64),
-                    np.stack([v for _, v in items]).astype(np.float32),
+                    np.concatenate([ids for ids, _ in items]),
+                    np.concatenate([vectors for _, vectors in items]),
                 )
                 for shard, items in by_shard.items()
             ]
@@ -200,6 +214,14 @@ class Catalog:
 
     @staticmethod
     def _delete_returning(session: Session, where: Any) -> list[Any]:
+        # Views first and explicitly: the foreign key cascades too, but this way the removal
+        # does not depend on SQLite's foreign_keys pragma being on for every connection.
+        image_ids = select(ReferenceImage.id).where(where).scalar_subquery()
+        session.execute(
+            delete(ReferenceView)
+            .where(ReferenceView.image_id.in_(image_ids))
+            .execution_options(synchronize_session=False)
+        )
         statement = (
             delete(ReferenceImage)
             .where(where)
@@ -223,7 +245,7 @@ class Catalog:
                 self.shards.apply_removed(
                     shard,
                     version,
-                    np.array([i for i, m, s in refs if m == self.model_id and s == shard]),
+                    all_vector_ids(i for i, m, s in refs if m == self.model_id and s == shard),
                 )
                 for shard, version in mine.items()
             ]
@@ -263,7 +285,9 @@ class Catalog:
             return list(products), total
 
     def matches_for(self, image_ids: Iterable[int]) -> dict[int, Match]:
-        """Look search hits up in SQL: ids deleted elsewhere since the shard loaded drop out."""
+        """Look search hits up in SQL: ids deleted elsewhere since the shard loaded drop out.
+
+        Takes image ids, not vector ids (see `app.encoder.views.image_of`)."""
         wanted = sorted({int(i) for i in image_ids if i >= 0})
         if not wanted:
             return {}
@@ -274,3 +298,18 @@ class Catalog:
                 .where(ReferenceImage.id.in_(wanted), ReferenceImage.model_id == self.model_id)
             ).all()
         return {row[0]: Match(row[1], row[2]) for row in rows}
+
+
+def view_rows(image_id: int, shard: int, model_id: str, image: NewImage) -> list[ReferenceView]:
+    if not image.view_codes or image.view_embeddings is None:
+        return []
+    return [
+        ReferenceView(
+            image_id=image_id,
+            code=code,
+            embedding=np.asarray(vector, dtype=np.float32).tobytes(),
+            model_id=model_id,
+            shard=shard,
+        )
+        for code, vector in zip(image.view_codes, image.view_embeddings, strict=True)
+    ]

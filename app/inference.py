@@ -17,6 +17,7 @@ import torch
 
 from app.encoder.preprocess import decode_image_with_format, eval_transform
 from app.encoder.runtime import Encoder
+from app.encoder.views import degraded_views, view_code
 from app.storage.blobs import sha256_hex
 
 
@@ -28,6 +29,7 @@ class DecodedImage:
     width: int
     height: int
     tensor: torch.Tensor
+    view_tensors: tuple[torch.Tensor, ...] = ()  # degraded views, for references only
 
 
 @dataclass
@@ -44,8 +46,11 @@ class InferenceRuntime:
         max_batch: int,
         batch_wait_ms: float,
         on_batch: Callable[[int], None] = lambda size: None,
+        reference_views: tuple[str, ...] = (),
     ) -> None:
         self.encoder = encoder
+        self.reference_views = reference_views
+        self.view_codes = tuple(view_code(name) for name in reference_views)
         self.max_pixels = max_pixels
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
@@ -67,16 +72,25 @@ class InferenceRuntime:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.model_pool.shutdown(wait=True)
 
-    def _decode(self, data: bytes) -> DecodedImage:
+    def _decode(self, data: bytes, with_views: bool) -> DecodedImage:
         image, fmt = decode_image_with_format(data, self.max_pixels)
+        views = degraded_views(image, self.reference_views) if with_views else []
         return DecodedImage(
-            data, sha256_hex(data), fmt, image.width, image.height, self.transform(image)
+            data,
+            sha256_hex(data),
+            fmt,
+            image.width,
+            image.height,
+            self.transform(image),
+            tuple(self.transform(view) for view in views),
         )
 
-    async def decode(self, data: bytes) -> DecodedImage:
-        """Decode and preprocess one upload off the event loop; raises ImageDecodeError."""
+    async def decode(self, data: bytes, with_views: bool = False) -> DecodedImage:
+        """Decode and preprocess one upload off the event loop; raises ImageDecodeError.
+
+        `with_views`: also the configured degraded views (a reference being registered)."""
         return await asyncio.get_running_loop().run_in_executor(
-            self.decode_pool, self._decode, data
+            self.decode_pool, self._decode, data, with_views
         )
 
     async def embed(self, tensors: list[torch.Tensor]) -> np.ndarray:

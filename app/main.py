@@ -47,6 +47,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         settings.max_batch,
         settings.batch_wait_ms,
         on_batch=metrics.batch_size.observe,
+        reference_views=settings.resolved_reference_views(encoder.preprocess),
     )
     catalog = Catalog(
         session_factory, FileBlobStore(settings.resolved_blob_dir), shards, settings.shard_capacity

@@ -15,9 +15,16 @@ MIN_FETCH = 64
 
 
 def classify_vectors(
-    shards: ShardSet, catalog: Catalog, queries: np.ndarray, top_k: int, threshold: float
+    shards: ShardSet,
+    catalog: Catalog,
+    queries: np.ndarray,
+    top_k: int,
+    threshold: float,
+    vectors_per_image: int = 1,
 ) -> list[ClassifyResult]:
-    k = max(top_k * OVERFETCH, MIN_FETCH)
+    # An image with degraded views owns several neighbours; fetch deeper to keep top_k SKUs.
+    k = max(top_k * OVERFETCH, MIN_FETCH) * vectors_per_image
+    # A degraded view's hit comes back as its image: it never shows as a match of its own.
     scores, ids = shards.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     known = catalog.matches_for(ids.ravel().tolist())
     results = []

@@ -9,7 +9,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from app.encoder.preprocess import PreprocessConfig
 from app.encoder.runtime import BUILTIN_CHECKPOINTS
+from app.encoder.views import parse_views
 
 DEFAULT_MODEL = "retailklip-lite0-grocery"
 
@@ -45,6 +47,9 @@ class Settings(BaseSettings):
     max_concurrency: int = 64  # connections+requests at once; over it uvicorn answers 503
     max_batch: int = 32
     batch_wait_ms: float = 5.0
+    # Degraded views stored as extra vectors per reference image: "auto" (what the model's
+    # checkpoint recommends), "none", or names from app/encoder/views.py ("thumb48,blur").
+    reference_views: str = "auto"
 
     @field_validator("shard_capacity", "max_batch", "default_top_k", "max_upload_bytes")
     @classmethod
@@ -52,6 +57,18 @@ class Settings(BaseSettings):
         if value < 1:
             raise ValueError("must be at least 1")
         return value
+
+    @field_validator("reference_views")
+    @classmethod
+    def _known_views(cls, value: str) -> str:
+        if value.strip() != "auto":
+            parse_views(value)  # raises ValueError naming the unknown views
+        return value.strip()
+
+    def resolved_reference_views(self, preprocess: PreprocessConfig) -> tuple[str, ...]:
+        if self.reference_views == "auto":
+            return preprocess.reference_views
+        return parse_views(self.reference_views)
 
     @property
     def resolved_database_url(self) -> str:

@@ -140,3 +140,51 @@ def test_import_registers_a_catalogue_folder(
     with httpx.Client(base_url=server.url, headers={"X-API-Key": "k"}) as client:
         products = client.get("/products").json()["items"]
     assert {(p["sku"], p["image_count"]) for p in products} == {("lemon", 3), ("cucumber", 3)}
+
+
+def reindex(data: Path, **settings: str) -> str:
+    env = {"RETAILKLIP_DATA_DIR": str(data), "RETAILKLIP_MODEL": "efficientnet-lite0"}
+    env.update({f"RETAILKLIP_{k.upper()}": v for k, v in settings.items()})
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "reindex"],
+        cwd=REPO,
+        env={**os.environ, "RETAILKLIP_DEVICE": "cpu", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_reference_views_search_as_their_image_and_reindex_regenerates_them(
+    live_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    server = live_server(data_dir=data, reference_views="thumb48,blur")
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for sku in ("banana", "lemon"):
+            register(client, sku, sku)
+        # Two images, each with two degraded views: six vectors, two images in the API.
+        assert client.get("/readyz").json()["index_vectors"] == 6
+        products = client.get("/products").json()["items"]
+        assert [p["image_count"] for p in products] == [1, 1]
+        image_ids = {p["sku"]: p["image_ids"][0] for p in products}
+        photo = shelf_photos(PRODUCTS["lemon"])[0]
+        answer = client.post(
+            "/classify", files={"image": (photo.name, photo.read_bytes())}, data={"top_k": "5"}
+        ).json()
+        # Each SKU once, with its image's id: a view never shows as a match of its own.
+        assert [(m["sku"], m["image_id"]) for m in answer["matches"]] == sorted(
+            image_ids.items(), key=lambda item: item[0] != answer["matches"][0]["sku"]
+        )
+
+        # Another view set: reindex regenerates the views of every image, the server follows.
+        out = reindex(data, reference_views="thumb48,thumb80,blur")
+        assert "re-embedded 2 images" in out
+        assert wait_for(lambda: client.get("/readyz").json()["index_vectors"] == 8, 30)
+        assert "re-embedded 0 images" in reindex(data, reference_views="thumb48,thumb80,blur")
+        assert "re-embedded 2 images" in reindex(data, reference_views="none")
+        assert wait_for(lambda: client.get("/readyz").json()["index_vectors"] == 2, 30)
+        assert client.delete("/products/banana").status_code == 204
+        assert client.get("/readyz").json()["index_vectors"] == 1

@@ -13,6 +13,7 @@ from app.catalog import Catalog, NewImage, NotFound, ProductExists
 from app.db.migrate import SchemaOutOfDate, check_at_head, upgrade_to_head
 from app.db.models import Product, ReferenceImage, ShardVersion
 from app.db.session import make_engine, make_session_factory
+from app.encoder.views import vector_id
 from app.index.shards import ShardSet
 from app.storage.blobs import FileBlobStore, sha256_hex
 
@@ -178,7 +179,7 @@ def test_local_writes_apply_out_of_order_without_duplicates(db_url: str, tmp_pat
     shards = catalog.shards
     shard = shards.shards[0]
     assert shard.version == 1
-    ids = np.array([i.id for i in first.images])
+    ids = vector_id(np.array([i.id for i in first.images]))  # shards are keyed by vector id
     vectors = np.stack([np.frombuffer(i.embedding, dtype=np.float32) for i in first.images])
     shards.apply_added(0, 1, ids, vectors)  # replayed: already there, nothing doubles
     assert shard.index.ntotal == 2

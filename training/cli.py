@@ -9,6 +9,9 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from app.encoder.backbones import POOLS
+from app.encoder.preprocess import RESIZE_MODES
+from app.encoder.views import VIEWS, parse_views
 from training.loop import TrainConfig
 
 HELP = {
@@ -20,6 +23,18 @@ HELP = {
     "work_dir": "resumable state, metrics.jsonl and training_curve.png go here",
     "export_sizes": "comma-separated candidate serving image sizes; the best on --val is exported",
     "margin": "ArcFace angular margin in degrees",
+    "resize_mode": "serving framing written into the checkpoint: crop (centre crop) or pad "
+    "(pad to a square first, keeping the whole product); training uses it too",
+    "pool": "global pooling of a timm tower: avg or gem (generalised mean, p=3)",
+    "flip": "serve with a mirrored test-time view averaged in (twice the encoder work)",
+    "reference_views": "degraded views stored per reference image by the service, "
+    "comma-separated (thumb48,thumb80,blur,jpeg25,dark) or empty",
+    "augment": "basic (crop, flip, colour) or shelf (also downscale, blur, JPEG, perspective, "
+    "glare, occlusion: the catalogue-to-shelf gap)",
+    "anchors": "extra images of the training classes, e.g. catalogue shots "
+    "(grocery:ROOT:iconic); same forms as --data",
+    "anchor_repeat": "how many times each anchor image counts in its class's pool",
+    "interpolate": "WiSE-FT: export (1-a)*starting + a*finetuned weights (1 = finetuned only)",
 }
 
 
@@ -59,6 +74,17 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--worst", type=int, default=5, help="worst classes to print per model")
+    # Pipeline overrides: try a serving pipeline on a model without writing a checkpoint.
+    parser.add_argument("--resize", choices=RESIZE_MODES, help="override: crop or pad to square")
+    parser.add_argument("--pool", choices=POOLS, help="override: pooling of a timm tower")
+    parser.add_argument(
+        "--flip", action=argparse.BooleanOptionalAction, help="override: mirror test-time view"
+    )
+    parser.add_argument(
+        "--reference-views",
+        help=f"override: degraded views per gallery image, comma-separated from {sorted(VIEWS)}"
+        " or none",
+    )
     return parser
 
 
@@ -79,7 +105,7 @@ def run_train(argv: list[str]) -> int:
 
 def run_eval(argv: list[str]) -> int:
     args = _eval_parser().parse_args(argv)
-    from app.encoder.runtime import load_encoder
+    from app.encoder.runtime import load_encoder, override_pipeline
     from training.data import read_spec
     from training.evaluate import evaluate_model, write_per_class_csv
     from training.plots import plot_per_class
@@ -89,7 +115,15 @@ def run_eval(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for i, model in enumerate(args.model):
-        encoder = load_encoder(model, args.device)
+        encoder = override_pipeline(
+            load_encoder(model, args.device),
+            resize_mode=args.resize,
+            pool=args.pool,
+            flip=args.flip,
+            reference_views=(
+                None if args.reference_views is None else parse_views(args.reference_views)
+            ),
+        )
         metrics = evaluate_model(encoder, gallery, queries, args.batch_size)
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).stem)[:40]
         write_per_class_csv(out / f"per_class_{i}_{slug}.csv", metrics)

@@ -7,6 +7,7 @@ indices themselves, so gallery and query sets from different readers compare by 
 from __future__ import annotations
 
 import csv
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 MAX_PIXELS = 100_000_000
 GROCERY_SPLITS = ("train", "val", "test", "iconic")
 GROCERY_HALVES = ("all", "seen", "unseen")
+GROZI_PARTS = ("catalogue", "shelf")
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,38 @@ def read_grocery(root: str | Path, split: str, half: str = "all") -> list[Sample
     return samples
 
 
+def read_grozi(
+    root: str | Path, part: str, per_class: int | None = None, seed: int = 0
+) -> list[Sample]:
+    """GroZi-120 (`catalogue/<id>/`, `shelf/<id>/`): labels are the product ids.
+
+    For evaluation and model selection only (see the folder's PROVENANCE.md); never train on it.
+    `per_class` keeps at most that many images per product, drawn with `seed`. The draw is a
+    per-product shuffle, so the 5-per-product sample is a subset of the 20-per-product one.
+    """
+    if part not in GROZI_PARTS:
+        raise ValueError(f"grozi part must be one of {GROZI_PARTS}, not {part!r}")
+    folder = Path(root) / part
+    if not folder.is_dir():
+        raise ValueError(f"no GroZi-120 {part} folder at {folder}")
+    samples = []
+    for product in sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: int(p.name)):
+        files = sorted(f for f in product.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if per_class is not None:
+            random.Random(f"{seed}:{product.name}").shuffle(files)
+            files = sorted(files[:per_class])
+        samples.extend(Sample(f, product.name) for f in files)
+    return samples
+
+
 def read_spec(spec: str) -> list[Sample]:
-    """`grocery:ROOT:SPLIT[:HALF]`, a `.csv` manifest, or a folder with one sub-folder per class."""
+    """`grocery:ROOT:SPLIT[:HALF]`, `grozi:ROOT:PART[:PER_CLASS]`, a `.csv` manifest, or a
+    folder with one sub-folder per class."""
+    if spec.startswith("grozi:"):
+        parts = spec.split(":")
+        if len(parts) not in (3, 4):
+            raise ValueError(f"bad grozi spec {spec!r}: use grozi:ROOT:PART[:PER_CLASS]")
+        return read_grozi(parts[1], parts[2], int(parts[3]) if len(parts) == 4 else None)
     if spec.startswith("grocery:"):
         parts = spec.split(":")
         if len(parts) not in (3, 4):

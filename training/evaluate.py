@@ -7,14 +7,16 @@ SKUs, so top-5 means "the true product is among the 5 best distinct products".
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from app.encoder.runtime import Encoder
+from app.encoder.views import degraded_views
 from training.data import Sample, load_image
 
 
@@ -46,14 +48,41 @@ class Metrics:
 
 
 def embed_samples(
-    encoder: Encoder, samples: Sequence[Sample], batch_size: int = 64, desc: str = "embed"
+    encoder: Encoder,
+    samples: Sequence[Sample],
+    batch_size: int = 64,
+    desc: str = "embed",
+    load: Callable[[Path], Image.Image] = load_image,
 ) -> np.ndarray:
     """Embed files exactly as the service would (decode, eval transform, L2-normalise)."""
     rows = []
     for start in tqdm(range(0, len(samples), batch_size), desc=desc, leave=False):
-        images = [load_image(s.path) for s in samples[start : start + batch_size]]
+        images = [load(s.path) for s in samples[start : start + batch_size]]
         rows.append(encoder.embed(images))
     return np.concatenate(rows) if rows else np.zeros((0, encoder.embed_dim), np.float32)
+
+
+def embed_references(
+    encoder: Encoder,
+    samples: Sequence[Sample],
+    batch_size: int = 64,
+    desc: str = "gallery",
+    load: Callable[[Path], Image.Image] = load_image,
+) -> tuple[np.ndarray, list[str]]:
+    """Gallery rows as the service stores them: each image, then its degraded views (if the
+    pipeline has any), all labelled with the image's class."""
+    views = encoder.preprocess.reference_views
+    rows, labels = [], []
+    per_batch = max(1, batch_size // (1 + len(views)))
+    for start in tqdm(range(0, len(samples), per_batch), desc=desc, leave=False):
+        images = []
+        for sample in samples[start : start + per_batch]:
+            image = load(sample.path)
+            images += [image, *degraded_views(image, views)]
+            labels += [sample.label] * (1 + len(views))
+        rows.append(encoder.embed(images))
+    gallery = np.concatenate(rows) if rows else np.zeros((0, encoder.embed_dim), np.float32)
+    return gallery, labels
 
 
 def class_scores(
@@ -119,6 +148,6 @@ def write_per_class_csv(path: str | Path, metrics: Metrics) -> Path:
 def evaluate_model(
     encoder: Encoder, gallery: Sequence[Sample], queries: Sequence[Sample], batch_size: int = 64
 ) -> Metrics:
-    g = embed_samples(encoder, gallery, batch_size, desc="gallery")
+    g, g_labels = embed_references(encoder, gallery, batch_size)
     q = embed_samples(encoder, queries, batch_size, desc="queries")
-    return knn_metrics(g, [s.label for s in gallery], q, [s.label for s in queries])
+    return knn_metrics(g, g_labels, q, [s.label for s in queries])

@@ -13,10 +13,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from app.encoder.backbones import TowerConfig, set_timm_pool
 from app.encoder.checkpoint import save_checkpoint
-from app.encoder.preprocess import PreprocessConfig, eval_transform, train_transform
+from app.encoder.preprocess import PreprocessConfig, eval_transform
 from app.encoder.runtime import Encoder
+from app.encoder.views import parse_views
 from training.arcface import RetailKLIPModel, init_centres, make_arcface
+from training.augment import make_train_transform
 from training.data import ImageDataset, load_image, read_spec
 from training.evaluate import leave_one_out_top1
 from training.lr_decay import layer_decay_groups
@@ -54,6 +57,15 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # 0: leave torch's default
     resume: bool = True
+    # The serving pipeline, trained with and written into the checkpoint.
+    resize_mode: str = "crop"  # crop | pad (to a square, keeping the whole product)
+    pool: str = "avg"  # avg | gem (timm towers)
+    flip: bool = False  # mirror test-time view at serving
+    reference_views: str = ""  # degraded views stored per reference, e.g. thumb48,blur
+    augment: str = "basic"  # basic | shelf (imitate shelf photos: scale, blur, JPEG, glare, ...)
+    anchors: str | None = None  # extra images of the same classes, e.g. catalogue shots
+    anchor_repeat: int = 4  # each anchor image counts this many times in the class's pool
+    interpolate: float = 1.0  # WiSE-FT: export (1-a)*start + a*finetuned weights; 1 = finetuned
 
 
 def _val_top1(encoder: Encoder, images: list, targets: list[int], size: int) -> float:
@@ -78,6 +90,39 @@ def _centre_init(model: RetailKLIPModel, data: ImageDataset, pre: PreprocessConf
     return init_centres(model.loss, torch.cat(rows), torch.tensor(data.targets))
 
 
+def with_pipeline(
+    tower: torch.nn.Module, tower_cfg: TowerConfig, pre: PreprocessConfig, cfg: TrainConfig
+) -> tuple[torch.nn.Module, TowerConfig, PreprocessConfig]:
+    """Apply the configured serving pipeline to the starting tower, before any step."""
+    if tower_cfg.is_timm:
+        set_timm_pool(tower, cfg.pool)
+        tower_cfg = replace(tower_cfg, pool=cfg.pool)
+    elif cfg.pool != "avg":
+        raise ValueError("--pool applies to timm towers only")
+    pre = replace(
+        pre,
+        resize_mode=cfg.resize_mode,
+        flip=cfg.flip,
+        reference_views=parse_views(cfg.reference_views),
+    )
+    return tower, tower_cfg, pre
+
+
+@torch.no_grad()
+def interpolate_weights(tower: torch.nn.Module, start: torch.nn.Module, alpha: float) -> None:
+    """WiSE-FT (Wortsman et al. 2022): move the finetuned weights back towards the starting ones.
+
+    Floating-point tensors (weights and BatchNorm statistics) become (1-a)*start + a*finetuned;
+    integer buffers such as BatchNorm's step counters keep the finetuned value.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"interpolate must be in [0, 1], not {alpha}")
+    reference = start.state_dict()
+    for name, value in tower.state_dict().items():
+        if value.is_floating_point():
+            value.copy_(torch.lerp(reference[name].to(value), value, alpha))
+
+
 def _train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
     model.train()
     if freeze_bn:
@@ -98,9 +143,14 @@ def train(cfg: TrainConfig) -> dict:
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     tower, tower_cfg, pre = start_tower(cfg.model, cfg.image_size)
+    tower, tower_cfg, pre = with_pipeline(tower, tower_cfg, pre, cfg)
     samples = read_spec(cfg.data)
+    if cfg.anchors:
+        samples += read_spec(cfg.anchors) * cfg.anchor_repeat
     # Cache photos a little larger than the crop, so random crops keep their detail.
-    data = ImageDataset(samples, train_transform(pre), cache_side=int(pre.image_size * 1.4))
+    data = ImageDataset(
+        samples, make_train_transform(pre, cfg.augment), cache_side=int(pre.image_size * 1.4)
+    )
     loss = make_arcface(len(data.class_names), tower_cfg.embed_dim, cfg.margin, cfg.scale)
     model = RetailKLIPModel(tower, loss).to(device)
     cuda = device.type == "cuda"
@@ -217,6 +267,10 @@ def train(cfg: TrainConfig) -> dict:
             else pre.image_size
         )
         export_pre = replace(pre, image_size=best)
+        if cfg.interpolate != 1.0:
+            interpolate_weights(
+                model.tower, start_tower(cfg.model, cfg.image_size)[0], cfg.interpolate
+            )
         info = {
             "recipe": "RetailKLIP: ArcFace + layer-wise LR decay + m-per-class batches",
             "config": asdict(cfg),

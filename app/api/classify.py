@@ -59,6 +59,7 @@ async def _classify(
         np.asarray(vectors),
         options.top_k,
         options.threshold,
+        1 + len(services.inference.reference_views),
     )
 
 

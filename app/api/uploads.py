@@ -20,9 +20,11 @@ async def read_all(files: list[UploadFile], field: str, limit: int) -> list[byte
     return [await f.read() for f in files]
 
 
-async def decode_all(services: Services, blobs: list[bytes], field: str) -> list[DecodedImage]:
+async def decode_all(
+    services: Services, blobs: list[bytes], field: str, with_views: bool = False
+) -> list[DecodedImage]:
     results = await asyncio.gather(
-        *(services.inference.decode(b) for b in blobs), return_exceptions=True
+        *(services.inference.decode(b, with_views) for b in blobs), return_exceptions=True
     )
     decoded: list[DecodedImage] = []
     for i, result in enumerate(results):
@@ -37,9 +39,17 @@ async def decode_all(services: Services, blobs: list[bytes], field: str) -> list
 
 async def embed_uploads(services: Services, blobs: list[bytes], field: str) -> list[NewImage]:
     """All-or-nothing: every upload must decode before anything is embedded or written."""
-    decoded = await decode_all(services, blobs, field)
-    vectors = await services.inference.embed([d.tensor for d in decoded])
-    return [
-        NewImage(d.data, d.sha256, d.image_format, d.width, d.height, vector)
-        for d, vector in zip(decoded, vectors, strict=True)
-    ]
+    decoded = await decode_all(services, blobs, field, with_views=True)
+    # Each image and its degraded views go through one micro-batched call.
+    vectors = await services.inference.embed(
+        [t for d in decoded for t in (d.tensor, *d.view_tensors)]
+    )
+    uploads, start = [], 0
+    for d in decoded:
+        own, views = vectors[start], vectors[start + 1 : start + 1 + len(d.view_tensors)]
+        start += 1 + len(d.view_tensors)
+        codes = services.inference.view_codes if d.view_tensors else ()
+        uploads.append(
+            NewImage(d.data, d.sha256, d.image_format, d.width, d.height, own, views, codes)
+        )
+    return uploads

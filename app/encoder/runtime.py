@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from app.encoder.backbones import (
     load_offline_backbone,
     load_openclip_tower,
     offline_preprocess,
+    set_timm_pool,
 )
 from app.encoder.checkpoint import load_checkpoint
 from app.encoder.preprocess import PreprocessConfig, to_batch
@@ -44,6 +45,10 @@ class Encoder:
     @torch.inference_mode()
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         batch = batch.to(self.device, non_blocking=True)
+        n = batch.shape[0]
+        if self.preprocess.flip:
+            # One forward pass over both views; the embedding is the mean of the two directions.
+            batch = torch.cat([batch, batch.flip(-1)])
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16):
@@ -51,12 +56,40 @@ class Encoder:
         else:
             features = self.module(batch)
         features = torch.nn.functional.normalize(features.float(), dim=-1)
+        if self.preprocess.flip:
+            features = torch.nn.functional.normalize(features[:n] + features[n:], dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return self.embed_tensor(to_batch(images, self.preprocess))
+
+
+def override_pipeline(
+    encoder: Encoder,
+    resize_mode: str | None = None,
+    pool: str | None = None,
+    flip: bool | None = None,
+    reference_views: tuple[str, ...] | None = None,
+) -> Encoder:
+    """The same weights with another serving pipeline: for evaluation and model selection.
+
+    The service never overrides a model's pipeline (its embeddings would silently change);
+    a pipeline that measures better is shipped by writing it into a checkpoint.
+    """
+    changes: dict = {}
+    if resize_mode is not None:
+        changes["resize_mode"] = resize_mode
+    if flip is not None:
+        changes["flip"] = flip
+    if reference_views is not None:
+        changes["reference_views"] = reference_views
+    if pool is not None:
+        if not hasattr(encoder.module, "trunk"):
+            raise ModelLoadError("pooling can only be changed on a timm tower")
+        set_timm_pool(encoder.module, pool)
+    return replace(encoder, preprocess=replace(encoder.preprocess, **changes))
 
 
 def resolve_device(setting: str) -> torch.device:

@@ -1,6 +1,8 @@
 """FAISS shards: a cache of the SQL embeddings of one model, kept in step with SQL.
 
-Each shard is an `IndexIDMap2(IndexFlatIP)` whose ids are reference image ids. SQL holds a version
+Each shard is an `IndexIDMap2(IndexFlatIP)` whose ids are vector ids: a reference image's id shifted
+left by `VIEW_BITS`, plus the code of a degraded view (0: the image itself; see
+app/encoder/views.py), so a hit maps back to its image without a lookup. SQL holds a version
 per (model, shard) that every write bumps; a shard whose loaded version differs from SQL's is
 rebuilt from SQL, so neither local files nor another process's writes are ever trusted blindly.
 """
@@ -19,8 +21,13 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import ReferenceImage, ShardVersion
+from app.db.models import ReferenceImage, ReferenceView, ShardVersion
+from app.encoder.views import image_of, vector_id
 from app.storage.files import atomic_write
+
+# Bumped when what a shard file holds changes meaning (v2: vector ids instead of image ids),
+# so files written by an older release are never loaded as if they were current.
+LAYOUT = "v2"
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,7 @@ class ShardSet:
     ) -> None:
         self.model_id = model_id
         self.dim = dim
-        self.directory = shard_dir / re.sub(r"[^A-Za-z0-9._-]", "_", model_id)
+        self.directory = shard_dir / LAYOUT / re.sub(r"[^A-Za-z0-9._-]", "_", model_id)
         self.session_factory = session_factory
         self.shards: dict[int, Shard] = {}
         self.lock = threading.RLock()
@@ -89,10 +96,17 @@ class ShardSet:
                     ReferenceImage.model_id == self.model_id, ReferenceImage.shard == shard_no
                 )
             ).all()
+            views = session.execute(
+                select(ReferenceView.image_id, ReferenceView.code, ReferenceView.embedding).where(
+                    ReferenceView.model_id == self.model_id, ReferenceView.shard == shard_no
+                )
+            ).all()
         index = self._empty_index()
-        if rows:
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        keyed = [(int(vector_id(r[0])), r[1]) for r in rows]
+        keyed += [(int(vector_id(v[0], v[1])), v[2]) for v in views]
+        if keyed:
+            ids = np.fromiter((k for k, _ in keyed), dtype=np.int64, count=len(keyed))
+            vectors = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob in keyed])
             index.add_with_ids(vectors, ids)
         self.rebuilds += 1
         return Shard(index=index, version=int(version or 0), dirty=True)
@@ -107,10 +121,14 @@ class ShardSet:
             log.warning("shard file %s unreadable; rebuilding from SQL", path)
             return None
         with self.session_factory() as session:
-            count = session.scalar(
-                select(func.count()).where(
-                    ReferenceImage.model_id == self.model_id, ReferenceImage.shard == shard_no
+            count = sum(
+                session.scalar(
+                    select(func.count()).where(
+                        table.model_id == self.model_id, table.shard == shard_no
+                    )
                 )
+                or 0
+                for table in (ReferenceImage, ReferenceView)
             )
         if index.ntotal != count or index.d != self.dim:
             log.warning("shard file %s disagrees with SQL; rebuilding", path)
@@ -149,7 +167,8 @@ class ShardSet:
 
     # ---- search ------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k over all shards, merged: (scores, ids) each (n, k), ids -1 where fewer exist."""
+        """Top-k vectors over all shards, merged: (scores, image ids) each (n, k), ids -1 where
+        fewer exist. A degraded view's hit is reported as its image, so an image may repeat."""
         n = queries.shape[0]
         scores_parts, id_parts = [], []
         with self.lock:
@@ -166,7 +185,7 @@ class ShardSet:
         scores = np.where(ids < 0, -np.inf, scores)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         top_scores = np.take_along_axis(scores, order, axis=1)
-        top_ids = np.take_along_axis(ids, order, axis=1)
+        top_ids = image_of(np.take_along_axis(ids, order, axis=1))
         if top_ids.shape[1] < k:
             pad = k - top_ids.shape[1]
             top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)

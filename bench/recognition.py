@@ -1,0 +1,189 @@
+"""Catalogue-to-shelf recognition, in-domain and out-of-domain, for models x serving pipelines.
+
+    python bench/recognition.py --model efficientnet-lite0 --model retailklip-lite0-grocery
+
+For each model and pipeline (resize crop|pad, pooling avg|gem, mirror view, degraded reference
+views) it prints top-1 / top-5 on
+- Grocery Store (the data the shipped models were finetuned on): iconic catalogue images as
+  references, all 2,485 in-store test photos as queries;
+- GroZi-120 dev half (products and a store no model was trained on): web catalogue shots as
+  references, shelf-video crops as queries, at most 5 and at most 20 per product (seed 0).
+Embeddings go through the service's own code (decode, `Encoder`, `degraded_views`), and are cached
+per (model, pipeline, data set) under --cache, so a second run only prints. Each reference is
+embedded once with every degraded view; the view subsets are then scored by masking rows, so
+choosing the fewest views that hold the gain costs no extra forward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.encoder.runtime import Encoder, load_encoder, override_pipeline  # noqa: E402
+from app.encoder.views import VIEWS, parse_views  # noqa: E402
+from training.data import Sample, load_image, read_grocery, read_grozi  # noqa: E402
+from training.evaluate import embed_references, embed_samples, knn_metrics  # noqa: E402
+
+ALL_VIEWS = tuple(VIEWS)
+# resize, pool, flip: the query-side pipelines measured by default.
+DEFAULT_PIPELINES = ("crop,avg,0", "pad,avg,0", "pad,gem,0", "pad,gem,1")
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    gallery: list[Sample]
+    queries: list[Sample]
+    subsets: dict[str, np.ndarray | None]  # report name -> mask over queries (None: all)
+
+
+def load_splits(grocery: Path, grozi: Path) -> list[Split]:
+    shelf20 = read_grozi(grozi, "shelf", per_class=20, seed=0)
+    shelf5 = {s.path for s in read_grozi(grozi, "shelf", per_class=5, seed=0)}
+    return [
+        Split(
+            "grocery",
+            read_grocery(grocery, "iconic"),
+            read_grocery(grocery, "test"),
+            {"grocery": None},
+        ),
+        Split(
+            "grozi",
+            read_grozi(grozi, "catalogue"),
+            shelf20,
+            {"grozi<=5": np.array([s.path in shelf5 for s in shelf20]), "grozi<=20": None},
+        ),
+    ]
+
+
+class ImageCache:
+    """Decoded images kept in memory across pipelines (decoding dominates small models)."""
+
+    def __init__(self) -> None:
+        self.images: dict[Path, object] = {}
+
+    def __call__(self, path: Path):
+        if path not in self.images:
+            self.images[path] = load_image(path)
+        return self.images[path]
+
+
+def embeddings(
+    encoder: Encoder, split: Split, cache_dir: Path, load: ImageCache, batch: int
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    pre = encoder.preprocess
+    key = re.sub(
+        r"[^A-Za-z0-9._-]+",
+        "_",
+        f"{encoder.model_id}-{pre.image_size}-{pre.resize_mode}-{pool_of(encoder)}-"
+        f"{int(pre.flip)}-{split.name}-{len(split.gallery)}-{len(split.queries)}",
+    )
+    path = cache_dir / f"{key}.npz"
+    if path.is_file():
+        data = np.load(path)
+        return data["gallery"], list(data["labels"]), data["queries"]
+    gallery, labels = embed_references(encoder, split.gallery, batch, f"{split.name} refs", load)
+    queries = embed_samples(encoder, split.queries, batch, f"{split.name} queries", load)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(path, gallery=gallery, labels=np.array(labels), queries=queries)
+    return gallery, labels, queries
+
+
+def pool_of(encoder: Encoder) -> str:
+    pool = getattr(getattr(encoder.module, "trunk", None), "global_pool", None)
+    return "gem" if type(pool).__name__ == "GeM" else "avg"
+
+
+def score(
+    gallery: np.ndarray,
+    labels: list[str],
+    queries: np.ndarray,
+    query_labels: list[str],
+    views: tuple[str, ...],
+) -> tuple[float, float]:
+    """Top-1/top-5 using only the image rows plus the rows of `views`."""
+    per_image = 1 + len(ALL_VIEWS)
+    keep_codes = [0] + [1 + ALL_VIEWS.index(v) for v in views]
+    mask = np.isin(np.arange(len(labels)) % per_image, keep_codes)
+    metrics = knn_metrics(gallery[mask], list(np.asarray(labels)[mask]), queries, query_labels)
+    return metrics.top1, metrics.top5
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", action="append", required=True, help="repeatable")
+    parser.add_argument("--pipeline", action="append", help="resize,pool,flip e.g. pad,gem,0")
+    parser.add_argument(
+        "--views",
+        action="append",
+        help="reference-view sets to score (comma-separated names, or none); default: none, all",
+    )
+    parser.add_argument("--view-subsets", action="store_true", help="score every subset of views")
+    parser.add_argument("--grocery", type=Path, default=ROOT.parent / "shared/data/grocery-store")
+    parser.add_argument("--grozi", type=Path, default=ROOT.parent / "shared/data/grozi120-dev")
+    parser.add_argument("--cache", type=Path, default=ROOT / "runs/bench/recognition_cache")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+
+    splits = load_splits(args.grocery, args.grozi)
+    view_sets = [parse_views(v) for v in (args.views or ["none", ",".join(ALL_VIEWS)])]
+    if args.view_subsets:
+        view_sets = [
+            c for r in range(len(ALL_VIEWS) + 1) for c in itertools.combinations(ALL_VIEWS, r)
+        ]
+    load = ImageCache()
+    rows = []
+    print(
+        "| model | resize | pool | flip | reference views | Grocery top-1 / top-5 "
+        "| GroZi-dev <=5 top-1 / top-5 | GroZi-dev <=20 top-1 / top-5 |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for model in args.model:
+        base = load_encoder(model, "cpu")
+        for spec in args.pipeline or DEFAULT_PIPELINES:
+            resize, pool, flip = spec.split(",")
+            encoder = override_pipeline(
+                base, resize_mode=resize, pool=pool, flip=flip == "1", reference_views=ALL_VIEWS
+            )
+            results = {}
+            for split in splits:
+                results[split.name] = embeddings(encoder, split, args.cache, load, args.batch_size)
+            for views in view_sets:
+                row = {"model": model, "resize": resize, "pool": pool, "flip": flip == "1"}
+                row["views"] = list(views)
+                for split in splits:
+                    gallery, labels, queries = results[split.name]
+                    query_labels = [s.label for s in split.queries]
+                    for name, mask in split.subsets.items():
+                        q = queries if mask is None else queries[mask]
+                        ql = query_labels if mask is None else list(np.asarray(query_labels)[mask])
+                        row[name] = score(gallery, labels, q, ql, views)
+                rows.append(row)
+                cells = " | ".join(
+                    f"{row[n][0]:.1%} / {row[n][1]:.1%}"
+                    for n in ("grocery", "grozi<=5", "grozi<=20")
+                )
+                print(
+                    f"| {model} | {resize} | {pool} | {'yes' if row['flip'] else 'no'} "
+                    f"| {','.join(views) or 'none'} | {cells} |",
+                    flush=True,
+                )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
