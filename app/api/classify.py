@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Upload
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
-from app.api.schemas import BatchClassifyResult, ClassifyResult
+from app.api.schemas import BatchClassifyResult, ClassifyResult, errors
 from app.api.uploads import decode_all, read_all
 from app.search import classify_vectors
 from app.services import Services
@@ -31,16 +31,17 @@ def classify_options(
     top_k_query: Annotated[int | None, Query(alias="top_k")] = None,
     min_score_query: Annotated[float | None, Query(alias="min_score")] = None,
 ) -> ClassifyOptions:
-    """`top_k` / `min_score` as form fields or query parameters (form wins), checked."""
+    """`top_k` / `min_score` as form fields or query parameters (form wins); every value sent is
+    checked, so a request is never half valid."""
     settings = services.settings
+    if any(v is not None and not 1 <= v <= settings.max_top_k for v in (top_k, top_k_query)):
+        raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}")
+    if any(v is not None and not -1.0 <= v <= 1.0 for v in (min_score, min_score_query)):
+        raise HTTPException(422, "min_score must be between -1 and 1")
     k = top_k if top_k is not None else top_k_query
     k = settings.default_top_k if k is None else k
-    if not 1 <= k <= settings.max_top_k:
-        raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}")
     score = min_score if min_score is not None else min_score_query
     threshold = settings.unknown_threshold if score is None else score
-    if not -1.0 <= threshold <= 1.0:
-        raise HTTPException(422, "min_score must be between -1 and 1")
     return ClassifyOptions(k, threshold)
 
 
@@ -63,7 +64,7 @@ async def _classify(
     )
 
 
-@router.post("/classify")
+@router.post("/classify", operation_id="classify", responses=errors(400, 413, 415, 422, 503))
 async def classify(
     services: ServicesDep, options: OptionsDep, image: Annotated[UploadFile, File()]
 ) -> ClassifyResult:
@@ -71,7 +72,11 @@ async def classify(
     return (await _classify(services, blobs, "image", options))[0]
 
 
-@router.post("/classify/batch")
+@router.post(
+    "/classify/batch",
+    operation_id="classifyBatch",
+    responses=errors(400, 413, 415, 422, 503),
+)
 async def classify_batch(
     services: ServicesDep, options: OptionsDep, images: Annotated[list[UploadFile], File()]
 ) -> BatchClassifyResult:

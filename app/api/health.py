@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import MetricsDep
+from app.api.schemas import HealthOut, ReadyOut, errors
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", operation_id="healthz")
+async def healthz() -> HealthOut:
+    return HealthOut(status="ok")
 
 
-@router.get("/readyz")
+@router.get("/readyz", operation_id="readyz", response_model=ReadyOut, responses=errors(503))
 async def readyz(request: Request) -> JSONResponse:
     services = getattr(request.app.state, "services", None)
     if services is None:
@@ -43,11 +44,16 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
-async def metrics(request: Request, metrics: MetricsDep) -> Response:
+@router.get(
+    "/metrics",
+    operation_id="metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format"}},
+)
+async def metrics(request: Request, metrics: MetricsDep) -> PlainTextResponse:
     services = getattr(request.app.state, "services", None)
     if services is not None:
         metrics.index_size.set(services.shards.size)
         metrics.index_shards.set(len(services.shards.shards))
         metrics.shard_rebuilds.set(services.shards.rebuilds)
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response,
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
-from app.api.schemas import ImagesAdded, ProductOut, ProductPage
+from app.api.schemas import ImagesAdded, ProductOut, ProductPage, errors
 from app.api.uploads import embed_uploads, read_all
 from app.catalog import NotFound, ProductExists, WriteConflict
 
@@ -49,7 +49,12 @@ def _valid_metadata(raw: str | None) -> dict[str, Any]:
     return value
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    operation_id="createProduct",
+    responses=errors(400, 409, 413, 415, 422, 503, 507),
+)
 async def create_product(
     services: ServicesDep,
     sku: Annotated[str, Form()],
@@ -69,7 +74,12 @@ async def create_product(
     return ProductOut.of(product)
 
 
-@router.post("/{sku}/images", status_code=201)
+@router.post(
+    "/{sku}/images",
+    status_code=201,
+    operation_id="addImages",
+    responses=errors(400, 404, 409, 413, 415, 422, 503, 507),
+)
 async def add_images(
     services: ServicesDep, sku: str, images: Annotated[list[UploadFile], File()]
 ) -> ImagesAdded:
@@ -85,7 +95,7 @@ async def add_images(
     return ImagesAdded(sku=sku, image_ids=ids, added=added)
 
 
-@router.get("")
+@router.get("", operation_id="listProducts", responses=errors(422, 503))
 async def list_products(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -97,7 +107,7 @@ async def list_products(
     )
 
 
-@router.get("/{sku}")
+@router.get("/{sku}", operation_id="getProduct", responses=errors(404, 503))
 async def get_product(services: ServicesDep, sku: str) -> ProductOut:
     try:
         return ProductOut.of(await run_in_threadpool(services.catalog.get_product, sku))
@@ -105,7 +115,7 @@ async def get_product(services: ServicesDep, sku: str) -> ProductOut:
         raise HTTPException(404, f"product not found: {sku}") from exc
 
 
-@router.delete("/{sku}", status_code=204)
+@router.delete("/{sku}", status_code=204, operation_id="deleteProduct", responses=errors(404, 503))
 async def delete_product(services: ServicesDep, sku: str) -> Response:
     try:
         await run_in_threadpool(services.catalog.delete_product, sku)
@@ -114,7 +124,12 @@ async def delete_product(services: ServicesDep, sku: str) -> Response:
     return Response(status_code=204)
 
 
-@router.delete("/{sku}/images/{image_id}", status_code=204)
+@router.delete(
+    "/{sku}/images/{image_id}",
+    status_code=204,
+    operation_id="deleteImage",
+    responses=errors(404, 422, 503),
+)
 async def delete_image(
     services: ServicesDep, sku: str, image_id: Annotated[int, Path(ge=1, le=MAX_ID)]
 ) -> Response:

@@ -67,3 +67,40 @@ class ClassifyResult(BaseModel):
 class BatchClassifyResult(BaseModel):
     results: list[ClassifyResult]
     model: str
+
+
+class ErrorDetail(BaseModel):
+    """The body of every error answer: one stable, human-readable message."""
+
+    detail: str
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+class ReadyOut(BaseModel):
+    status: str
+    model: str
+    device: str
+    index_vectors: int
+    shards: int
+
+
+ERROR_DESCRIPTIONS = {
+    400: "An upload is not a decodable image, is truncated or corrupt, or is empty.",
+    401: "API keys are configured and `X-API-Key` is missing or wrong.",
+    404: "Unknown product or image.",
+    409: "The sku is taken, or a concurrent write to the same product won (retry).",
+    413: "The request body is over `RETAILKLIP_MAX_UPLOAD_BYTES`.",
+    415: "A real image in a format the service does not take.",
+    422: "A field is missing or out of its declared range, or an image has too many pixels "
+    "or an aspect ratio over 20:1.",
+    503: "The service is not ready, or the database is unreachable or busy (retry).",
+    507: "The blob store is full: nothing was registered.",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for a route: each status with the one error body model."""
+    return {code: {"model": ErrorDetail, "description": ERROR_DESCRIPTIONS[code]} for code in codes}

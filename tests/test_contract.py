@@ -1,0 +1,173 @@
+"""The OpenAPI document is the contract: what it declares, the README's table, and a bounded
+schemathesis run (all checks, stateful phase included) against a live server on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import REPO, LiveServer, _create_pg_database, _drop_pg_database, start_server
+
+KEY = "contract-key"
+ERROR_REF = "#/components/schemas/ErrorDetail"
+# What each route really answers (401 only where keys are configured).
+STATUSES = {
+    ("POST", "/products"): {201, 400, 401, 409, 413, 415, 422, 503, 507},
+    ("GET", "/products"): {200, 401, 422, 503},
+    ("POST", "/products/{sku}/images"): {201, 400, 401, 404, 409, 413, 415, 422, 503, 507},
+    ("GET", "/products/{sku}"): {200, 401, 404, 503},
+    ("DELETE", "/products/{sku}"): {204, 401, 404, 503},
+    ("DELETE", "/products/{sku}/images/{image_id}"): {204, 401, 404, 422, 503},
+    ("POST", "/classify"): {200, 400, 401, 413, 415, 422, 503},
+    ("POST", "/classify/batch"): {200, 400, 401, 413, 415, 422, 503},
+    ("GET", "/healthz"): {200},
+    ("GET", "/readyz"): {200, 503},
+    ("GET", "/metrics"): {200},
+}
+
+
+def document(**settings: Any) -> dict[str, Any]:
+    return create_app(Settings(model="efficientnet-lite0", **settings)).openapi()
+
+
+def operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            yield method.upper(), path, op
+
+
+def body_schema(doc: dict[str, Any], path: str) -> dict[str, Any]:
+    ref = doc["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    return doc["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
+
+
+def test_every_route_declares_its_real_statuses_with_the_one_error_model() -> None:
+    doc = document(api_keys=KEY)
+    declared = {(m, p): {int(s) for s in op["responses"]} for m, p, op in operations(doc)}
+    assert declared == STATUSES
+    for _, _, op in operations(doc):
+        for status, response in op["responses"].items():
+            if int(status) >= 400:
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == {"$ref": ERROR_REF}, (op["operationId"], status)
+    assert "HTTPValidationError" not in str(doc)
+    assert doc["components"]["schemas"]["ErrorDetail"]["required"] == ["detail"]
+    metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
+
+
+def test_constraints_the_server_enforces_are_declared() -> None:
+    doc = document(max_top_k=40, max_images_per_request=7)
+    create = body_schema(doc, "/products")["properties"]
+    assert create["sku"]["pattern"] == "^[A-Za-z0-9._-]{1,64}$"
+    assert (create["name"]["minLength"], create["name"]["maxLength"]) == (1, 255)
+    assert create["metadata"]["type"] == "object"
+    assert (create["images"]["minItems"], create["images"]["maxItems"]) == (1, 7)
+    classify = body_schema(doc, "/classify")["properties"]
+    assert (classify["top_k"]["minimum"], classify["top_k"]["maximum"]) == (1, 40)
+    assert (classify["min_score"]["minimum"], classify["min_score"]["maximum"]) == (-1, 1)
+    query = {p["name"]: p["schema"] for p in doc["paths"]["/classify"]["post"]["parameters"]}
+    assert query["top_k"]["maximum"] == 40
+    path_sku = doc["paths"]["/products/{sku}"]["get"]["parameters"][0]["schema"]
+    assert path_sku["pattern"] == create["sku"]["pattern"]
+    listing = {p["name"]: p["schema"] for p in doc["paths"]["/products"]["get"]["parameters"]}
+    assert (listing["limit"]["minimum"], listing["limit"]["maximum"]) == (1, 500)
+    encoding = doc["paths"]["/products"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert "image/jpeg" in encoding["encoding"]["images"]["contentType"]
+
+
+def test_name_pattern_matches_what_the_server_keeps() -> None:
+    """The server strips (Python) whitespace and wants 1-255 characters without NUL."""
+    pattern = re.compile(body_schema(document(), "/products")["properties"]["name"]["pattern"])
+    spaces = [chr(c) for c in range(0x3001) if chr(c).isspace()]
+    names = ["Banana", " x ", "\ufeff", "a\tb", "", "a\x00b", "\x00", *spaces, "".join(spaces)]
+    for name in names:
+        kept = name.strip()
+        assert bool(pattern.search(name)) == (bool(kept) and "\x00" not in kept), repr(name)
+
+
+def test_api_key_scheme_only_when_keys_are_configured() -> None:
+    open_doc, keyed = document(), document(api_keys=KEY)
+    assert "securitySchemes" not in open_doc["components"]
+    assert all("401" not in op["responses"] for _, _, op in operations(open_doc))
+    scheme = keyed["components"]["securitySchemes"]["ApiKeyHeader"]
+    assert scheme == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    secured = {(m, p) for m, p, op in operations(keyed) if "security" in op}
+    assert secured == {k for k in STATUSES if k[1] not in ("/healthz", "/readyz", "/metrics")}
+
+
+def readme_statuses() -> dict[tuple[str, str], set[int]]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Statuses per route", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(\w+) (\S+)` \| ([\d, ]*\d)[^|]* \|$", section, flags=re.MULTILINE)
+    return {(m, p): {int(s) for s in codes.split(",")} for m, p, codes in rows}
+
+
+def test_readme_status_table_is_the_documents() -> None:
+    doc = document(api_keys=KEY)
+    declared = {(m, p): {int(s) for s in op["responses"]} for m, p, op in operations(doc)}
+    assert readme_statuses() == declared
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("contract")
+    url = _create_pg_database()
+    # Four images per request keep the near-boundary arrays schemathesis sends cheap to embed.
+    live = start_server(
+        root, root / "data", database_url=url, api_keys=KEY, max_images_per_request=4
+    )
+    yield live
+    live.stop()
+    _drop_pg_database(url)
+
+
+def test_405_names_every_method_of_the_path(server: LiveServer) -> None:
+    headers = {"X-API-Key": KEY}
+    for method, path, allow in [
+        ("PUT", "/products/abc", "DELETE, GET, HEAD"),
+        ("PATCH", "/products", "GET, HEAD, POST"),
+        ("GET", "/classify", "POST"),
+    ]:
+        response = httpx.request(method, server.url + path, headers=headers, timeout=30)
+        assert response.status_code == 405
+        assert response.headers["allow"] == allow
+        assert response.json() == {"detail": "Method Not Allowed"}
+
+
+def test_metrics_are_prometheus_text(server: LiveServer) -> None:
+    response = httpx.get(server.url + "/metrics", timeout=30)
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE retailklip_http_requests_total counter" in response.text
+
+
+def test_schemathesis_finds_nothing(server: LiveServer, tmp_path: Path) -> None:
+    """All checks, coverage + fuzzing + stateful phases, a fixed seed (set
+    RETAILKLIP_SCHEMATHESIS_SEED to explore others) and a bounded number of cases."""
+    seed = os.environ.get("RETAILKLIP_SCHEMATHESIS_SEED", "4")
+    command = [
+        *(sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json"),
+        *("--checks", "all", "--phases", "examples,coverage,fuzzing,stateful"),
+        *("--max-examples", "30", "--seed", seed, "--workers", "2"),
+        *("--header", f"X-API-Key: {KEY}", "--request-timeout", "60"),
+        *("--report", "junit", "--report-dir", str(tmp_path)),
+    ]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    summary = run.stdout[-6000:]
+    assert run.returncode == 0, summary
+    cases = re.search(r"(\d+) generated, (\d+) passed", summary)
+    assert cases and int(cases.group(1)) >= 300 and cases.group(1) == cases.group(2), summary
+    assert re.search(r"Stateful.*?(\d+) passed", summary, flags=re.DOTALL), summary
