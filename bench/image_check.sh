@@ -355,7 +355,7 @@ check_flavour() {
     local unwanted
     # VCS, environments, local state, caches; then the repository's own tests, bench and docs
     # (by file name, unique enough to this project). /data must hold empty directories only.
-    unwanted=$(cd "$mnt" && find . -xdev \( -name .git -o -name .venv -o -name .pytest_cache \
+    unwanted=$(cd "$mnt" && find . -xdev \( -name .git -o -name .venv -o -name .env -o -name .pytest_cache \
         -o -name .ruff_cache -o -name '*.db' -o -name '*.sqlite*' -o -name '*.safetensors.tmp' \
         -o -name test_compose_file.py -o -name test_e2e.py -o -name image_check.sh \
         -o -name service_bench.py -o -name DEPLOYMENT.md \
@@ -370,7 +370,7 @@ check_flavour() {
     buildah umount "$ctr" >/dev/null
     [[ -z $unwanted ]] || fail "the image holds files it should not: $unwanted"
     local present=""
-    for p in .git .venv data runs tests bench docs; do [[ -e $ROOT/$p ]] && present+="$p "; done
+    for p in .git .venv .env data runs tests bench docs; do [[ -e $ROOT/$p ]] && present+="$p "; done
     echo "clean: none of [${present% }] (present in the build context) reached the image; /opt/venv $venv_size" >&2
 
     local torch_info
