@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
-        limit_concurrency=settings.max_concurrency,
+        limit_concurrency=settings.max_connections,  # requests: ConcurrencyLimitMiddleware
     )
     return 0
 

@@ -25,7 +25,12 @@ from app.encoder.runtime import load_encoder
 from app.index.shards import ShardSet
 from app.inference import InferenceRuntime
 from app.metrics import Metrics
-from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from app.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    ConcurrencyLimitMiddleware,
+    MetricsMiddleware,
+)
 from app.services import Services
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
@@ -154,7 +159,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = lambda: contract_openapi(app, settings)  # type: ignore[method-assign]
 
-    # Outermost last: metrics see every answer, keys are checked before the body is read.
+    # Outermost last: metrics see every answer, keys are checked before the body is read, a
+    # refused request's body is drained under the size cap.
+    app.add_middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_concurrency)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -1,4 +1,5 @@
-"""ASGI middleware: request body cap (enforced while streaming) and request metrics."""
+"""ASGI middleware: API keys, request body cap (enforced while streaming), requests in flight,
+request metrics."""
 
 from __future__ import annotations
 
@@ -107,6 +108,41 @@ class BodyLimitMiddleware:
             if not started:
                 for message in _error(413, detail):
                     await send(message)
+
+
+class ConcurrencyLimitMiddleware:
+    """JSON 503 while `max_in_flight` requests are being served; probes always get through.
+
+    The body of a refused request is read and dropped before the answer: a connection closed
+    with unread bytes is reset by the kernel, and an uploading client would see no answer at all.
+    """
+
+    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # one event loop: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    break
+            start, body = _error(503, "server busy, retry later")
+            start["headers"].append((b"retry-after", b"1"))
+            await send(start)
+            await send(body)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class MetricsMiddleware:

@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     shard_capacity: int = 100_000
     sync_interval_s: float = 2.0
     shard_persist_interval_s: float = 30.0
-    max_concurrency: int = 64  # connections+requests at once; over it uvicorn answers 503
+    max_concurrency: int = 64  # requests in flight; over it the app answers a JSON 503
+    # Open connections (idle keep-alive ones too) before uvicorn answers its own plain 503:
+    # a guard against connection floods, well above what MAX_CONCURRENCY lets through.
+    max_connections: int = 1024
     max_batch: int = 32
     batch_wait_ms: float = 5.0
     # Degraded views stored as extra vectors per reference image: "auto" (what the model's

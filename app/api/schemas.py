@@ -96,7 +96,8 @@ ERROR_DESCRIPTIONS = {
     415: "A real image in a format the service does not take.",
     422: "A field is missing or out of its declared range, or an image has too many pixels "
     "or an aspect ratio over 20:1.",
-    503: "The service is not ready, or the database is unreachable or busy (retry).",
+    503: "The service is not ready, busy (more than MAX_CONCURRENCY requests in flight), or "
+    "its database is unreachable or busy: retry later.",
     507: "The blob store is full: nothing was registered.",
 }
 

@@ -1,0 +1,278 @@
+"""Crash drill: SIGKILL `retailklip serve` on PostgreSQL during concurrent registrations and
+deletions, restart it, and check that nothing acknowledged was lost or half-written.
+
+Each cycle: writers register products (a fresh sku, `--images` small JPEGs each) and delete
+products registered earlier; after a random 0.5-2.5 s the server gets SIGKILL, mid-request. After
+the restart the drill compares SQL with what the clients were told:
+
+- lost: a registration answered 201 whose product is gone (or a delete answered 204 whose product
+  is back: "undeleted");
+- partial: a product with fewer or more images than were sent;
+- phantom: a product in SQL that no client sent or that was refused;
+- in doubt: requests cut by the kill, without an answer; either outcome is allowed, the drill
+  reports how many had committed;
+- agreement: every SQL row's blob file exists, and /readyz counts as many vectors as SQL holds.
+
+    .venv/bin/python bench/drill_crash.py [--cycles 100] [--writers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+
+from bench.drill_lib import (
+    Server,
+    blob_files,
+    blob_path,
+    create_database,
+    drop_database,
+    noise_jpeg,
+    sql_state,
+    table,
+)
+
+HEADERS = (
+    "cycle",
+    "acked creates",
+    "acked deletes",
+    "in doubt",
+    "in doubt committed",
+    "lost",
+    "undeleted",
+    "partial",
+    "phantom",
+    "SQL products",
+    "SQL images",
+    "rows without blob",
+    "unreferenced blobs",
+    "index = SQL",
+    "restart s",
+)
+
+
+@dataclass
+class Ledger:
+    """What the clients were told, per sku: 'present', 'absent' or 'either'."""
+
+    expected: dict[str, str] = field(default_factory=dict)
+    deletable: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    acked_creates: int = 0
+    acked_deletes: int = 0
+    in_doubt: set[str] = field(default_factory=set)
+
+    def claim(self, rng: random.Random) -> str | None:
+        with self.lock:
+            if not self.deletable or rng.random() > 0.3:
+                return None
+            return self.deletable.pop(rng.randrange(len(self.deletable)))
+
+
+def _outcome(send: Callable[[], httpx.Response], ok: int) -> str:
+    """'ack' (answered `ok`), 'refused' (answered otherwise, or never reached the server) or
+    'unknown' (cut off: it may or may not have committed)."""
+    try:
+        response = send()
+    except httpx.ConnectError:
+        return "refused"
+    except httpx.HTTPError:
+        return "unknown"
+    return "ack" if response.status_code == ok else "refused"
+
+
+def _writer(
+    url: str, ledger: Ledger, stop: threading.Event, tag: str, images: int, seed: int
+) -> None:
+    rng = random.Random(seed)
+    n = 0
+    with httpx.Client(base_url=url, timeout=60) as client:
+        while not stop.is_set():
+            sku = ledger.claim(rng)
+            if sku is not None:
+                result = _outcome(lambda s=sku: client.delete(f"/products/{s}"), 204)
+                with ledger.lock:
+                    if result == "ack":
+                        ledger.expected[sku] = "absent"
+                        ledger.acked_deletes += 1
+                    elif result == "unknown":
+                        ledger.expected[sku] = "either"
+                        ledger.in_doubt.add(sku)
+                    else:
+                        ledger.deletable.append(sku)
+                continue
+            n += 1
+            sku = f"crash-{tag}-{n}"
+            files = [("images", (f"{i}.jpg", noise_jpeg(rng), "image/jpeg")) for i in range(images)]
+            result = _outcome(
+                lambda s=sku, f=files: client.post(
+                    "/products", data={"sku": s, "name": s}, files=f
+                ),
+                201,
+            )
+            with ledger.lock:
+                if result == "ack":
+                    ledger.expected[sku] = "present"
+                    ledger.deletable.append(sku)
+                    ledger.acked_creates += 1
+                elif result == "unknown":
+                    ledger.expected[sku] = "either"
+                    ledger.in_doubt.add(sku)
+                else:
+                    ledger.expected[sku] = "absent"
+
+
+def _check(
+    ledger: Ledger, server: Server, db_url: str, blob_dir: Path, images: int
+) -> dict[str, object]:
+    model = httpx.get(f"{server.url}/readyz", timeout=30).json()
+    state = sql_state(db_url, model["model"])
+    present = state.products
+    lost = sum(1 for s, e in ledger.expected.items() if e == "present" and s not in present)
+    undeleted = sum(1 for s, e in ledger.expected.items() if e == "absent" and s in present)
+    phantom = sum(1 for s in present if s not in ledger.expected)
+    partial = sum(1 for count in present.values() if count != images)
+    committed = sum(1 for s in ledger.in_doubt if s in present)
+    keys = set(state.blob_keys)
+    missing = sum(1 for k in keys if not blob_path(blob_dir, k).is_file())
+    orphans = sum(1 for p in blob_files(blob_dir) if p.name not in keys)
+    return {
+        "in doubt": len(ledger.in_doubt),
+        "in doubt committed": committed,
+        "lost": lost,
+        "undeleted": undeleted,
+        "partial": partial,
+        "phantom": phantom,
+        "SQL products": len(present),
+        "SQL images": len(state.blob_keys),
+        "rows without blob": missing,
+        "unreferenced blobs": orphans,
+        "index = SQL": "yes" if model["index_vectors"] == state.vectors else "NO",
+        "present": present,
+    }
+
+
+def run(
+    cycles: int = 100,
+    writers: int = 4,
+    images: int = 2,
+    model: str = "efficientnet-lite0",
+    seed: int = 0,
+    work_dir: Path | None = None,
+    on_row: Callable[[dict[str, object]], None] = lambda row: None,
+) -> list[dict[str, object]]:
+    """Run the drill; one dict per cycle (keys: HEADERS)."""
+    rng = random.Random(seed)
+    root = Path(tempfile.mkdtemp(prefix="drill-crash-", dir=work_dir))
+    db_url = create_database()
+    settings = {
+        "database_url": db_url,
+        "data_dir": root / "data",
+        "model": model,
+        "device": "cpu",
+        "shard_persist_interval_s": 1,  # shard files are written often, so kills hit them too
+    }
+    server = Server(settings, root / "server.log")
+    rows: list[dict[str, object]] = []
+    ledger = Ledger()
+    try:
+        server.start()
+        for cycle in range(1, cycles + 1):
+            ledger.acked_creates = ledger.acked_deletes = 0
+            ledger.in_doubt = set()
+            stop = threading.Event()
+            threads = [
+                threading.Thread(
+                    target=_writer,
+                    args=(server.url, ledger, stop, f"{cycle}-{w}", images, rng.getrandbits(32)),
+                )
+                for w in range(writers)
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(rng.uniform(0.5, 2.5))
+            server.kill()
+            stop.set()
+            for thread in threads:
+                thread.join()
+            restart = server.start()
+            checked = _check(ledger, server, db_url, root / "data" / "blobs", images)
+            present = checked.pop("present")
+            # Resolve the doubts: from now on a product is expected exactly where SQL has it.
+            ledger.expected = {s: "present" if s in present else "absent" for s in ledger.expected}
+            ledger.deletable = [s for s in ledger.deletable if s in present]
+            ledger.deletable += [s for s in ledger.in_doubt if s in present]
+            row = {
+                "cycle": cycle,
+                "acked creates": ledger.acked_creates,
+                "acked deletes": ledger.acked_deletes,
+                **checked,
+                "restart s": round(restart, 1),
+            }
+            rows.append(row)
+            on_row(row)
+    finally:
+        server.stop()
+        drop_database(db_url)
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def totals(rows: list[dict[str, object]]) -> list[object]:
+    summed = ("acked creates", "acked deletes", "in doubt", "in doubt committed", "lost")
+    summed += ("undeleted", "partial", "phantom")
+    last = rows[-1]
+    restarts = [float(r["restart s"]) for r in rows]
+    return [
+        f"{len(rows)} cycles",
+        *(sum(int(r[k]) for r in rows) for k in summed),
+        last["SQL products"],
+        last["SQL images"],
+        sum(int(r["rows without blob"]) for r in rows),
+        last["unreferenced blobs"],
+        f"{sum(r['index = SQL'] == 'yes' for r in rows)}/{len(rows)}",
+        f"{sum(restarts) / len(restarts):.1f} mean",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cycles", type=int, default=100)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--images", type=int, default=2, help="images per registration")
+    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(table(HEADERS, []))
+    rows = run(
+        args.cycles,
+        args.writers,
+        args.images,
+        args.model,
+        args.seed,
+        on_row=lambda row: print(table(HEADERS, [[row[h] for h in HEADERS]]).splitlines()[-1]),
+    )
+    print("\nTotals (SQL columns and unreferenced blobs: after the last restart)\n")
+    print(table(HEADERS, [totals(rows)]))
+    bad = sum(int(r[k]) for r in rows for k in ("lost", "undeleted", "partial", "phantom"))
+    bad += sum(int(r["rows without blob"]) for r in rows)
+    bad += sum(r["index = SQL"] != "yes" for r in rows)
+    print(f"\nverdict: {'PASS' if bad == 0 else 'FAIL'} ({bad} problems)")
+    return 0 if bad == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""Load drill: `--concurrency` clients (default 64) for `--seconds` (default 180) of mixed reads,
+writes and classifies against `retailklip serve` on PostgreSQL.
+
+The catalogue is seeded with real catalogue photos; classify calls send real shelf photos; writes
+register products with a small JPEG, add images to them and delete them. Reported per route:
+answers by status, p50 / p99 latency; for the server process: peak resident memory (the kernel's
+high-water mark, VmHWM) and RSS over time. Expected: no 5xx except the designed 503 when more
+than MAX_CONCURRENCY requests are in flight (or MAX_CONNECTIONS connections open), no dropped
+connections, memory bounded.
+
+    .venv/bin/python bench/drill_load.py [--seconds 180] [--concurrency 64] [--max-concurrency N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+
+from bench.drill_lib import (
+    GROCERY,
+    Server,
+    create_database,
+    drop_database,
+    grocery_photos,
+    noise_jpeg,
+    percentile,
+    table,
+)
+
+# The designed answers to overload: the app's JSON 503 over MAX_CONCURRENCY requests in flight,
+# uvicorn's plain one over MAX_CONNECTIONS open connections.
+OVERLOAD = ("503 server busy, retry later", "503 overload (uvicorn)")
+# Share of calls per route.
+MIX = (
+    ("POST /classify", 0.40),
+    ("GET /products/{sku}", 0.20),
+    ("GET /products", 0.15),
+    ("POST /products", 0.15),
+    ("POST /products/{sku}/images", 0.05),
+    ("DELETE /products/{sku}", 0.05),
+)
+
+
+@dataclass
+class Tally:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    answers: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    seeded: list[str] = field(default_factory=list)  # never deleted: reads always find them
+    mine: list[str] = field(default_factory=list)  # registered under load: may be deleted
+
+
+@dataclass
+class LoadReport:
+    rows: list[list[object]]
+    answers: dict[str, Counter[str]]
+    seconds: float
+    requests: int
+    peak_rss_mb: float
+    rss_start_mb: float
+    rss_end_mb: float
+    rss_samples: list[float]
+
+
+def _kind(response: httpx.Response | None) -> str:
+    if response is None:
+        return "no answer"
+    if response.status_code == 503:
+        plain = response.headers.get("content-type", "").startswith("text/plain")
+        return "503 overload (uvicorn)" if plain else f"503 {response.json().get('detail')}"
+    return str(response.status_code)
+
+
+async def _one(client: httpx.AsyncClient, tally: Tally, rng: random.Random, photos: list[bytes]):
+    route = rng.choices([r for r, _ in MIX], [w for _, w in MIX])[0]
+    request: dict[str, Any] = {}
+    if route == "POST /classify":
+        path = "/classify"
+        request["files"] = {"image": ("q.jpg", rng.choice(photos), "image/jpeg")}
+    elif route == "GET /products/{sku}":
+        path = f"/products/{rng.choice(tally.seeded)}"
+    elif route == "GET /products":
+        path = f"/products?limit=20&offset={rng.randrange(0, 40)}"
+    elif route == "POST /products":
+        sku = f"load-{rng.getrandbits(48):012x}"
+        path = "/products"
+        request["data"] = {"sku": sku, "name": sku}
+        request["files"] = [("images", ("a.jpg", noise_jpeg(rng, 64), "image/jpeg"))]
+    elif route == "POST /products/{sku}/images" and tally.mine:
+        path = f"/products/{rng.choice(tally.mine)}/images"
+        request["files"] = [("images", ("b.jpg", noise_jpeg(rng, 64), "image/jpeg"))]
+    elif route == "DELETE /products/{sku}" and tally.mine:
+        path = f"/products/{tally.mine.pop(rng.randrange(len(tally.mine)))}"
+    else:
+        return
+    begin = time.perf_counter()
+    try:
+        response: httpx.Response | None = await client.request(route.split()[0], path, **request)
+    except httpx.HTTPError:
+        response = None
+    tally.latencies[route].append(time.perf_counter() - begin)
+    tally.answers[route][_kind(response)] += 1
+    if route == "POST /products" and response is not None and response.status_code == 201:
+        tally.mine.append(request["data"]["sku"])
+
+
+async def _drive(url: str, seconds: float, concurrency: int, tally: Tally, seed: int) -> int:
+    photos = grocery_photos(limit=64)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def client_loop(k: int) -> None:
+            rng = random.Random(seed * 1000 + k)
+            while time.monotonic() < deadline:
+                await _one(client, tally, rng, photos)
+
+        await asyncio.gather(*(client_loop(k) for k in range(concurrency)))
+    return sum(sum(c.values()) for c in tally.answers.values())
+
+
+def _seed(url: str, tally: Tally, count: int = 20) -> None:
+    iconic = sorted((GROCERY / "iconic-images-and-descriptions").rglob("*_Iconic.jpg"))[:count]
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for i, path in enumerate(iconic):
+            sku = f"seed-{i}"
+            files = [("images", (path.name, path.read_bytes(), "image/jpeg"))]
+            response = client.post("/products", data={"sku": sku, "name": path.stem}, files=files)
+            response.raise_for_status()
+            tally.seeded.append(sku)
+
+
+def run(
+    seconds: float = 180,
+    concurrency: int = 64,
+    model: str = "efficientnet-lite0",
+    max_concurrency: int | None = None,
+    seed: int = 0,
+) -> LoadReport:
+    root = Path(tempfile.mkdtemp(prefix="drill-load-"))
+    db_url = create_database()
+    settings: dict[str, object] = {
+        "database_url": db_url,
+        "data_dir": root / "data",
+        "model": model,
+        "device": "cpu",
+    }
+    if max_concurrency is not None:
+        settings["max_concurrency"] = max_concurrency
+    server = Server(settings, root / "server.log")
+    tally = Tally()
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(1.0):
+            samples.append(server.rss_mb())
+
+    try:
+        server.start()
+        _seed(server.url, tally)
+        rss_start = server.rss_mb()
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        begin = time.monotonic()
+        try:
+            requests = asyncio.run(_drive(server.url, seconds, concurrency, tally, seed))
+        finally:
+            done.set()
+            sampler.join()
+        wall = time.monotonic() - begin
+        peak, rss_end = server.peak_rss_mb(), server.rss_mb()
+    finally:
+        server.stop()
+        drop_database(db_url)
+        shutil.rmtree(root, ignore_errors=True)
+    rows = []
+    for route, _ in MIX:
+        answers, times = tally.answers[route], tally.latencies[route]
+        rows.append(
+            [
+                route,
+                sum(answers.values()),
+                ", ".join(f"{kind}: {n}" for kind, n in sorted(answers.items())),
+                f"{1000 * percentile(times, 0.50):.0f}",
+                f"{1000 * percentile(times, 0.99):.0f}",
+            ]
+        )
+    return LoadReport(rows, tally.answers, wall, requests, peak, rss_start, rss_end, samples)
+
+
+def problems(report: LoadReport) -> list[str]:
+    found = []
+    for route, answers in report.answers.items():
+        for kind, count in answers.items():
+            if kind == "no answer" or (kind.startswith("5") and not kind.startswith("503")):
+                found.append(f"{route}: {kind} x{count}")
+            if kind.startswith("503") and kind not in OVERLOAD:
+                found.append(f"{route}: {kind} x{count} (not the overload 503)")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=180)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-concurrency", type=int, default=None, help="server setting")
+    parser.add_argument("--model", default="efficientnet-lite0")
+    args = parser.parse_args(argv)
+    report = run(args.seconds, args.concurrency, args.model, args.max_concurrency)
+    print(table(("route", "requests", "answers", "p50 ms", "p99 ms"), report.rows))
+    print()
+    print(
+        table(
+            (
+                "clients",
+                "seconds",
+                "requests",
+                "req/s",
+                "RSS start MB",
+                "RSS end MB",
+                "peak RSS MB",
+            ),
+            [
+                [
+                    args.concurrency,
+                    f"{report.seconds:.0f}",
+                    report.requests,
+                    f"{report.requests / report.seconds:.1f}",
+                    f"{report.rss_start_mb:.0f}",
+                    f"{report.rss_end_mb:.0f}",
+                    f"{report.peak_rss_mb:.0f}",
+                ]
+            ],
+        )
+    )
+    found = problems(report)
+    for line in found:
+        print("problem:", line)
+    print(f"verdict: {'PASS' if not found else 'FAIL'}")
+    return 0 if not found else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
