@@ -213,7 +213,8 @@ make_base_image() {
         return
     fi
     log "making the stand-in base image $BASE_IMAGE (debootstrap bookworm)"
-    local rootfs=$WORK/rootfs ctr mnt
+    local rootfs=$WORK/rootfs ctr mnt start=$SECONDS
+    buildah rmi "$BASE_IMAGE" >/dev/null 2>&1 || true
     # python-is-python3: `python` on PATH, as in the official image; ca-certificates: for pip.
     debootstrap --variant=minbase \
         --include=python3.11,python3.11-venv,python3-venv,python-is-python3,ca-certificates \
@@ -231,6 +232,7 @@ make_base_image() {
         "$ctr"
     buildah commit --quiet --rm "$ctr" "$BASE_IMAGE" >/dev/null
     rm -rf "$rootfs"
+    echo "stand-in base image made in $((SECONDS - start))s" >&2
 }
 
 # --------------------------------------------------------------------------------------------
@@ -355,12 +357,12 @@ check_flavour() {
     local unwanted
     # VCS, environments, local state, caches; then the repository's own tests, bench and docs
     # (by file name, unique enough to this project). /data must hold empty directories only.
-    unwanted=$(cd "$mnt" && find . -xdev \( -name .git -o -name .venv -o -name .env -o -name .pytest_cache \
-        -o -name .ruff_cache -o -name '*.db' -o -name '*.sqlite*' -o -name '*.safetensors.tmp' \
+    unwanted=$(cd "$mnt" && find . -xdev \( -name .git -o -name .venv -o -name .env \
+        -o -name .pytest_cache -o -name .ruff_cache -o -name '*.db' -o -name '*.sqlite*' \
         -o -name test_compose_file.py -o -name test_e2e.py -o -name image_check.sh \
         -o -name service_bench.py -o -name DEPLOYMENT.md \
         -o -name TRAINING.md -o -name docker-compose.yml -o -name haproxy.cfg \) -print)
-    [[ -d $mnt/data ]] && unwanted+=$(find "$mnt/data" -type f)
+    [[ -d $mnt/data ]] && unwanted+=$(find "$mnt/data" -type f -printf ' /data/%P')
     for dir in tests bench docs runs .ci; do
         [[ -e $mnt/opt/venv/lib/python3.11/site-packages/$dir ]] && unwanted+=" site-packages/$dir"
     done
@@ -439,8 +441,11 @@ check_flavour() {
         [[ $port_b != "$port_a" ]] || port_b=$(free_port)
         start_service "$flavour-pg-b" "$ctr" "$port_b" "$WORK/$flavour-pg-b" "${pg_env[@]}"
         pgid_b=$STARTED_PGID
+        # started together, so B's wait counts from when A was ready: report both from launch
+        start=$SECONDS
         wait_ready "$flavour-pg-a" "$pgid_a" "$port_a"
         wait_ready "$flavour-pg-b" "$pgid_b" "$port_b"
+        local ready_ab=$((SECONDS - start))
 
         # written on A, seen by B; then written on B, seen by A (bounded polling)
         local seen_ab seen_ba
@@ -458,12 +463,12 @@ check_flavour() {
             sleep 1
         done
         seen_ba=$((SECONDS - start))
-        echo "A->B seen after ${seen_ab}s, B->A after ${seen_ba}s" >&2
+        echo "both replicas ready after ${ready_ab}s; A->B seen after ${seen_ab}s, B->A after ${seen_ba}s" >&2
         stop_service "$pgid_a:$port_a"
         stop_service "$pgid_b:$port_b"
         dropdb "$PG_DB"
         PG_CREATED=0
-        pg_result="migrate ok; A->B ${seen_ab}s, B->A ${seen_ba}s"
+        pg_result="migrate ok; both ready ${ready_ab}s; A->B ${seen_ab}s, B->A ${seen_ba}s"
     fi
 
     ROWS+=("$flavour|$size|$build_s|${ready_s}s|$torch_info|$pg_result")
