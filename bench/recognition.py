@@ -119,6 +119,38 @@ def score(
     return metrics.top1, metrics.top5
 
 
+def view_cost(references: int, dim: int = 1280, queries: int = 100) -> None:
+    """What degraded views add: index memory and exact-search time per query, against no views,
+    measured in the same run (timing only, so random unit vectors are fine here)."""
+    import time
+
+    import faiss
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((queries, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    print(
+        f"\n| views per reference | vectors ({references} references) | index MB | "
+        "search ms / query | vs no views |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    base = None
+    for views in (0, 1, 2, 3, 5):
+        n = references * (1 + views)
+        x = rng.standard_normal((n, dim)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        index.add_with_ids(x, np.arange(n, dtype=np.int64))
+        index.search(q[:5], 64)  # warm-up
+        begin = time.perf_counter()
+        for row in q:
+            index.search(row[None], 64 * (1 + views))
+        ms = 1000 * (time.perf_counter() - begin) / queries
+        base = base or ms
+        print(f"| {views} | {n} | {n * dim * 4 / 2**20:.0f} | {ms:.2f} | {ms / base:.2f}x |")
+        del index, x
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", required=True, help="repeatable")
@@ -134,7 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=ROOT / "runs/bench/recognition_cache")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--view-cost", type=int, metavar="N", help="only time search with views over N references"
+    )
     args = parser.parse_args(argv)
+    if args.view_cost:
+        view_cost(args.view_cost)
+        return 0
 
     splits = load_splits(args.grocery, args.grozi)
     view_sets = [parse_views(v) for v in (args.views or ["none", ",".join(ALL_VIEWS)])]

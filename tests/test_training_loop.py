@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from app.encoder.checkpoint import load_checkpoint
+from app.encoder.checkpoint import load_checkpoint, read_metadata
 from app.encoder.preprocess import PreprocessConfig, eval_transform
-from app.encoder.runtime import load_encoder
+from app.encoder.runtime import load_encoder, override_pipeline
 from training.arcface import RetailKLIPModel, make_arcface
 from training.cli import main as cli_main
 from training.data import ImageDataset, load_image, read_folder
@@ -106,6 +107,39 @@ def test_one_epoch_lowers_loss_and_export_loads_in_service(synthetic: Path, tmp_
         trained = F.normalize(after_model.tower.eval()(batch), dim=-1).numpy()
     np.testing.assert_allclose(served, trained, atol=1e-5)
     assert np.allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
+
+
+def test_pipeline_options_train_and_travel_into_the_export(synthetic: Path, tmp_path: Path) -> None:
+    """Pad + GeM + shelf augmentations + anchors train; the export carries the pipeline; and
+    WiSE-FT with a=0 exports exactly the starting weights under that pipeline."""
+    pipeline = {
+        "resize_mode": "pad",
+        "pool": "gem",
+        "flip": True,
+        "reference_views": "blur,thumb48",
+        "augment": "shelf",
+        "anchors": str(synthetic),
+        "anchor_repeat": 2,
+        "steps_per_epoch": 3,
+    }
+    tuned = _config(synthetic, tmp_path / "tuned", **pipeline)
+    summary = train(tuned)
+    assert summary["history"][0]["steps"] == 3
+    tower_cfg, pre, info = read_metadata(tuned.out)
+    assert tower_cfg.pool == "gem"
+    assert (pre.resize_mode, pre.flip, pre.reference_views) == ("pad", True, ("thumb48", "blur"))
+    assert info["train_images"] == 2 * len(read_folder(synthetic)) + len(read_folder(synthetic))
+
+    start = _config(synthetic, tmp_path / "start", interpolate=0.0, **pipeline)
+    train(start)
+    images = [load_image(s.path) for s in read_folder(synthetic)[:4]]
+    frozen = override_pipeline(
+        load_encoder("efficientnet-lite0", "cpu"), resize_mode="pad", pool="gem", flip=True
+    )
+    frozen.preprocess = replace(frozen.preprocess, image_size=SIZE)
+    exported = load_encoder(start.out, "cpu")
+    np.testing.assert_allclose(exported.embed(images), frozen.embed(images), atol=1e-5)
+    assert not np.allclose(load_encoder(tuned.out, "cpu").embed(images), frozen.embed(images))
 
 
 def test_resume_continues_from_saved_epoch(synthetic: Path, tmp_path: Path) -> None:

@@ -257,6 +257,10 @@ def train(cfg: TrainConfig) -> dict:
     summary = {"history": history, "world_size": world.world_size}
     if world.main:
         model.eval()
+        if cfg.interpolate != 1.0:
+            # Before choosing the export size, so the validation numbers describe the export.
+            start = with_pipeline(*start_tower(cfg.model, cfg.image_size), cfg)[0]
+            interpolate_weights(model.tower, start, cfg.interpolate)
         sizes = sorted(set(cfg.export_sizes) | {pre.image_size})
         by_size = (
             {s: _val_top1(encoder, val_images, val_targets, s) for s in sizes} if val_images else {}
@@ -267,10 +271,6 @@ def train(cfg: TrainConfig) -> dict:
             else pre.image_size
         )
         export_pre = replace(pre, image_size=best)
-        if cfg.interpolate != 1.0:
-            interpolate_weights(
-                model.tower, start_tower(cfg.model, cfg.image_size)[0], cfg.interpolate
-            )
         info = {
             "recipe": "RetailKLIP: ArcFace + layer-wise LR decay + m-per-class batches",
             "config": asdict(cfg),

@@ -47,3 +47,40 @@ def plot_per_class(rows: Sequence[tuple[str, float]], path: str | Path, title: s
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_tradeoff(
+    points: Sequence[dict[str, Any]],
+    path: str | Path,
+    references: Sequence[tuple[str, float, float]] = (),
+    title: str = "",
+) -> Path:
+    """In-domain against out-of-domain top-1, one marker per (model, knob) point.
+
+    `points`: dicts with `label`, `x` (Grocery Store top-1), `y` (GroZi-dev top-1) and an
+    optional `series` (points of one series are joined in order, e.g. a WiSE-FT sweep).
+    `references`: (label, x, y) markers drawn as stars (the frozen backbone, the shipped model).
+    """
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=90)
+    series: dict[str, list[dict[str, Any]]] = {}
+    for point in points:
+        series.setdefault(str(point.get("series", "")), []).append(point)
+    for name, members in series.items():
+        xs, ys = [p["x"] for p in members], [p["y"] for p in members]
+        ax.plot(xs, ys, "o-" if name else "o", label=name or None)
+        for p in members:
+            ax.annotate(
+                p["label"], (p["x"], p["y"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    for label, x, y in references:
+        ax.plot([x], [y], "*", markersize=12, label=label)
+    ax.set_xlabel("Grocery Store catalogue -> shelf top-1 (trained on)")
+    ax.set_ylabel("GroZi-120 dev catalogue -> shelf top-1 (never seen)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title or "in-domain vs out-of-domain recognition")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -76,7 +76,8 @@ def override_pipeline(
     """The same weights with another serving pipeline: for evaluation and model selection.
 
     The service never overrides a model's pipeline (its embeddings would silently change);
-    a pipeline that measures better is shipped by writing it into a checkpoint.
+    a pipeline that measures better is shipped by writing it into a checkpoint. The returned
+    encoder shares the module: a pooling change applies to `encoder` too.
     """
     changes: dict = {}
     if resize_mode is not None:

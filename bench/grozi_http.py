@@ -1,0 +1,78 @@
+"""GroZi-120 dev catalogue -> shelf through the real HTTP API, as a new user would measure it.
+
+Starts `retailklip serve` on a fresh SQLite data directory with the given model (its own serving
+pipeline and reference views, as the service runs it by default), registers every GroZi-dev
+product with all of its catalogue images (`POST /products`), then classifies at most N shelf crops
+per product (seed 0) with `POST /classify`.
+
+    .venv/bin/python bench/grozi_http.py [--model M] [--per-class 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from service_bench import start  # noqa: E402
+
+from training.data import read_grozi  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="retailklip-lite0-grocery")
+    parser.add_argument("--grozi", type=Path, default=REPO.parent / "shared/data/grozi120-dev")
+    parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument("--port", type=int, default=8798)
+    args = parser.parse_args(argv)
+    catalogue: dict[str, list[Path]] = defaultdict(list)
+    for sample in read_grozi(args.grozi, "catalogue"):
+        catalogue[sample.label].append(sample.path)
+    shelf = read_grozi(args.grozi, "shelf", per_class=args.per_class, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start(args.model, Path(tmp), args.port)
+        try:
+            client = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120)
+            for product, paths in tqdm(catalogue.items(), desc="register"):
+                client.post(
+                    "/products",
+                    data={"sku": f"grozi-{product}", "name": f"GroZi {product}"},
+                    files=[("images", (p.name, p.read_bytes())) for p in paths],
+                ).raise_for_status()
+            ready = client.get("/readyz").json()
+            hit1 = hit5 = 0
+            for sample in tqdm(shelf, desc="classify"):
+                answer = client.post(
+                    "/classify",
+                    files={"image": (sample.path.name, sample.path.read_bytes())},
+                    data={"top_k": "5"},
+                ).json()
+                skus = [m["sku"] for m in answer["matches"]]
+                hit1 += bool(skus) and skus[0] == f"grozi-{sample.label}"
+                hit5 += f"grozi-{sample.label}" in skus
+        finally:
+            server.terminate()
+            server.wait(30)
+    print(
+        f"\nmodel {ready['model']} ({args.model}): {len(catalogue)} products, "
+        f"{sum(map(len, catalogue.values()))} catalogue images, {ready['index_vectors']} vectors, "
+        f"{len(shelf)} shelf crops (<= {args.per_class} per product, seed 0)"
+    )
+    print(
+        f"| top-1 | top-5 |\n| --- | --- |\n| {hit1 / len(shelf):.1%} | {hit5 / len(shelf):.1%} |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
