@@ -36,6 +36,7 @@ from bench.drill_lib import (
     create_database,
     drop_database,
     grocery_photos,
+    interrupt_on_signals,
     sql_state,
     table,
 )
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--model", default="efficientnet-lite0")
     args = parser.parse_args(argv)
+    interrupt_on_signals()
     report = run(args.size_kb, args.db, args.model)
     print(table(("answer", "count"), sorted(report.answers.items())))
     print()

@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,18 @@ REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("RETAILKLIP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_HOST, PG_PORT = "127.0.0.1", "5432"
 GROCERY = Path(os.environ.get("RETAILKLIP_GROCERY_DIR", REPO.parent / "shared/data/grocery-store"))
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT (even where a background shell ignores it) raise KeyboardInterrupt,
+    so a drill that is stopped still runs its `finally` blocks: servers stopped, databases
+    dropped, mounts removed, PostgreSQL started again."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupt)
 
 
 def free_port() -> int:
@@ -55,7 +68,7 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout: float = 240) -> float:
+    def start(self, timeout: float = 600) -> float:
         """Start and wait for /readyz; returns the seconds it took."""
         env = {**os.environ, "RETAILKLIP_LOG_LEVEL": "warning", "RETAILKLIP_PORT": str(self.port)}
         env.update({f"RETAILKLIP_{k.upper()}": str(v) for k, v in self.settings.items()})
@@ -130,7 +143,10 @@ def pg_ready() -> bool:
 
 
 def pg_cluster(action: str) -> None:
-    """Stop or start this machine's PostgreSQL cluster (Debian's pg_ctlcluster)."""
+    """Stop or start this machine's PostgreSQL cluster (Debian's pg_ctlcluster); starting a
+    cluster that is up already is a no-op, so a `finally` can always start it."""
+    if action == "start" and pg_ready():
+        return
     version = sorted(os.listdir("/etc/postgresql"))[0]
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],

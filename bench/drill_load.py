@@ -37,6 +37,7 @@ from bench.drill_lib import (
     create_database,
     drop_database,
     grocery_photos,
+    interrupt_on_signals,
     noise_jpeg,
     percentile,
     table,
@@ -62,6 +63,28 @@ class Tally:
     answers: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     seeded: list[str] = field(default_factory=list)  # never deleted: reads always find them
     mine: list[str] = field(default_factory=list)  # registered under load: may be deleted
+
+
+def server_p99(metrics_text: str) -> dict[str, str]:
+    """Per route, the upper bound of the latency bucket holding the server-side 99th percentile
+    (from the service's own histogram): tells queueing in the server from client-side delay."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "retailklip_http_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                route = f"{sample.labels['method']} {sample.labels['route']}"
+                buckets[route].append((float(sample.labels["le"]), sample.value))
+    bounds = {}
+    for route, points in buckets.items():
+        points.sort()
+        total = points[-1][1]
+        le = next(le for le, count in points if count >= 0.99 * total)
+        bounds[route] = f"<= {le:g} s" if le != float("inf") else "> 30 s"
+    return bounds
 
 
 @dataclass
@@ -184,6 +207,7 @@ def run(
             sampler.join()
         wall = time.monotonic() - begin
         peak, rss_end = server.peak_rss_mb(), server.rss_mb()
+        in_server = server_p99(httpx.get(f"{server.url}/metrics", timeout=60).text)
     finally:
         server.stop()
         drop_database(db_url)
@@ -198,6 +222,7 @@ def run(
                 ", ".join(f"{kind}: {n}" for kind, n in sorted(answers.items())),
                 f"{1000 * percentile(times, 0.50):.0f}",
                 f"{1000 * percentile(times, 0.99):.0f}",
+                in_server.get(route, "-"),
             ]
         )
     return LoadReport(rows, tally.answers, wall, requests, peak, rss_start, rss_end, samples)
@@ -214,6 +239,13 @@ def problems(report: LoadReport) -> list[str]:
     return found
 
 
+def quarters(samples: list[float]) -> list[float]:
+    """RSS at the end of each quarter of the run: flat means bounded."""
+    if not samples:
+        return []
+    return [samples[max(0, round(q * len(samples)) - 1)] for q in (0.25, 0.5, 0.75, 1.0)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=180)
@@ -221,33 +253,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrency", type=int, default=None, help="server setting")
     parser.add_argument("--model", default="efficientnet-lite0")
     args = parser.parse_args(argv)
+    interrupt_on_signals()
     report = run(args.seconds, args.concurrency, args.model, args.max_concurrency)
-    print(table(("route", "requests", "answers", "p50 ms", "p99 ms"), report.rows))
+    headers = ("route", "requests", "answers", "p50 ms", "p99 ms", "server-side p99")
+    print(table(headers, report.rows))
     print()
-    print(
-        table(
-            (
-                "clients",
-                "seconds",
-                "requests",
-                "req/s",
-                "RSS start MB",
-                "RSS end MB",
-                "peak RSS MB",
-            ),
-            [
-                [
-                    args.concurrency,
-                    f"{report.seconds:.0f}",
-                    report.requests,
-                    f"{report.requests / report.seconds:.1f}",
-                    f"{report.rss_start_mb:.0f}",
-                    f"{report.rss_end_mb:.0f}",
-                    f"{report.peak_rss_mb:.0f}",
-                ]
-            ],
-        )
-    )
+    summary = {
+        "clients": args.concurrency,
+        "seconds": f"{report.seconds:.0f}",
+        "requests": report.requests,
+        "req/s": f"{report.requests / report.seconds:.1f}",
+        "RSS start MB": f"{report.rss_start_mb:.0f}",
+        "RSS by quarter MB": " / ".join(f"{q:.0f}" for q in quarters(report.rss_samples)),
+        "peak RSS MB (VmHWM)": f"{report.peak_rss_mb:.0f}",
+    }
+    print(table(list(summary), [list(summary.values())]))
     found = problems(report)
     for line in found:
         print("problem:", line)
