@@ -262,6 +262,39 @@ def run(
     )
 
 
+def phase_summary(report: OutageReport) -> list[list[object]]:
+    """One row per phase: API calls (probes apart) by answer, then the probes' answers."""
+    rows = []
+    for phase in PHASES:
+        answers = report.by_phase.get(phase, Counter())
+        calls = {k: n for k, n in answers.items() if k[0] not in PROBES}
+        ok = sum(n for (_, status, _), n in calls.items() if 200 <= status < 300)
+        down = sum(
+            n for (_, status, detail), n in calls.items() if (status, detail) == (503, DB_DOWN)
+        )
+
+        def probe(route: str, answers: Counter = answers) -> str:
+            counts = Counter({s: n for (r, s, _), n in answers.items() if r == route})
+            return ", ".join(f"{status}: {n}" for status, n in sorted(counts.items())) or "-"
+
+        total = sum(calls.values())
+        rows.append(
+            [phase, total, ok, down, total - ok - down, probe("GET /readyz"), probe("GET /healthz")]
+        )
+    return rows
+
+
+SUMMARY_HEADERS = (
+    "phase",
+    "API calls",
+    "2xx",
+    f"503 {DB_DOWN!r}",
+    "other",
+    "/readyz",
+    "/healthz",
+)
+
+
 def problems(report: OutageReport) -> list[str]:
     """What the drill counts as a failure of the service."""
     found = []
@@ -303,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     interrupt_on_signals()
     report = run(args.outage, args.before, args.after, args.workers, args.model)
+    print(table(SUMMARY_HEADERS, phase_summary(report)))
+    print()
     print(table(("phase", "route", "requests", "answers (status 'detail': count)"), report.rows))
     print()
     print(

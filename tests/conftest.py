@@ -93,7 +93,7 @@ class LiveServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180) -> LiveServer:
+    def start(self, timeout: float = 600) -> LiveServer:  # model load; slow on a busy machine
         env = {**os.environ, **self.env, "RETAILKLIP_PORT": str(self.port)}
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(

@@ -151,6 +151,7 @@ def test_metrics_are_prometheus_text(server: LiveServer) -> None:
     assert "# TYPE retailklip_http_requests_total counter" in response.text
 
 
+@pytest.mark.timeout(1800)  # about 30 s on an idle 2-core machine; far more when it is busy
 def test_schemathesis_finds_nothing(server: LiveServer, tmp_path: Path) -> None:
     """All checks, coverage + fuzzing + stateful phases, a fixed seed (set
     RETAILKLIP_SCHEMATHESIS_SEED to explore others) and a bounded number of cases."""
@@ -159,12 +160,12 @@ def test_schemathesis_finds_nothing(server: LiveServer, tmp_path: Path) -> None:
         *(sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json"),
         *("--checks", "all", "--phases", "examples,coverage,fuzzing,stateful"),
         *("--max-examples", "30", "--seed", seed, "--workers", "2"),
-        *("--header", f"X-API-Key: {KEY}", "--request-timeout", "60"),
+        *("--header", f"X-API-Key: {KEY}", "--request-timeout", "120"),
         *("--report", "junit", "--report-dir", str(tmp_path)),
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(REPO)}
     run = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500
     )
     summary = run.stdout[-6000:]
     assert run.returncode == 0, summary

@@ -9,7 +9,8 @@ import pytest
 from bench import drill_crash, drill_disk_full, drill_load, drill_outage
 from bench.drill_lib import pg_ready
 
-pytestmark = pytest.mark.slow
+# Each drill starts real servers (a model load each): generous limits for a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def test_sigkill_during_writes_loses_nothing_acknowledged() -> None:
