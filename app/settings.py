@@ -13,7 +13,7 @@ from app.encoder.preprocess import PreprocessConfig
 from app.encoder.runtime import BUILTIN_CHECKPOINTS
 from app.encoder.views import parse_views
 
-DEFAULT_MODEL = "retailklip-lite0-grocery"
+DEFAULT_MODEL = "retailklip-lite0-shelf"
 
 
 def default_model() -> str:

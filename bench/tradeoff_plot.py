@@ -4,7 +4,7 @@
 
 Every row becomes a point (x: Grocery Store catalogue -> shelf top-1, the data the finetuned
 models were trained on; y: GroZi-120 dev top-1 at <= 20 crops per product, never trained on).
-Points of one model name are joined in file order, so a WiSE-FT sweep reads as a curve. The
+Points of one model share a colour (one per training run, `-aALPHA` WiSE-FT exports included). The
 frozen backbone and the previously shipped model are drawn as stars at their best GroZi point.
 """
 

@@ -443,6 +443,7 @@ def test_dockerignore() -> None:
         "alembic.ini",
         "app/cli.py",
         "app/models/retailklip-lite0-grocery.safetensors",
+        "app/models/retailklip-lite0-shelf.safetensors",
         "training/__init__.py",
         "migrations/env.py",
         "migrations/versions/0001_initial.py",

@@ -139,10 +139,18 @@ def test_cuda_setting_uses_the_gpu_or_is_refused_without_one() -> None:
 def test_the_default_model_is_the_shipped_finetuned_encoder(grocery: Path) -> None:
     from app.settings import Settings
 
-    assert Settings(_env_file=None).model == "retailklip-lite0-grocery"
-    shipped = load_encoder("retailklip-lite0-grocery", "cpu")
+    assert Settings(_env_file=None).model == "retailklip-lite0-shelf"
+    shipped = load_encoder("retailklip-lite0-shelf", "cpu")
     frozen = load_encoder("efficientnet-lite0", "cpu")
     assert shipped.model_id.startswith("retailklip:") and shipped.embed_dim == 1280
+    # Its serving pipeline travels inside it: the whole product (padding), GeM pooling and the
+    # degraded reference views chosen on GroZi-dev.
+    assert shipped.preprocess.resize_mode == "pad"
+    assert type(shipped.module.trunk.global_pool).__name__ == "GeM"
+    assert shipped.preprocess.reference_views
     # It is not the frozen backbone under another name: same photo, different embedding.
     image = Image.open(sorted((grocery / "test/Fruit/Banana").glob("*.jpg"))[0]).convert("RGB")
     assert float(shipped.embed([image])[0] @ frozen.embed([image])[0]) < 0.99
+    # The previous default stays loadable by name, with the behaviour it always had.
+    previous = load_encoder("retailklip-lite0-grocery", "cpu")
+    assert previous.preprocess.resize_mode == "crop" and not previous.preprocess.reference_views

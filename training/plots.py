@@ -58,7 +58,7 @@ def plot_tradeoff(
     """In-domain against out-of-domain top-1, one marker per (model, knob) point.
 
     `points`: dicts with `label`, `x` (Grocery Store top-1), `y` (GroZi-dev top-1) and an
-    optional `series` (points of one series are joined in order, e.g. a WiSE-FT sweep).
+    optional `series` (one colour per series, e.g. per training run).
     `references`: (label, x, y) markers drawn as stars (the frozen backbone, the shipped model).
     """
     path = Path(path)
@@ -68,7 +68,7 @@ def plot_tradeoff(
         series.setdefault(str(point.get("series", "")), []).append(point)
     for name, members in series.items():
         xs, ys = [p["x"] for p in members], [p["y"] for p in members]
-        ax.plot(xs, ys, "o-" if name else "o", label=name or None)
+        ax.plot(xs, ys, "o", label=name or None)
         for p in members:
             ax.annotate(
                 p["label"], (p["x"], p["y"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
