@@ -11,7 +11,7 @@ Without a GPU it stops at once with exit code 2 and says why; `--device cpu` run
 steps on the CPU at a smaller size (a dry run of the script itself). Run it through
 bench/gpu_check.sh, which bounds the whole run in time.
 
-    bench/gpu_check.sh [--device cuda|cpu] [--model efficientnet-lite0] [--photos DIR]
+    bench/gpu_check.sh [--device cuda|cpu] [--model M] [--photos DIR]
 """
 
 from __future__ import annotations
@@ -188,10 +188,14 @@ def progress(row: list[object]) -> list[object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--model", default=None, help="default: the service's default model")
     parser.add_argument("--photos", type=Path, default=None, help="folder of photos to embed")
     args = parser.parse_args(argv)
     require_device(args.device)
+    if args.model is None:
+        from app.settings import default_model
+
+        args.model = default_model()
     cuda = args.device == "cuda"
     if cuda:
         print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
