@@ -17,6 +17,7 @@ bench/gpu_check.sh, which bounds the whole run in time.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -134,6 +135,7 @@ def check_classify(model: str, device: str, paths: list[Path], requests: int) ->
         total = _metric(text, "retailklip_encoder_batch_size_sum")
     finally:
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     result = (
         f"{requests / wall:.0f} req/s, p50 {1000 * statistics.median(times):.0f} ms, "
         f"p99 {1000 * percentile(times, 0.99):.0f} ms, mean forward batch {total / count:.1f}"
@@ -200,16 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    shots = photos(args.photos, 64 if cuda else 16, work)
-    rows: list[list[object]] = []
-    embed_row, parity = check_embeddings(args.model, args.device, shots)
-    progress(embed_row)
-    rows.append(embed_row)
-    for row in check_throughput(args.model, args.device, [1, 8, 32, 128] if cuda else [1, 8]):
-        progress(row)
-        rows.append(row)
-    rows.append(progress(check_classify(args.model, args.device, shots, 640 if cuda else 64)))
-    rows.append(progress(check_training(args.device, work)))
+    try:
+        shots = photos(args.photos, 64 if cuda else 16, work)
+        rows: list[list[object]] = []
+        embed_row, parity = check_embeddings(args.model, args.device, shots)
+        rows.append(progress(embed_row))
+        for row in check_throughput(args.model, args.device, [1, 8, 32, 128] if cuda else [1, 8]):
+            rows.append(progress(row))
+        rows.append(progress(check_classify(args.model, args.device, shots, 640 if cuda else 64)))
+        rows.append(progress(check_training(args.device, work)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print()
     print(table(("check", "device", "result", "s"), rows))
     verdict = "PASS" if parity else f"FAIL (embedding cosine under {MIN_COSINE})"
