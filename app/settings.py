@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from app.encoder.preprocess import PreprocessConfig
-from app.encoder.runtime import BUILTIN_CHECKPOINTS
+# Nothing here may import torch: `retailklip migrate`, `gc-blobs` and migrations/env.py read
+# settings without loading a model.
+from app.encoder.model_spec import BUILTIN_CHECKPOINTS
 from app.encoder.views import parse_views
+
+if TYPE_CHECKING:
+    from app.encoder.preprocess import PreprocessConfig
 
 DEFAULT_MODEL = "retailklip-lite0-shelf"
 

@@ -6,7 +6,6 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,26 +13,27 @@ import torch.distributed as dist
 from torch import nn
 
 from app.encoder.backbones import (
-    OFFLINE_BACKBONE,
     TowerConfig,
     load_offline_backbone,
     load_openclip_tower,
     offline_preprocess,
 )
 from app.encoder.checkpoint import load_checkpoint
+from app.encoder.model_spec import parse_model_spec
 from app.encoder.preprocess import PreprocessConfig
 
 
 def start_tower(model: str, image_size: int) -> tuple[nn.Module, TowerConfig, PreprocessConfig]:
-    """The tower to finetune: offline backbone, a RetailKLIP checkpoint, or OpenCLIP NAME:TAG."""
-    if model == OFFLINE_BACKBONE:
+    """The tower to finetune, named as the service names models (app/encoder/model_spec.py)."""
+    spec = parse_model_spec(model)
+    if spec.kind == "offline":
         tower, cfg = load_offline_backbone(image_size)
         return tower, cfg, offline_preprocess(image_size)
-    if model.endswith(".safetensors") or Path(model).is_file():
-        tower, cfg, pre, _ = load_checkpoint(model)
+    if spec.kind == "checkpoint":
+        assert spec.path is not None
+        tower, cfg, pre, _ = load_checkpoint(spec.path)
         return tower, cfg, _resized(pre, image_size, cfg)
-    name, _, tag = model.partition(":")
-    tower, cfg, pre = load_openclip_tower(name, tag or "random")
+    tower, cfg, pre = load_openclip_tower(spec.name, spec.tag)
     return tower, cfg, pre
 
 

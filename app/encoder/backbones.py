@@ -16,9 +16,9 @@ from open_clip.model import _build_vision_tower
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 from torch import nn
 
+from app.encoder.model_spec import OFFLINE_BACKBONE, ModelLoadError
 from app.encoder.preprocess import PreprocessConfig
 
-OFFLINE_BACKBONE = "efficientnet-lite0"
 # ImageNet EfficientNet-Lite0 as an open_clip timm tower; proj "none" keeps timm's pooled 1280-d
 # features, so the pretrained backbone is useful for search before any finetuning.
 OFFLINE_VISION_CFG: dict[str, Any] = {
@@ -32,10 +32,6 @@ OFFLINE_EMBED_DIM = 1280
 OFFLINE_TENSOR_COUNT = 296  # tensors in the package's state dict, classifier included
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class ModelLoadError(RuntimeError):
-    """The configured model cannot be built or its weights cannot be loaded."""
 
 
 POOLS = ("avg", "gem")

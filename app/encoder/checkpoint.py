@@ -14,7 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from app.encoder.backbones import ModelLoadError, TowerConfig, build_tower
+from app.encoder.backbones import TowerConfig, build_tower
+from app.encoder.model_spec import ModelLoadError
 from app.encoder.preprocess import PreprocessConfig
 from app.storage.files import atomic_path
 

@@ -13,26 +13,16 @@ from PIL import Image
 from torch import nn
 
 from app.encoder.backbones import (
-    OFFLINE_BACKBONE,
-    ModelLoadError,
     load_offline_backbone,
     load_openclip_tower,
     offline_preprocess,
     set_timm_pool,
 )
 from app.encoder.checkpoint import load_checkpoint
+from app.encoder.model_spec import ModelLoadError, parse_model_spec
 from app.encoder.preprocess import PreprocessConfig, to_batch
 
 log = logging.getLogger(__name__)
-
-# Checkpoints that ship inside the package, addressable by name.
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
-BUILTIN_CHECKPOINTS = {
-    # The default since issue 7: finetuned to recognise products and stores it never saw.
-    "retailklip-lite0-shelf": BUILTIN_DIR / "retailklip-lite0-shelf.safetensors",
-    # The first shipped model (strong on the Grocery Store data it was trained on); kept loadable.
-    "retailklip-lite0-grocery": BUILTIN_DIR / "retailklip-lite0-grocery.safetensors",
-}
 
 
 @dataclass
@@ -115,24 +105,19 @@ def file_digest(path: Path) -> str:
 
 
 def load_tower(model: str) -> tuple[nn.Module, PreprocessConfig, str, int]:
-    """Resolve the model setting: builtin name, checkpoint file, offline backbone or NAME:TAG."""
-    path = BUILTIN_CHECKPOINTS.get(model) or Path(model)
-    if model in BUILTIN_CHECKPOINTS or model.endswith(".safetensors") or path.is_file():
-        tower, tower_cfg, preprocess, _ = load_checkpoint(path)
-        return tower, preprocess, f"retailklip:{file_digest(path)[:16]}", tower_cfg.embed_dim
-    if model == OFFLINE_BACKBONE:
+    """The tower a model setting names (see app/encoder/model_spec.py), with its model id."""
+    spec = parse_model_spec(model)
+    if spec.kind == "checkpoint":
+        assert spec.path is not None
+        tower, tower_cfg, preprocess, _ = load_checkpoint(spec.path)
+        return tower, preprocess, f"retailklip:{file_digest(spec.path)[:16]}", tower_cfg.embed_dim
+    if spec.kind == "offline":
         tower, tower_cfg = load_offline_backbone()
         return tower, offline_preprocess(), "efficientnet-lite0:in1k", tower_cfg.embed_dim
-    if ":" in model:
-        name, tag = model.split(":", 1)
-        tower, tower_cfg, preprocess = load_openclip_tower(name, tag)
-        if tag == "random":
-            log.warning("model %s has RANDOM weights: for tests only", model)
-        return tower, preprocess, f"openclip:{name}:{tag}", tower_cfg.embed_dim
-    raise ModelLoadError(
-        f"cannot resolve model {model!r}: expected a checkpoint file, "
-        f"{OFFLINE_BACKBONE!r}, one of {sorted(BUILTIN_CHECKPOINTS)}, or an OpenCLIP NAME:TAG"
-    )
+    tower, tower_cfg, preprocess = load_openclip_tower(spec.name, spec.tag)
+    if spec.tag == "random":
+        log.warning("model %s has RANDOM weights: for tests only", model)
+    return tower, preprocess, f"openclip:{spec.name}:{spec.tag}", tower_cfg.embed_dim
 
 
 def load_encoder(model: str, device: str = "auto") -> Encoder:
