@@ -15,7 +15,7 @@ from app.encoder.model_spec import (
     parse_model_spec,
 )
 from app.encoder.runtime import load_tower
-from training.plumbing import start_tower
+from training.towers import start_tower
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,9 +22,9 @@ from training.arcface import RetailKLIPModel, make_arcface
 from training.cli import main as cli_main
 from training.data import ImageDataset, load_image, read_folder
 from training.loop import TrainConfig, _centre_init, train
-from training.plumbing import start_tower
 from training.state import load_state
 from training.synthetic import make_synthetic_folder
+from training.towers import start_tower
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 32

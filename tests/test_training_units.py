@@ -15,8 +15,8 @@ from app.encoder.backbones import TowerConfig, build_tower, load_offline_backbon
 from training.arcface import init_centres, make_arcface
 from training.evaluate import knn_metrics, leave_one_out_top1
 from training.lr_decay import layer_decay_groups
-from training.plumbing import warmup_cosine
 from training.sampler import MPerClassBatchSampler
+from training.schedule import warmup_cosine
 
 
 def _check_groups(tower: torch.nn.Module, lr: float, decay: float, expected_depths: int) -> None:
@@ -147,3 +147,21 @@ def test_warmup_cosine_schedule() -> None:
     values = [f(s) for s in range(4, 21)]
     assert all(a >= b for a, b in itertools.pairwise(values))
     assert values[-1] == pytest.approx(0.01)
+
+
+def test_every_train_flag_has_help_text() -> None:
+    from training.cli import _train_parser
+
+    parser = _train_parser()
+    missing = [a.dest for a in parser._actions if a.dest != "help" and not a.help]
+    assert missing == []
+
+
+def test_logged_learning_rate_is_the_towers_top_rate_not_the_heads() -> None:
+    from training.schedule import HEAD_GROUP, get_learning_rate
+
+    tower, head = torch.nn.Linear(4, 4), torch.nn.Parameter(torch.zeros(3, 4))
+    groups = layer_decay_groups(tower, 1e-3, 0.5, 0.05)
+    groups.append({"params": [head], "lr": 5e-2, "name": HEAD_GROUP})
+    optimizer = torch.optim.AdamW(groups)
+    assert get_learning_rate(optimizer) == pytest.approx(1e-3)

@@ -35,6 +35,25 @@ HELP = {
     "(grocery:ROOT:iconic); same forms as --data",
     "anchor_repeat": "how many times each anchor image counts in its class's pool",
     "interpolate": "WiSE-FT: export (1-a)*starting + a*finetuned weights (1 = finetuned only)",
+    "image_size": "training crop size in pixels (also the default serving size)",
+    "epochs": "passes over the data (or of --steps-per-epoch steps)",
+    "steps_per_epoch": "batches per epoch; 0 = one pass over the data",
+    "batch_size": "images per batch (per process under torchrun)",
+    "per_class": "images of one class in a batch (m of the m-per-class sampler)",
+    "lr": "learning rate of the tower's top layers; lower layers get lr * layer_decay^depth",
+    "head_lr": "learning rate of the ArcFace class centres",
+    "layer_decay": "layer-wise learning-rate decay factor (RetailKLIP: 0.6-0.8)",
+    "weight_decay": "AdamW weight decay (not applied to biases, norms or class centres)",
+    "warmup_epochs": "linear warm-up length in epochs, then cosine decay",
+    "scale": "ArcFace logit scale s",
+    "clip_grad": "gradient norm clipping threshold",
+    "init_centres": "start each class centre at its class's mean embedding",
+    "freeze_bn": "keep pretrained BatchNorm statistics (small class-balanced batches)",
+    "seed": "random seed (sampler, augmentation, centres)",
+    "workers": "DataLoader worker processes",
+    "device": "auto, cpu or cuda (AMP and channels_last on cuda)",
+    "threads": "torch CPU threads; 0 = torch's default",
+    "resume": "continue from --work-dir's train_state.pt when present",
 }
 
 
@@ -46,14 +65,19 @@ def _train_parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         required = f.name in ("data", "out")
         if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=HELP[f.name],
+            )
         elif f.name == "export_sizes":
             parser.add_argument(flag, default="", help=HELP[f.name])
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             default = None if required else f.default
             parser.add_argument(
-                flag, type=kind, default=default, required=required, help=HELP.get(f.name)
+                flag, type=kind, default=default, required=required, help=HELP[f.name]
             )
     return parser
 

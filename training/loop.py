@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +21,14 @@ from app.encoder.views import parse_views
 from training.arcface import RetailKLIPModel, init_centres, make_arcface
 from training.augment import make_train_transform
 from training.data import ImageDataset, load_image, read_spec
+from training.distributed import Dist, init_distributed
 from training.evaluate import leave_one_out_top1
 from training.lr_decay import layer_decay_groups
 from training.plots import plot_history
-from training.plumbing import init_distributed, seed_everything, start_tower, warmup_cosine
 from training.sampler import MPerClassBatchSampler
-from training.state import load_state, restore_rng, rng_state, save_state
+from training.schedule import HEAD_GROUP, get_learning_rate, warmup_cosine
+from training.state import load_state, restore_rng, rng_state, save_state, seed_everything
+from training.towers import start_tower
 
 
 @dataclass
@@ -133,17 +135,58 @@ def _train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
                 module.eval()
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Finetune, export the encoder to `cfg.out`, return the run summary (rank 0's view)."""
-    started = time.time()
+@dataclass
+class TrainRun:
+    """What one run holds between its steps (build -> resume -> epochs -> export)."""
+
+    cfg: TrainConfig
+    world: Dist
+    device: torch.device
+    work: Path
+    model: RetailKLIPModel
+    tower_cfg: TowerConfig
+    pre: PreprocessConfig
+    data: ImageDataset
+    sampler: MPerClassBatchSampler
+    loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    encoder: Encoder  # the serving path over the live tower, for validation
+    val: ValidationSet
+    history: list[dict] = field(default_factory=list)
+    first_epoch: int = 0
+
+    @property
+    def state_path(self) -> Path:
+        return self.work / "train_state.pt"
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    images: list
+    targets: list[int]
+
+    @classmethod
+    def read(cls, spec: str | None) -> ValidationSet:
+        samples = read_spec(spec) if spec else []
+        names = sorted({s.label for s in samples})
+        return cls([load_image(s.path) for s in samples], [names.index(s.label) for s in samples])
+
+
+def build(cfg: TrainConfig) -> TrainRun:
+    """Devices, data, model, sampler, optimiser and schedule: everything before the first step."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     world, device = init_distributed(cfg.device)
     seed_everything(cfg.seed + world.rank)
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    tower, tower_cfg, pre = start_tower(cfg.model, cfg.image_size)
-    tower, tower_cfg, pre = with_pipeline(tower, tower_cfg, pre, cfg)
+    tower, tower_cfg, pre = with_pipeline(*start_tower(cfg.model, cfg.image_size), cfg)
     samples = read_spec(cfg.data)
     if cfg.anchors:
         samples += read_spec(cfg.anchors) * cfg.anchor_repeat
@@ -170,123 +213,176 @@ def train(cfg: TrainConfig) -> dict:
     groups = layer_decay_groups(model.tower, cfg.lr, cfg.layer_decay, cfg.weight_decay)
     # The class centres are parameters too: the optimiser must see them (no weight decay).
     groups.append(
-        {"params": [model.loss.W], "lr": cfg.head_lr, "weight_decay": 0.0, "name": "arcface_W"}
+        {"params": [model.loss.W], "lr": cfg.head_lr, "weight_decay": 0.0, "name": HEAD_GROUP}
     )
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(int(cfg.warmup_epochs * steps), cfg.epochs * steps)
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-    state_path, history, first_epoch = work / "train_state.pt", [], 0
-    if cfg.resume and state_path.is_file():
-        state = load_state(state_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+    return TrainRun(
+        cfg=cfg,
+        world=world,
+        device=device,
+        work=work,
+        model=model,
+        tower_cfg=tower_cfg,
+        pre=pre,
+        data=data,
+        sampler=sampler,
+        loader=loader,
+        optimizer=optimizer,
+        schedule=schedule,
+        scaler=torch.amp.GradScaler("cuda", enabled=cuda),
+        encoder=Encoder(model.tower, pre, "training", tower_cfg.embed_dim, device),
+        val=ValidationSet.read(cfg.val if world.main else None),
+    )
+
+
+def resume(run: TrainRun) -> None:
+    """Continue from the last complete epoch's state, or start fresh (centres from the data)."""
+    if run.cfg.resume and run.state_path.is_file():
+        state = load_state(run.state_path)
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.schedule.load_state_dict(state["schedule"])
         restore_rng(state["rng"])
-        history, first_epoch = list(state["history"]), int(state["epoch"]) + 1
-    else:
-        if world.main:
-            (work / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
-        if cfg.init_centres:
-            _centre_init(model, data, pre, device)
-    ddp = DistributedDataParallel(model) if world.enabled else model
-    val_samples = read_spec(cfg.val) if cfg.val and world.main else []
-    val_images = [load_image(s.path) for s in val_samples]
-    val_names = sorted({s.label for s in val_samples})
-    val_targets = [val_names.index(s.label) for s in val_samples]
-    encoder = Encoder(model.tower, pre, "training", tower_cfg.embed_dim, device)
-    for epoch in range(first_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        _train_mode(model, cfg.freeze_bn)
-        tick, losses = time.time(), []
-        bar = tqdm(
-            loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not world.main
-        )
-        for step, (images, labels) in enumerate(bar):
-            if step >= steps:
-                break
-            images, labels = images.to(device, non_blocking=True), labels.to(device)
-            if cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):
-                value = ddp(images, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(value).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            losses.append(float(value.detach()))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        row = {
-            "epoch": epoch + 1,
-            "loss": float(np.mean(losses)),
-            "steps": len(losses),
-            "seconds": round(time.time() - tick, 1),
-            "images_per_s": round(
-                len(losses) * cfg.batch_size * world.world_size / (time.time() - tick), 2
-            ),
-            "lr": optimizer.param_groups[-2]["lr"],
-            "world_size": world.world_size,
-        }
-        if world.main:
-            model.eval()
-            row["val_top1"] = (
-                _val_top1(encoder, val_images, val_targets, pre.image_size) if val_images else None
-            )
-            history.append(row)
-            with open(work / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(row) + "\n")
-            save_state(
-                state_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "rng": rng_state(),
-                    "epoch": epoch,
-                    "history": history,
-                },
-            )
-            plot_history(history, work / "training_curve.png", f"RetailKLIP {cfg.model}")
-            tqdm.write(json.dumps(row))
-        if world.enabled:
+        run.history, run.first_epoch = list(state["history"]), int(state["epoch"]) + 1
+        return
+    if run.world.main:
+        (run.work / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
+    if run.cfg.init_centres:
+        _centre_init(run.model, run.data, run.pre, run.device)
+
+
+def train_one_epoch(run: TrainRun, step_model: torch.nn.Module, epoch: int) -> dict:
+    """One pass of the sampler; returns the epoch's log row (loss, speed, learning rate)."""
+    cfg, steps = run.cfg, len(run.sampler)
+    run.sampler.set_epoch(epoch)
+    _train_mode(run.model, cfg.freeze_bn)
+    tick, losses = time.time(), []
+    bar = tqdm(
+        run.loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not run.world.main
+    )
+    for step, (images, labels) in enumerate(bar):
+        if step >= steps:
+            break
+        images, labels = images.to(run.device, non_blocking=True), labels.to(run.device)
+        if run.cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.cuda):
+            value = step_model(images, labels)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(value).backward()
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.schedule.step()
+        losses.append(float(value.detach()))
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    seconds = time.time() - tick
+    return {
+        "epoch": epoch + 1,
+        "loss": float(np.mean(losses)),
+        "steps": len(losses),
+        "seconds": round(seconds, 1),
+        "images_per_s": round(len(losses) * cfg.batch_size * run.world.world_size / seconds, 2),
+        "lr": get_learning_rate(run.optimizer),
+        "world_size": run.world.world_size,
+    }
+
+
+def evaluate(run: TrainRun, image_size: int | None = None) -> float | None:
+    """Validation top-1 through the serving transform (None without a validation set)."""
+    if not run.val.images:
+        return None
+    run.model.eval()
+    return _val_top1(run.encoder, run.val.images, run.val.targets, image_size or run.pre.image_size)
+
+
+def record_epoch(run: TrainRun, epoch: int, row: dict) -> None:
+    """Rank 0: log the row, write the resumable state and the training curve."""
+    run.history.append(row)
+    with open(run.work / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    save_state(
+        run.state_path,
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "schedule": run.schedule.state_dict(),
+            "rng": rng_state(),
+            "epoch": epoch,
+            "history": run.history,
+        },
+    )
+    plot_history(run.history, run.work / "training_curve.png", f"RetailKLIP {run.cfg.model}")
+    tqdm.write(json.dumps(row))
+
+
+def choose_export_size(run: TrainRun) -> tuple[int, dict[int, float]]:
+    """The serving image size with the best validation top-1 (ties: the training size)."""
+    sizes = sorted(set(run.cfg.export_sizes) | {run.pre.image_size})
+    by_size: dict[int, float] = {}
+    for size in sizes:
+        top1 = evaluate(run, size)
+        if top1 is not None:
+            by_size[size] = top1
+    if not by_size:
+        return run.pre.image_size, by_size
+    return max(by_size, key=lambda s: (by_size[s], s == run.pre.image_size)), by_size
+
+
+def export(run: TrainRun, started: float) -> dict:
+    """Rank 0: WiSE-FT if asked, pick the serving size, write the checkpoint and summary."""
+    cfg = run.cfg
+    run.model.eval()
+    if cfg.interpolate != 1.0:
+        # Before choosing the export size, so the validation numbers describe the export.
+        start = with_pipeline(*start_tower(cfg.model, cfg.image_size), cfg)[0]
+        interpolate_weights(run.model.tower, start, cfg.interpolate)
+    best, by_size = choose_export_size(run)
+    info = {
+        "recipe": "RetailKLIP: ArcFace + layer-wise LR decay + m-per-class batches",
+        "config": asdict(cfg),
+        "classes": run.data.class_names,
+        "train_images": len(run.data),
+        "val_top1_by_size": by_size,
+        "history": run.history,
+        "wall_seconds": round(time.time() - started, 1),
+        "torch": torch.__version__,
+    }
+    save_checkpoint(
+        cfg.out, run.model.tower, run.tower_cfg, replace(run.pre, image_size=best), info
+    )
+    summary = {
+        "history": run.history,
+        "world_size": run.world.world_size,
+        "export_image_size": best,
+        "val_top1_by_size": by_size,
+        "wall_seconds": info["wall_seconds"],
+    }
+    (run.work / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Finetune, export the encoder to `cfg.out`, return the run summary (rank 0's view)."""
+    started = time.time()
+    run = build(cfg)
+    resume(run)
+    step_model = DistributedDataParallel(run.model) if run.world.enabled else run.model
+    for epoch in range(run.first_epoch, cfg.epochs):
+        row = train_one_epoch(run, step_model, epoch)
+        if run.world.main:
+            row["val_top1"] = evaluate(run)
+            record_epoch(run, epoch, row)
+        if run.world.enabled:
             torch.distributed.barrier()
-    summary = {"history": history, "world_size": world.world_size}
-    if world.main:
-        model.eval()
-        if cfg.interpolate != 1.0:
-            # Before choosing the export size, so the validation numbers describe the export.
-            start = with_pipeline(*start_tower(cfg.model, cfg.image_size), cfg)[0]
-            interpolate_weights(model.tower, start, cfg.interpolate)
-        sizes = sorted(set(cfg.export_sizes) | {pre.image_size})
-        by_size = (
-            {s: _val_top1(encoder, val_images, val_targets, s) for s in sizes} if val_images else {}
-        )
-        best = (
-            max(by_size, key=lambda s: (by_size[s], s == pre.image_size))
-            if by_size
-            else pre.image_size
-        )
-        export_pre = replace(pre, image_size=best)
-        info = {
-            "recipe": "RetailKLIP: ArcFace + layer-wise LR decay + m-per-class batches",
-            "config": asdict(cfg),
-            "classes": data.class_names,
-            "train_images": len(data),
-            "val_top1_by_size": by_size,
-            "history": history,
-            "wall_seconds": round(time.time() - started, 1),
-            "torch": torch.__version__,
-        }
-        save_checkpoint(cfg.out, model.tower, tower_cfg, export_pre, info)
-        summary.update(
-            export_image_size=best, val_top1_by_size=by_size, wall_seconds=info["wall_seconds"]
-        )
-        (work / "summary.json").write_text(json.dumps(summary, indent=2))
-    if world.enabled:
+    summary: dict = {"history": run.history, "world_size": run.world.world_size}
+    if run.world.main:
+        summary = export(run, started)
+    if run.world.enabled:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return summary

@@ -10,9 +10,16 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from app.storage.files import atomic_path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:
