@@ -31,8 +31,10 @@ class RandomDownscale:
         scale = side / max(w, h)
         if scale >= 1:
             return image
-        small = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-        return small.resize((w, h), Image.BICUBIC)
+        small = image.resize(
+            (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
+        )
+        return small.resize((w, h), Image.Resampling.BICUBIC)
 
 
 class RandomJpeg:

@@ -8,6 +8,7 @@ import re
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from app.encoder.backbones import POOLS
 from app.encoder.preprocess import RESIZE_MODES
@@ -137,7 +138,7 @@ def run_eval(argv: list[str]) -> int:
     gallery, queries = read_spec(args.gallery), read_spec(args.query)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for i, model in enumerate(args.model):
         encoder = override_pipeline(
             load_encoder(model, args.device),

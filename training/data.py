@@ -123,7 +123,7 @@ def read_grozi(
     folder = Path(root) / part
     if not folder.is_dir():
         raise ValueError(f"no GroZi-120 {part} folder at {folder}")
-    samples = []
+    samples: list[Sample] = []
     for product in sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: int(p.name)):
         files = sorted(f for f in product.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if per_class is not None:
@@ -167,7 +167,9 @@ def shrink(image: Image.Image, shorter_side: int) -> Image.Image:
     scale = shorter_side / min(w, h)
     if scale >= 1:
         return image
-    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+    return image.resize(
+        (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC
+    )
 
 
 class ImageDataset(Dataset):

@@ -93,7 +93,7 @@ class TowerConfig:
 
 def build_tower(cfg: TowerConfig) -> nn.Module:
     """An image tower with freshly initialised weights and the configured pooling."""
-    tower = _build_vision_tower(cfg.embed_dim, cfg.vision_cfg)
+    tower: nn.Module = _build_vision_tower(cfg.embed_dim, cfg.vision_cfg)
     set_pooling(tower, cfg)
     return tower
 
@@ -107,12 +107,20 @@ def set_pooling(tower: nn.Module, cfg: TowerConfig) -> None:
     set_timm_pool(tower, cfg.pool, cfg.gem_p)
 
 
+def timm_trunk(tower: nn.Module) -> nn.Module:
+    """The timm model inside open_clip's TimmModel tower."""
+    trunk = getattr(tower, "trunk", None)
+    if not isinstance(trunk, nn.Module):
+        raise ModelLoadError("this tower is not a timm tower (no trunk)")
+    return trunk
+
+
 def set_timm_pool(tower: nn.Module, pool: str, gem_p: float = 3.0) -> None:
-    trunk = tower.trunk  # type: ignore[union-attr]  # open_clip's TimmModel
+    trunk = timm_trunk(tower)
     if pool == "gem":
         trunk.global_pool = GeM(gem_p)
     elif pool == "avg":
-        from timm.layers import SelectAdaptivePool2d
+        from timm.layers.adaptive_avgmax_pool import SelectAdaptivePool2d
 
         trunk.global_pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
     else:
@@ -148,8 +156,9 @@ def load_offline_backbone(
     )
     # The package's keys use another naming scheme; its tensors are in timm's order, which we
     # verify by count and shape so that a wrong map fails here instead of serving noise.
-    trunk_keys = list(tower.trunk.state_dict().keys())
-    target_shapes = [tower.trunk.state_dict()[k].shape for k in trunk_keys]
+    trunk = timm_trunk(tower)
+    trunk_keys = list(trunk.state_dict().keys())
+    target_shapes = [trunk.state_dict()[k].shape for k in trunk_keys]
     values = list(source.values())
     if len(values) != OFFLINE_TENSOR_COUNT:
         raise ModelLoadError(
@@ -163,7 +172,7 @@ def load_offline_backbone(
                 f"offline weights do not map onto tf_efficientnet_lite0: {key} "
                 f"expects {tuple(shape)}, got {tuple(value.shape)}"
             )
-    tower.trunk.load_state_dict(dict(zip(trunk_keys, trunk_values, strict=True)), strict=True)
+    trunk.load_state_dict(dict(zip(trunk_keys, trunk_values, strict=True)), strict=True)
     return tower, cfg
 
 
@@ -181,8 +190,8 @@ def load_openclip_tower(
     pretrained = get_pretrained_cfg(name, tag) if tag != "random" else {}
     preprocess = PreprocessConfig(
         image_size=int(cfg.vision_cfg.get("image_size", 224)),
-        mean=tuple(pretrained.get("mean", CLIP_MEAN)),  # type: ignore[arg-type]
-        std=tuple(pretrained.get("std", CLIP_STD)),  # type: ignore[arg-type]
+        mean=tuple(pretrained.get("mean", CLIP_MEAN)),
+        std=tuple(pretrained.get("std", CLIP_STD)),
         crop_pct=1.0,
     )
     if tag == "random":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from PIL import Image, ImageOps
@@ -40,11 +42,11 @@ class PreprocessConfig:
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, not {self.resize_mode!r}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> PreprocessConfig:
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
         # Keys added later default to the behaviour checkpoints had before they existed.
         return cls(
             image_size=int(data["image_size"]),
@@ -95,11 +97,12 @@ def decode_image_with_format(data: bytes, max_pixels: int) -> tuple[Image.Image,
     except Exception as exc:
         raise ImageDecodeError("image is truncated or corrupt") from exc
     image_format = "JPEG" if image.format == "MPO" else str(image.format)
+    upright: Image.Image = image
     # A broken EXIF block should not cost the photo: keep it unrotated.
     with contextlib.suppress(Exception):
-        image = ImageOps.exif_transpose(image)
+        upright = ImageOps.exif_transpose(image)
     try:
-        return image.convert("RGB"), image_format
+        return upright.convert("RGB"), image_format
     except Exception as exc:
         raise ImageDecodeError("image is truncated or corrupt") from exc
 
@@ -125,7 +128,7 @@ class PadToSquare:
         return pad_to_square(image, self.fill)
 
 
-def _framing(cfg: PreprocessConfig) -> list:
+def _framing(cfg: PreprocessConfig) -> list[Callable[[Image.Image], Image.Image]]:
     return [PadToSquare(cfg.pad_fill)] if cfg.resize_mode == "pad" else []
 
 

@@ -6,6 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ def override_pipeline(
     a pipeline that measures better is shipped by writing it into a checkpoint. The returned
     encoder shares the module: a pooling change applies to `encoder` too.
     """
-    changes: dict = {}
+    changes: dict[str, Any] = {}
     if resize_mode is not None:
         changes["resize_mode"] = resize_mode
     if flip is not None:

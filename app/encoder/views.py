@@ -25,7 +25,9 @@ def _thumbnail(longer_side: int) -> Callable[[Image.Image], Image.Image]:
         scale = longer_side / max(w, h)
         if scale >= 1:
             return image
-        return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        return image.resize(
+            (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
+        )
 
     return view
 
