@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import classify, health, products
+from app.api.console import install_console
 from app.api.openapi import allowed_methods, contract_openapi
 from app.catalog import Catalog
 from app.db.migrate import open_database
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(products.router)
     app.include_router(classify.router)
     app.include_router(health.router)
+    install_console(app)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
