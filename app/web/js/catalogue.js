@@ -141,7 +141,9 @@ async function showSimilar(productSku) {
 
 function describeWarnings(warnings = []) {
   return warnings.map((w) =>
-    typeof w === "string" ? w : `image ${w.image ?? w.index ?? ""} looks like ${w.sku} (score ${Number(w.score).toFixed(3)})`,
+    typeof w === "string"
+      ? w
+      : `image ${w.upload + 1} looks like ${w.sku} ${w.name} (reference #${w.image_id}, score ${Number(w.score).toFixed(3)})`,
   );
 }
 

@@ -76,6 +76,7 @@ function scale() {
 function setBox(box) {
   state.box = box;
   $("clear-box").hidden = !box;
+  $("correct-submit").textContent = `Add the ${box ? "region" : "photo"} as its reference`;
   const overlay = $("box");
   overlay.hidden = !box;
   if (box) {
