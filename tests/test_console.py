@@ -198,13 +198,14 @@ def test_register_classify_correct_delete(
     form.find_element(By.NAME, "sku").send_keys("lemon")
     form.find_element(By.NAME, "name").send_keys("Lemon")
     form.find_element(By.NAME, "metadata").send_keys('{"category": "fruit"}')
+    form.find_element(By.NAME, "catalogues").send_keys("store-1, citrus")
     form.find_element(By.NAME, "images").send_keys(str(LEMON_ICONIC))
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait(browser, notice_says("Registered lemon with 1 image"), "registration")
     wait(browser, lambda b: css(b, "#product-images img"), "its thumbnail")
     product = api.get("/products/lemon").json()
     assert product["name"] == "Lemon" and product["metadata"] == {"category": "fruit"}
-    assert product["image_count"] == 1
+    assert product["image_count"] == 1 and product["catalogues"] == ["citrus", "store-1"]
     lemon_reference = product["image_ids"][0]
     screenshot(browser, "catalogue")
 
@@ -294,6 +295,44 @@ def test_box_classifies_one_region(
 
     by_id(browser, "clear-box").click()
     wait(browser, lambda b: "Whole photo" in by_id(b, "result-scope").text, "whole photo again")
+
+
+def test_catalogue_and_filter_narrow_the_search(
+    server: LiveServer, api: httpx.Client, browser: WebDriver
+) -> None:
+    open_console(browser, server)
+    by_id(browser, "nav-catalogue").click()
+    css(browser, "#product-rows tr[data-sku=banana]")[0].click()
+    wait(browser, lambda b: by_id(b, "catalogues-form").is_displayed(), "the catalogues form")
+    by_id(browser, "catalogues-input").send_keys("store-7")
+    css(browser, "#catalogues-form button")[0].click()
+    wait(browser, notice_says("banana is now in: store-7"), "catalogues saved")
+    try:
+        assert api.get("/products/banana").json()["catalogues"] == ["store-7"]
+
+        # Try it, searching store-7 only: the oatly photo can only match banana there.
+        pick_photo(browser, iconic(SEEDS["oatly-oatghurt"][1]))
+        wait(browser, verdict_is("(oatly-oatghurt)"), "oatly in the whole catalogue")
+        select = by_id(browser, "catalogue-select")
+        wait(browser, lambda b: "store-7 (1)" in select.text, "store-7 in the catalogue list")
+        css(browser, "#catalogue-select option[value='store-7']")[0].click()
+        wait(browser, lambda b: shown_skus(b) == ["banana"], "banana alone in store-7")
+        assert "catalogue store-7" in by_id(browser, "result-scope").text
+        screenshot(browser, "catalogue-filter")
+
+        # A metadata filter instead: vegetables only.
+        css(browser, "#catalogue-select option[value='']")[0].click()
+        by_id(browser, "filter-input").send_keys('{"category": "vegetable"}\t')
+        wait(browser, lambda b: shown_skus(b) == ["red-bell-pepper"], "only the vegetable")
+        # A key no product has: the API's 4xx and its detail are shown.
+        by_id(browser, "filter-input").clear()
+        by_id(browser, "filter-input").send_keys('{"colour": "red"}\t')
+        wait(browser, lambda b: by_id(b, "error").is_displayed(), "error")
+        assert re.fullmatch(
+            r"POST /classify: 4\d\d filter: .*colour.*", by_id(browser, "error-text").text
+        )
+    finally:
+        api.put("/products/banana/catalogues", json=[])
 
 
 def test_api_errors_are_shown_and_change_nothing(

@@ -27,6 +27,7 @@ export function initTry({ onCatalogueChanged }) {
   });
   $("top-k").addEventListener("change", classify);
   $("catalogue-select").addEventListener("change", classify);
+  $("filter-input").addEventListener("change", classify);
   $("clear-box").addEventListener("click", () => {
     setBox(null);
     classify();
@@ -127,13 +128,18 @@ function initBoxDrawing() {
 export async function classify() {
   if (!state.file) return;
   const sequence = (state.sequence += 1);
-  const fields = { image: state.file, top_k: $("top-k").value, catalogue: $("catalogue-select").value };
+  const fields = {
+    image: state.file,
+    top_k: $("top-k").value,
+    catalogue: $("catalogue-select").value,
+    filter: $("filter-input").value.trim(), // JSON, checked by the API (its 422 is shown)
+  };
   if (state.box) fields.boxes = JSON.stringify([state.box]);
   $("result").classList.add("busy");
   const answer = await guarded(() => request("POST", "/classify", { body: form(fields) }));
   if (sequence !== state.sequence) return; // a newer request is on its way
   $("result").classList.remove("busy");
-  if (answer) render(answer);
+  if (answer) render(answer, fields);
 }
 
 // With `boxes` the API answers {"regions": [{"box", "matches", "unknown"}], "model"}.
@@ -146,7 +152,7 @@ function resultOf(answer) {
   return { ...answer, scope };
 }
 
-function render(answer) {
+function render(answer, sent) {
   const result = resultOf(answer);
   const verdict = $("verdict");
   const best = result.matches[0];
@@ -154,7 +160,13 @@ function render(answer) {
   else if (result.unknown) verdict.textContent = `Unknown product (best score ${best.score.toFixed(3)})`;
   else verdict.textContent = `${best.name} (${best.sku})`;
   verdict.classList.toggle("unknown", result.unknown || !best);
-  $("result-scope").textContent = `${result.scope} · model ${answer.model}`;
+  const searched = [
+    result.scope,
+    sent.catalogue && `catalogue ${sent.catalogue}`,
+    sent.filter && `filter ${sent.filter}`,
+    `model ${answer.model}`,
+  ];
+  $("result-scope").textContent = searched.filter(Boolean).join(" · ");
   $("matches").replaceChildren(...result.matches.map(matchItem));
   $("result").hidden = false;
 }
