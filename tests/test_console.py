@@ -181,6 +181,9 @@ def test_register_classify_correct_delete(
     server: LiveServer, api: httpx.Client, browser: WebDriver
 ) -> None:
     open_console(browser, server)
+    browser.refresh()  # the key is entered once per tab: no second dialog
+    wait(browser, lambda b: "of 4" in by_id(b, "page-info").get_attribute("textContent"), "page")
+    assert by_id(browser, "key-dialog").get_attribute("open") is None
 
     # A lemon on the shelf, before the catalogue has lemons: the answer can only be wrong.
     pick_photo(browser, LEMON_SHELF)
@@ -331,6 +334,22 @@ def test_catalogue_and_filter_narrow_the_search(
         assert re.fullmatch(
             r"POST /classify: 4\d\d filter: .*colour.*", by_id(browser, "error-text").text
         )
+
+        # Adding oatly's own photo to banana: the console shows the near-duplicate warning,
+        # then the image is deleted again from the product card.
+        by_id(browser, "nav-catalogue").click()
+        by_id(browser, "add-images").send_keys(str(iconic(SEEDS["oatly-oatghurt"][1])))
+        css(browser, "#add-images-form button")[0].click()
+        wait(browser, notice_says("Added 1 new image(s) to banana"), "the added image")
+        assert re.search(
+            r"image 1 looks like oatly-oatghurt .*score (0\.9\d\d|1\.000)",
+            by_id(browser, "notice").text,
+        )
+        added = api.get("/products/banana").json()["image_ids"][-1]
+        css(browser, f"figure[data-image-id='{added}'] button.delete-image")[0].click()
+        accept_confirm(browser)
+        wait(browser, notice_says(f"Deleted image #{added} of banana"), "image deletion")
+        assert api.get("/products/banana").json()["image_count"] == 1
     finally:
         api.put("/products/banana/catalogues", json=[])
 
