@@ -22,6 +22,7 @@ import httpx
 import pytest
 from PIL import Image
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -50,6 +51,7 @@ SEEDS = {  # registered through the API before the browser opens
 LEMON_ICONIC = ICONIC / "Fruit/Lemon/Lemon_Iconic.jpg"
 LEMON_SHELF = GROCERY / "test/Fruit/Lemon/Lemon_001.jpg"
 WAIT_S = 120  # a classification on a busy 2-core machine
+README_SHOTS = {"wrong-answer", "corrected", "box", "catalogue", "catalogue-filter"}
 ARTEFACTS = (
     Path(
         os.environ.get("RETAILKLIP_ARTEFACTS", Path(tempfile.gettempdir()) / "retailklip-artefacts")
@@ -117,8 +119,9 @@ def screenshot(browser: WebDriver, name: str) -> None:
     browser.save_screenshot(str(path))
     print(f"screenshot: {path}")
     docs = os.environ.get("RETAILKLIP_CONSOLE_SCREENSHOTS")
-    if docs:
-        shutil.copyfile(path, REPO / docs / path.name)
+    if docs and name in README_SHOTS:
+        # 256 colours: a third of the bytes in the repository, still readable.
+        Image.open(path).convert("RGB").quantize(256).save(REPO / docs / path.name, optimize=True)
 
 
 def wait(browser: WebDriver, condition: Callable[[WebDriver], object], what: str) -> object:
@@ -128,7 +131,10 @@ def wait(browser: WebDriver, condition: Callable[[WebDriver], object], what: str
             raise AssertionError(f"console shows an error while waiting for {what}: {error.text}")
         return condition(driver)
 
-    return WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(check, f"waiting for {what}")
+    waiter = WebDriverWait(
+        browser, WAIT_S, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+    )
+    return waiter.until(check, f"waiting for {what}")
 
 
 def by_id(browser: WebDriver, element_id: str) -> WebElement:
@@ -155,8 +161,24 @@ def css(browser: WebDriver, selector: str) -> list[WebElement]:
     return browser.find_elements(By.CSS_SELECTOR, selector)
 
 
+def click(browser: WebDriver, selector: str) -> None:
+    """Click the first match, again if a re-render replaced it under us."""
+
+    def attempt(b: WebDriver) -> bool:
+        css(b, selector)[0].click()
+        return True
+
+    WebDriverWait(browser, 30, 0.2, [StaleElementReferenceException, IndexError]).until(attempt)
+
+
+def skus(browser: WebDriver, selector: str) -> list[str]:
+    # One script: the page re-renders lists, so elements found one call earlier may be gone.
+    script = "return [...document.querySelectorAll(arguments[0])].map((e) => e.dataset.sku)"
+    return browser.execute_script(script, selector)
+
+
 def shown_skus(browser: WebDriver) -> list[str]:
-    return [li.get_attribute("data-sku") for li in css(browser, "li.match")]
+    return skus(browser, "li.match")
 
 
 def notice_says(text: str) -> Callable[[WebDriver], bool]:
@@ -237,11 +259,10 @@ def test_register_classify_correct_delete(
     # Catalogue: search, open lemon, delete the corrected image, then the product.
     by_id(browser, "nav-catalogue").click()
     by_id(browser, "search").send_keys("lem")
-    rows = lambda b: [r.get_attribute("data-sku") for r in css(b, "#product-rows tr")]  # noqa: E731
-    wait(browser, lambda b: rows(b) == ["lemon"], "the search to keep lemon only")
-    css(browser, "#product-rows tr[data-sku=lemon]")[0].click()
+    wait(browser, lambda b: skus(b, "#product-rows tr") == ["lemon"], "lemon alone in the search")
+    click(browser, "#product-rows tr[data-sku=lemon]")
     wait(browser, lambda b: len(css(b, "#product-images figure")) == 2, "its 2 images")
-    css(browser, f"figure[data-image-id='{added}'] button.delete-image")[0].click()
+    click(browser, f"figure[data-image-id='{added}'] button.delete-image")
     accept_confirm(browser)
     wait(browser, notice_says(f"Deleted image #{added} of lemon"), "image deletion")
     assert api.get("/products/lemon").json()["image_ids"] == [lemon_reference]
@@ -305,10 +326,10 @@ def test_catalogue_and_filter_narrow_the_search(
 ) -> None:
     open_console(browser, server)
     by_id(browser, "nav-catalogue").click()
-    css(browser, "#product-rows tr[data-sku=banana]")[0].click()
+    click(browser, "#product-rows tr[data-sku=banana]")
     wait(browser, lambda b: by_id(b, "catalogues-form").is_displayed(), "the catalogues form")
     by_id(browser, "catalogues-input").send_keys("store-7")
-    css(browser, "#catalogues-form button")[0].click()
+    click(browser, "#catalogues-form button")
     wait(browser, notice_says("banana is now in: store-7"), "catalogues saved")
     try:
         assert api.get("/products/banana").json()["catalogues"] == ["store-7"]
@@ -318,13 +339,13 @@ def test_catalogue_and_filter_narrow_the_search(
         wait(browser, verdict_is("(oatly-oatghurt)"), "oatly in the whole catalogue")
         select = by_id(browser, "catalogue-select")
         wait(browser, lambda b: "store-7 (1)" in select.text, "store-7 in the catalogue list")
-        css(browser, "#catalogue-select option[value='store-7']")[0].click()
+        click(browser, "#catalogue-select option[value='store-7']")
         wait(browser, lambda b: shown_skus(b) == ["banana"], "banana alone in store-7")
         assert "catalogue store-7" in by_id(browser, "result-scope").text
         screenshot(browser, "catalogue-filter")
 
         # A metadata filter instead: vegetables only.
-        css(browser, "#catalogue-select option[value='']")[0].click()
+        click(browser, "#catalogue-select option[value='']")
         by_id(browser, "filter-input").send_keys('{"category": "vegetable"}\t')
         wait(browser, lambda b: shown_skus(b) == ["red-bell-pepper"], "only the vegetable")
         # A key no product has: the API's 4xx and its detail are shown.
@@ -339,14 +360,14 @@ def test_catalogue_and_filter_narrow_the_search(
         # then the image is deleted again from the product card.
         by_id(browser, "nav-catalogue").click()
         by_id(browser, "add-images").send_keys(str(iconic(SEEDS["oatly-oatghurt"][1])))
-        css(browser, "#add-images-form button")[0].click()
+        click(browser, "#add-images-form button")
         wait(browser, notice_says("Added 1 new image(s) to banana"), "the added image")
         assert re.search(
             r"image 1 looks like oatly-oatghurt .*score (0\.9\d\d|1\.000)",
             by_id(browser, "notice").text,
         )
         added = api.get("/products/banana").json()["image_ids"][-1]
-        css(browser, f"figure[data-image-id='{added}'] button.delete-image")[0].click()
+        click(browser, f"figure[data-image-id='{added}'] button.delete-image")
         accept_confirm(browser)
         wait(browser, notice_says(f"Deleted image #{added} of banana"), "image deletion")
         assert api.get("/products/banana").json()["image_count"] == 1
