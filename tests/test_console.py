@@ -7,6 +7,7 @@ RETAILKLIP_CONSOLE_SCREENSHOTS=docs they also replace the README's docs/console-
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import http.client
 import json
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -273,8 +274,9 @@ def test_register_classify_correct_delete(
     assert not css(browser, "#product-rows tr[data-sku=lemon]")
 
 
+@pytest.mark.parametrize("orientation", ["upright", "exif-rotated"])
 def test_box_classifies_one_region(
-    server: LiveServer, api: httpx.Client, browser: WebDriver, tmp_path: Path
+    server: LiveServer, api: httpx.Client, browser: WebDriver, tmp_path: Path, orientation: str
 ) -> None:
     # One photo, two products side by side: the box picks one of them.
     left = Image.open(iconic(SEEDS["banana"][1])).convert("RGB").resize((400, 400))
@@ -283,7 +285,15 @@ def test_box_classifies_one_region(
     shelf.paste(left, (0, 0))
     shelf.paste(right, (400, 0))
     photo = tmp_path / "two-products.jpg"
-    shelf.save(photo, quality=95)
+    if orientation == "upright":
+        shelf.save(photo, quality=95)
+    else:
+        # As phones store them: pixels sideways, EXIF Orientation 6 (turn 90° clockwise to
+        # show). Browser and service must both box the upright picture.
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        shelf.rotate(90, expand=True).save(photo, quality=95, exif=exif)
+        assert ImageOps.exif_transpose(Image.open(photo)).size == (800, 400)
 
     open_console(browser, server)
     pick_photo(browser, photo)
@@ -306,7 +316,8 @@ def test_box_classifies_one_region(
     assert 400 <= box[0] < 440 and box[1] < 40 and 740 < box[2] <= 800 and box[3] > 360, box
     wait(browser, verdict_is("(oatly-oatghurt)"), "oatly in the right half")
     shown = shown_skus(browser)
-    screenshot(browser, "box")
+    if orientation == "upright":
+        screenshot(browser, "box")
 
     # The same box through the API gives the same answer.
     answer = api.post(
@@ -375,10 +386,27 @@ def test_catalogue_and_filter_narrow_the_search(
         api.put("/products/banana/catalogues", json=[])
 
 
+# What a browser does when a file is dropped (WebDriver cannot drag files from the desktop).
+DROP_FILE = """
+const [b64, name] = arguments;
+const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+const files = new DataTransfer();
+files.items.add(new File([bytes], name, { type: "image/jpeg" }));
+const drop = document.getElementById("drop");
+drop.dispatchEvent(new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true }));
+"""
+
+
 def test_api_errors_are_shown_and_change_nothing(
     server: LiveServer, api: httpx.Client, browser: WebDriver, tmp_path: Path
 ) -> None:
     open_console(browser, server)
+    # Dropped on the drop zone: a text file that calls itself a JPEG.
+    browser.execute_script(DROP_FILE, base64.b64encode(b"not a photo at all").decode(), "shelf.jpg")
+    wait(browser, lambda b: by_id(b, "error").is_displayed(), "error")
+    assert by_id(browser, "error-text").text.startswith("POST /classify: 400 image:")
+    by_id(browser, "error-close").click()
+
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(LEMON_SHELF.read_bytes()[:2000])
     pick_photo(browser, truncated)

@@ -63,6 +63,10 @@ function usePhoto(file) {
     setBox(null);
     classify();
   };
+  photo.onerror = () => {
+    setBox(null);
+    classify(); // the browser cannot show it; the service says why it cannot read it either
+  };
   photo.src = URL.createObjectURL(file);
   $("stage").hidden = false;
   $("stage-help").hidden = false;
