@@ -52,7 +52,7 @@ SEEDS = {  # registered through the API before the browser opens
 LEMON_ICONIC = ICONIC / "Fruit/Lemon/Lemon_Iconic.jpg"
 LEMON_SHELF = GROCERY / "test/Fruit/Lemon/Lemon_001.jpg"
 WAIT_S = 120  # a classification on a busy 2-core machine
-README_SHOTS = {"wrong-answer", "corrected", "box", "catalogue", "catalogue-filter"}
+README_SHOTS = {"wrong-answer", "corrected", "box", "catalogue", "catalogue-filter", "phone"}
 ARTEFACTS = (
     Path(
         os.environ.get("RETAILKLIP_ARTEFACTS", Path(tempfile.gettempdir()) / "retailklip-artefacts")
@@ -247,6 +247,10 @@ def test_register_classify_correct_delete(
     assert top.get_attribute("data-sku") == "lemon"
     assert float(top.find_element(By.CSS_SELECTOR, ".score").text.split()[-1]) > 0.99
     screenshot(browser, "corrected")
+    browser.set_window_size(412, 915)  # a phone's width: one column
+    browser.execute_script("document.getElementById('result').scrollIntoView()")
+    screenshot(browser, "phone")
+    browser.set_window_size(1280, 1000)
     assert api.get("/products/lemon").json()["image_ids"] == [lemon_reference, added]
     stored = api.get(f"/products/lemon/images/{added}")
     assert stored.status_code == 200 and stored.content == LEMON_SHELF.read_bytes()
