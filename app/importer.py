@@ -57,7 +57,7 @@ class ImportState:
         return [stat.st_size, stat.st_mtime_ns]
 
     def earlier(self, key: str, file: Path) -> str | None:
-        """"done", or the reason it was refused, if an earlier run settled this very file."""
+        """`done`, or the reason it was refused, if an earlier run settled this very file."""
         try:
             stamp = self.stamp(file)
         except OSError:

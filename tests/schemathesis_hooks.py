@@ -49,6 +49,9 @@ def _on_the_wire(value: Any, schema: dict[str, Any]) -> Any:
     an opaque string; a JSON-encoded part as its JSON value."""
     if isinstance(value, list):
         return [_on_the_wire(item, schema.get("items", {})) for item in value]
+    if schema.get("type") == "array" and not isinstance(value, dict):
+        # A repeatable field (`catalogues`) sent once is a one-item list to the server.
+        return [_on_the_wire(value, schema.get("items", {}))]
     if isinstance(value, Binary | bytes):
         return ""
     if isinstance(value, dict) and schema.get("type") == "object":

@@ -31,7 +31,7 @@ STATUSES = {
     ("POST", "/classify"): {200, 400, 401, 404, 413, 415, 422, 503},
     ("POST", "/classify/batch"): {200, 400, 401, 404, 413, 415, 422, 503},
     ("GET", "/catalogues"): {200, 401, 503},
-    ("PUT", "/products/{sku}/catalogues"): {200, 401, 404, 422, 503},
+    ("PUT", "/products/{sku}/catalogues"): {200, 400, 401, 404, 422, 503},
     ("GET", "/products/{sku}/images/{image_id}"): {200, 304, 401, 404, 422, 503},
     ("GET", "/products/{sku}/similar"): {200, 401, 404, 422, 503},
     ("GET", "/healthz"): {200},

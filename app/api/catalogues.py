@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
 from app.api.products import _valid_sku
-from app.api.schemas import CatalogueList, CatalogueOut, ProductOut, errors
+from app.api.schemas import CatalogueList, CatalogueOut, ErrorDetail, ProductOut, errors
 from app.api.scope import valid_catalogues
 from app.catalog import NotFound
 from app.catalogues import list_catalogues, set_catalogues
@@ -26,7 +26,10 @@ async def get_catalogues(services: ServicesDep) -> CatalogueList:
 @router.put(
     "/products/{sku}/catalogues",
     operation_id="setCatalogues",
-    responses=errors(404, 422, 503),
+    responses={
+        **errors(404, 422, 503),
+        400: {"model": ErrorDetail, "description": "The body is not UTF-8 encoded JSON."},
+    },
 )
 async def put_catalogues(
     services: ServicesDep, sku: str, catalogues: Annotated[list[str], Body()]

@@ -207,7 +207,7 @@ def _scope_fields(settings: Settings) -> dict[str, dict[str, Any]]:
             "type": "array",
             "items": CATALOGUE_SCHEMA,
             "maxItems": settings.max_catalogues_per_product,
-            "description": "catalogue names (duplicates count once)",
+            "description": "catalogue names (a repeated name is kept once)",
         },
         "filter": FILTER_SCHEMA,
         "boxes": {
