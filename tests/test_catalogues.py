@@ -167,6 +167,7 @@ def test_catalogue_changes_apply_to_the_next_search(client: httpx.Client) -> Non
         (b"[not json", 422, None),
         (b'{"a": 1}', 422, None),
         (b'["ok", "bad name"]', 422, "catalogue must be 1-64 characters of A-Za-z0-9._-"),
+        (b"\xefo", 400, "There was an error parsing the body"),
     ]:
         bad = client.put(
             "/products/oatly-oat/catalogues",
