@@ -47,7 +47,7 @@ async function refreshShared() {
   setCataloguesAvailable(catalogues !== null && catalogues !== undefined);
 }
 
-function route() {
+function route(event) {
   const [page, ...rest] = (location.hash.slice(1) || "try").split("/");
   const current = page === "catalogue" ? "catalogue" : "try";
   $("page-try").hidden = current !== "try";
@@ -55,6 +55,7 @@ function route() {
   $("nav-try").classList.toggle("active", current === "try");
   $("nav-catalogue").classList.toggle("active", current === "catalogue");
   if (current === "catalogue" && rest.length) openProduct(decodeURIComponent(rest.join("/")));
+  else if (current === "catalogue" && event) loadPage(); // others may have changed it meanwhile
 }
 
 async function showModel() {
