@@ -234,6 +234,10 @@ def test_register_classify_correct_delete(
     assert product["name"] == "Lemon" and product["metadata"] == {"category": "fruit"}
     assert product["image_count"] == 1 and product["catalogues"] == ["citrus", "store-1"]
     lemon_reference = product["image_ids"][0]
+    # The products that look most like lemon, as the API ranks them.
+    alike = [item["sku"] for item in api.get("/products/lemon/similar").json()["similar"]]
+    wait(browser, lambda b: skus(b, "#similar-list li") == alike, "the look-alikes")
+    assert alike and set(alike) <= set(SEEDS)
     screenshot(browser, "catalogue")
 
     # Correct the wrong answer: one click makes the shelf photo a reference of lemon.

@@ -78,6 +78,7 @@ function productRow(product) {
     el("td", {}, product.sku),
     el("td", {}, product.name),
     el("td", {}, String(product.image_count)),
+    el("td", {}, (product.catalogues || []).join(", ")),
     el("td", { class: "meta" }, Object.keys(product.metadata).length ? JSON.stringify(product.metadata) : ""),
   );
 }
@@ -131,9 +132,14 @@ async function showSimilar(productSku) {
     ...items.map((item) =>
       el(
         "li",
-        {},
-        el("a", { href: `#catalogue/${encodeURIComponent(item.sku)}` }, item.sku),
-        ` ${item.name || ""} · score ${Number(item.score).toFixed(3)}`,
+        { "data-sku": item.sku },
+        item.image_id ? thumbnail(item.sku, item.image_id, 64) : null,
+        el(
+          "span",
+          {},
+          el("a", { href: `#catalogue/${encodeURIComponent(item.sku)}` }, item.sku),
+          ` ${item.name || ""} · score ${Number(item.score).toFixed(3)}`,
+        ),
       ),
     ),
   );
