@@ -111,6 +111,10 @@ def browser() -> Iterator[WebDriver]:
     chrome = webdriver.Chrome(options=options, service=Service(driver))
     try:
         yield chrome
+        # Script errors (uncaught exceptions, rejected promises) fail the test; the network
+        # errors a test provokes (401 before the key, 400 for a bad photo) are expected.
+        errors = [e for e in chrome.get_log("browser") if e["source"] == "javascript"]
+        assert not errors, errors
     finally:
         chrome.quit()
 
