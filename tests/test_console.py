@@ -399,6 +399,28 @@ def test_catalogue_and_filter_narrow_the_search(
         api.put("/products/banana/catalogues", json=[])
 
 
+def test_a_wrong_key_asks_again(server: LiveServer, browser: WebDriver) -> None:
+    def asking(key: str | None) -> Callable[[WebDriver], bool]:
+        stored = "return sessionStorage.getItem('retailklip.apiKey')"
+        return lambda b: (
+            by_id(b, "key-dialog").get_attribute("open") is not None
+            and b.execute_script(stored) == key
+        )
+
+    browser.get(server.url + "/")
+    WebDriverWait(browser, WAIT_S).until(asking(None), "the key dialog")
+    by_id(browser, "key-input").send_keys("not-the-key")
+    by_id(browser, "key-save").click()
+    WebDriverWait(browser, WAIT_S).until(asking("not-the-key"), "the key dialog again")
+    assert "missing or invalid API key" in by_id(browser, "key-reason").text
+    by_id(browser, "key-input").clear()
+    by_id(browser, "key-input").send_keys(KEY)
+    by_id(browser, "key-save").click()
+    text = lambda b: by_id(b, "page-info").get_attribute("textContent")  # noqa: E731
+    wait(browser, lambda b: re.fullmatch(r"1–\d+ of \d+", text(b)), "the catalogue's first page")
+    assert not by_id(browser, "error").is_displayed()
+
+
 # What a browser does when a file is dropped (WebDriver cannot drag files from the desktop).
 DROP_FILE = """
 const [b64, name] = arguments;
