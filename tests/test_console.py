@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import io
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps, ImageStat
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -340,6 +341,19 @@ def test_box_classifies_one_region(
     )
     assert answer.status_code == 200, answer.text
     assert [m["sku"] for m in answer.json()["regions"][0]["matches"]] == shown
+
+    # "This is oatly" with a box adds the region, cut from the upright photo, not the whole photo.
+    click(browser, "li.match[data-sku='oatly-oatghurt'] button.this-is")
+    wait(browser, notice_says("Added the region to oatly-oatghurt"), "the region as a reference")
+    added = int(re.search(r"reference image #(\d+)", by_id(browser, "notice").text).group(1))
+    try:
+        stored = Image.open(io.BytesIO(api.get(f"/products/oatly-oatghurt/images/{added}").content))
+        expected = ImageOps.exif_transpose(Image.open(photo)).convert("RGB").crop(tuple(box))
+        assert stored.size == expected.size
+        difference = ImageChops.difference(stored.convert("RGB"), expected)
+        assert max(ImageStat.Stat(difference).mean) < 8  # JPEG noise, not another region
+    finally:
+        assert api.delete(f"/products/oatly-oatghurt/images/{added}").status_code == 204
 
     by_id(browser, "clear-box").click()
     wait(browser, lambda b: "Whole photo" in by_id(b, "result-scope").text, "whole photo again")
