@@ -342,6 +342,12 @@ def test_box_classifies_one_region(
     assert answer.status_code == 200, answer.text
     assert [m["sku"] for m in answer.json()["regions"][0]["matches"]] == shown
 
+    # The box survives a visit to the other page, drawn where it was.
+    drawn = by_id(browser, "box").rect
+    by_id(browser, "nav-catalogue").click()
+    by_id(browser, "nav-try").click()
+    assert by_id(browser, "box").rect == drawn and drawn["width"] > 100
+
     # "This is oatly" with a box adds the region, cut from the upright photo, not the whole photo.
     click(browser, "li.match[data-sku='oatly-oatghurt'] button.this-is")
     wait(browser, notice_says("Added the region to oatly-oatghurt"), "the region as a reference")

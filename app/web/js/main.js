@@ -2,7 +2,7 @@
 
 import { apiKey, onKeyNeeded, optional, request, setApiKey } from "./api.js";
 import { initCatalogue, loadPage, openProduct, setCataloguesAvailable } from "./catalogue.js";
-import { initTry, setCatalogues, setSkuSuggestions } from "./tryit.js";
+import { initTry, setCatalogues, setSkuSuggestions, showTry } from "./tryit.js";
 import { $, guarded } from "./ui.js";
 
 const SUGGESTED_SKUS = 500; // the correction box suggests the first page of SKUs
@@ -54,7 +54,8 @@ function route(event) {
   $("page-catalogue").hidden = current !== "catalogue";
   $("nav-try").classList.toggle("active", current === "try");
   $("nav-catalogue").classList.toggle("active", current === "catalogue");
-  if (current === "catalogue" && rest.length) openProduct(decodeURIComponent(rest.join("/")));
+  if (current === "try") showTry();
+  else if (current === "catalogue" && rest.length) openProduct(decodeURIComponent(rest.join("/")));
   else if (current === "catalogue" && event) loadPage(); // others may have changed it meanwhile
 }
 

@@ -40,6 +40,10 @@ export function initTry({ onCatalogueChanged }) {
   window.addEventListener("resize", () => setBox(state.box));
 }
 
+export function showTry() {
+  setBox(state.box);
+}
+
 export function setSkuSuggestions(skus) {
   $("sku-list").replaceChildren(...skus.map((value) => el("option", { value })));
 }
@@ -84,7 +88,7 @@ function setBox(box) {
   $("correct-submit").textContent = `Add the ${box ? "region" : "photo"} as its reference`;
   const overlay = $("box");
   overlay.hidden = !box;
-  if (box) {
+  if (box && $("photo").clientWidth > 0) { // a hidden page has no layout: redrawn when shown
     const s = scale();
     overlay.style.left = `${box[0] / s}px`;
     overlay.style.top = `${box[1] / s}px`;
