@@ -216,6 +216,7 @@ async function deleteProduct() {
   if (ok === undefined) return;
   forgetThumbnails(target);
   state.product = null;
+  if (state.exact && state.exact.sku === target) state.exact = null;
   $("product").hidden = true;
   notice(`Deleted ${target}.`);
   changed(target);
