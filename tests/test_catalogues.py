@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +14,14 @@ import pytest
 from PIL import Image
 
 from app.index.shards import ShardSet
-from tests.conftest import GROCERY, LiveServer, _create_pg_database, _drop_pg_database, start_server
+from tests.conftest import (
+    GROCERY,
+    LiveServer,
+    _create_pg_database,
+    _drop_pg_database,
+    start_server,
+    wait_for,
+)
 
 TRAIN = GROCERY / "train/Packages"
 PRODUCTS = {
@@ -332,3 +339,34 @@ def test_filtered_search_returns_top_k_even_when_the_filter_keeps_few(tmp_path: 
     expected = np.sort(vectors[order[-20:]] @ query[0])[::-1][:5]
     assert np.allclose(scores[0][::2], expected, atol=1e-5)  # each image and its view
     assert (shards.search(query, 5, allowed=np.array([], np.int64))[1] == -1).all()
+
+
+def test_a_catalogue_change_on_one_replica_applies_on_the_next_search_of_another(
+    live_server: Callable[..., LiveServer], make_db_url: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The cached allowed ids are stamped with SQL state, so no sync interval is waited for."""
+    url = make_db_url("postgresql")
+    a = live_server(data_dir=tmp_path / "a", database_url=url)
+    b = live_server(data_dir=tmp_path / "b", database_url=url)
+    query = photos("oatly-oat")[5]
+    with (
+        httpx.Client(base_url=a.url, timeout=120) as on_a,
+        httpx.Client(base_url=b.url, timeout=120) as on_b,
+    ):
+        for sku in ("oatly-oat", "arla-milk"):
+            response = on_a.post(
+                "/products",
+                data={"sku": sku, "name": sku, "catalogues": ["shop"]},
+                files=[("images", jpeg(photos(sku)[0]))],
+            )
+            assert response.status_code == 201, response.text
+        vectors = on_a.get("/readyz").json()["index_vectors"]
+        assert wait_for(lambda: on_b.get("/readyz").json()["index_vectors"] == vectors, 60)
+        assert sorted(skus(classify(on_b, query, catalogue="shop").json())) == [
+            "arla-milk",
+            "oatly-oat",
+        ]
+        assert on_a.put("/products/oatly-oat/catalogues", json=[]).status_code == 200
+        assert skus(classify(on_b, query, catalogue="shop").json()) == ["arla-milk"]
+        on_a.put("/products/arla-milk/catalogues", json=["other"])
+        assert classify(on_b, query, catalogue="shop").status_code == 404
