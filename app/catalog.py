@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from app.db.memberships import add_memberships, drop_memberships
 from app.db.models import Product, ReferenceImage, ReferenceView, ShardVersion
 from app.encoder.views import all_vector_ids, vector_id
 from app.index.shards import ShardSet
@@ -95,7 +96,12 @@ class Catalog:
 
     # ---- writes --------------------------------------------------------------------------
     def create_product(
-        self, sku: str, name: str, metadata: dict[str, Any], images: list[NewImage]
+        self,
+        sku: str,
+        name: str,
+        metadata: dict[str, Any],
+        images: list[NewImage],
+        catalogues: Sequence[str] = (),
     ) -> Product:
         fresh = self._store_blobs(images, existing={})
         with self.session_factory() as session:
@@ -107,6 +113,7 @@ class Catalog:
                 session.flush()
             except IntegrityError as exc:
                 raise ProductExists(sku) from exc
+            add_memberships(session, product.id, catalogues)
             self._insert_rows(session, product, fresh, images, existing={})
             return self._get(session, sku)
 
@@ -199,6 +206,7 @@ class Catalog:
             # DELETE ... RETURNING: the rows removed are exactly the rows reported, even if an
             # add or a reindex committed since we looked.
             refs = self._delete_returning(session, ReferenceImage.product_id == product_id)
+            drop_memberships(session, product_id)
             session.execute(delete(Product).where(Product.id == product_id))
             self._commit_removal(session, refs)
 

@@ -54,7 +54,14 @@ def _gc(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from app.importer import run_import
 
-    return run_import(args.source, args.url, args.api_key)
+    return run_import(
+        args.source,
+        args.url,
+        args.api_key,
+        catalogues=args.catalogue,
+        state_path=args.state,
+        restart=args.restart,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     reindex.add_argument("--batch-size", type=int, default=32)
     reindex.set_defaults(func=_reindex)
     importer = sub.add_parser("import", help="register a catalogue folder or CSV via the HTTP API")
-    importer.add_argument("source", type=Path, help="folder per SKU, or CSV with sku,name,path")
+    importer.add_argument(
+        "source", type=Path, help="folder per SKU, or CSV with sku,name,path[,metadata,catalogues]"
+    )
     importer.add_argument("--url", default="http://127.0.0.1:8000")
     importer.add_argument("--api-key", default=os.environ.get("RETAILKLIP_IMPORT_API_KEY"))
+    importer.add_argument(
+        "--catalogue", action="append", default=[], help="add every product to it (repeatable)"
+    )
+    importer.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="progress file (default: ~/.cache/retailklip/import-<source+url>.json)",
+    )
+    importer.add_argument("--restart", action="store_true", help="ignore earlier progress")
     importer.set_defaults(func=_import)
     gc = sub.add_parser("gc-blobs", help="delete stored image bytes no reference image uses")
     gc.add_argument("--grace-hours", type=float, default=24.0)

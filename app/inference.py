@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from app.boxes import Box, pixel_boxes
 from app.encoder.preprocess import decode_image_with_format, eval_transform
 from app.encoder.runtime import Encoder
 from app.encoder.views import degraded_views, view_code
@@ -91,6 +92,17 @@ class InferenceRuntime:
         `with_views`: also the configured degraded views (a reference being registered)."""
         return await asyncio.get_running_loop().run_in_executor(
             self.decode_pool, self._decode, data, with_views
+        )
+
+    def _decode_regions(self, data: bytes, boxes: list[Box]) -> list[torch.Tensor]:
+        image, _ = decode_image_with_format(data, self.max_pixels)
+        return [self.transform(image.crop(r)) for r in pixel_boxes(boxes, *image.size)]
+
+    async def decode_regions(self, data: bytes, boxes: list[Box]) -> list[torch.Tensor]:
+        """One preprocessed crop per box of the decoded (EXIF-rotated) photo; raises
+        ImageDecodeError for the photo, BoxError for a box outside it."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.decode_pool, self._decode_regions, data, boxes
         )
 
     async def embed(self, tensors: list[torch.Tensor]) -> np.ndarray:

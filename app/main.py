@@ -16,7 +16,8 @@ from sqlalchemy import exc as sql_errors
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api import classify, health, products
+from app.api import catalogues, classify, health, products, references
+from app.api.console import install_console
 from app.api.openapi import allowed_methods, contract_openapi
 from app.catalog import Catalog
 from app.db.migrate import open_database
@@ -31,6 +32,7 @@ from app.middleware import (
     ConcurrencyLimitMiddleware,
     MetricsMiddleware,
 )
+from app.scopes import ScopeResolver
 from app.services import Services
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
@@ -62,7 +64,10 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     catalog = Catalog(
         session_factory, FileBlobStore(settings.resolved_blob_dir), shards, settings.shard_capacity
     )
-    return Services(settings, engine, session_factory, encoder, inference, shards, catalog, metrics)
+    scopes = ScopeResolver(session_factory, encoder.model_id)
+    return Services(
+        settings, engine, session_factory, encoder, inference, shards, catalog, metrics, scopes
+    )
 
 
 async def keep_shards_in_step(services: Services) -> None:
@@ -108,7 +113,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = None
     app.include_router(products.router)
     app.include_router(classify.router)
+    app.include_router(catalogues.router)
+    app.include_router(references.router)
     app.include_router(health.router)
+    install_console(app)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

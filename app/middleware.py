@@ -14,9 +14,13 @@ from app.metrics import Metrics
 
 
 class ApiKeyMiddleware:
-    """401 before any byte of the body is read, unless the path is a probe or the API docs."""
+    """401 before any byte of the body is read, unless the path is a probe, the API docs or the
+    console's static files."""
 
-    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"})
+    OPEN_PATHS = frozenset(
+        {"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/"}
+    )
+    OPEN_PREFIX = "/console/"  # the web console's static files: no data, and it asks for the key
 
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app
@@ -29,7 +33,13 @@ class ApiKeyMiddleware:
         return valid
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in self.OPEN_PATHS:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or not self.keys
+            or path in self.OPEN_PATHS
+            or path.startswith(self.OPEN_PREFIX)
+        ):
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers", [])).get(b"x-api-key", b"")

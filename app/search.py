@@ -21,11 +21,13 @@ def classify_vectors(
     top_k: int,
     threshold: float,
     vectors_per_image: int = 1,
+    allowed: np.ndarray | None = None,
 ) -> list[ClassifyResult]:
     # An image with degraded views owns several neighbours; fetch deeper to keep top_k SKUs.
     k = max(top_k * OVERFETCH, MIN_FETCH) * vectors_per_image
     # A degraded view's hit comes back as its image: it never shows as a match of its own.
-    scores, ids = shards.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    # `allowed` (a catalogue / metadata scope) is applied inside the index search.
+    scores, ids = shards.search(np.ascontiguousarray(queries, dtype=np.float32), k, allowed)
     known = catalog.matches_for(ids.ravel().tolist())
     results = []
     for row_scores, row_ids in zip(scores, ids, strict=True):

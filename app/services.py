@@ -12,6 +12,7 @@ from app.encoder.runtime import Encoder
 from app.index.shards import ShardSet
 from app.inference import InferenceRuntime
 from app.metrics import Metrics
+from app.scopes import ScopeResolver
 from app.settings import Settings
 
 
@@ -25,3 +26,4 @@ class Services:
     shards: ShardSet
     catalog: Catalog
     metrics: Metrics
+    scopes: ScopeResolver

@@ -28,8 +28,12 @@ STATUSES = {
     ("GET", "/products/{sku}"): {200, 401, 404, 503},
     ("DELETE", "/products/{sku}"): {204, 401, 404, 503},
     ("DELETE", "/products/{sku}/images/{image_id}"): {204, 401, 404, 422, 503},
-    ("POST", "/classify"): {200, 400, 401, 413, 415, 422, 503},
-    ("POST", "/classify/batch"): {200, 400, 401, 413, 415, 422, 503},
+    ("POST", "/classify"): {200, 400, 401, 404, 413, 415, 422, 503},
+    ("POST", "/classify/batch"): {200, 400, 401, 404, 413, 415, 422, 503},
+    ("GET", "/catalogues"): {200, 401, 503},
+    ("PUT", "/products/{sku}/catalogues"): {200, 400, 401, 404, 422, 503},
+    ("GET", "/products/{sku}/images/{image_id}"): {200, 304, 401, 404, 422, 503},
+    ("GET", "/products/{sku}/similar"): {200, 401, 404, 422, 503},
     ("GET", "/healthz"): {200},
     ("GET", "/readyz"): {200, 503},
     ("GET", "/metrics"): {200},
@@ -76,8 +80,14 @@ def test_constraints_the_server_enforces_are_declared() -> None:
     classify = body_schema(doc, "/classify")["properties"]
     assert (classify["top_k"]["minimum"], classify["top_k"]["maximum"]) == (1, 40)
     assert (classify["min_score"]["minimum"], classify["min_score"]["maximum"]) == (-1, 1)
-    query = {p["name"]: p["schema"] for p in doc["paths"]["/classify"]["post"]["parameters"]}
+    query = {
+        p["name"]: p.get("schema") or p["content"]["application/json"]["schema"]
+        for p in doc["paths"]["/classify"]["post"]["parameters"]
+    }
     assert query["top_k"]["maximum"] == 40
+    assert query["filter"]["type"] == "object" and query["catalogue"]["pattern"]
+    assert classify["boxes"]["maxItems"] == Settings(model="efficientnet-lite0").max_boxes
+    assert create["catalogues"]["items"]["pattern"] == create["sku"]["pattern"]
     path_sku = doc["paths"]["/products/{sku}"]["get"]["parameters"][0]["schema"]
     assert path_sku["pattern"] == create["sku"]["pattern"]
     listing = {p["name"]: p["schema"] for p in doc["paths"]["/products"]["get"]["parameters"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -10,10 +11,22 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Upload
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
-from app.api.schemas import BatchClassifyResult, ClassifyResult, errors
+from app.api.schemas import (
+    BatchClassifyResult,
+    ClassifyResult,
+    RegionResult,
+    RegionsResult,
+    errors,
+)
+from app.api.scope import ScopeDep, allowed_ids
 from app.api.uploads import decode_all, read_all
+from app.boxes import BoxError, parse_boxes
+from app.encoder.preprocess import ImageDecodeError
+from app.scopes import Scope
 from app.search import classify_vectors
 from app.services import Services
+
+UNRESTRICTED = Scope()
 
 router = APIRouter(tags=["classify"])
 
@@ -49,10 +62,21 @@ OptionsDep = Annotated[ClassifyOptions, Depends(classify_options)]
 
 
 async def _classify(
-    services: Services, blobs: list[bytes], field: str, options: ClassifyOptions
+    services: Services,
+    blobs: list[bytes],
+    field: str,
+    options: ClassifyOptions,
+    scope: Scope = UNRESTRICTED,
 ) -> list[ClassifyResult]:
+    allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
     decoded = await decode_all(services, blobs, field)
     vectors = await services.inference.embed([d.tensor for d in decoded])
+    return await _search(services, vectors, options, allowed)
+
+
+async def _search(
+    services: Services, vectors: np.ndarray, options: ClassifyOptions, allowed: np.ndarray | None
+) -> list[ClassifyResult]:
     return await run_in_threadpool(
         classify_vectors,
         services.shards,
@@ -61,25 +85,60 @@ async def _classify(
         options.top_k,
         options.threshold,
         1 + len(services.inference.reference_views),
+        allowed,
     )
 
 
-@router.post("/classify", operation_id="classify", responses=errors(400, 413, 415, 422, 503))
+async def _classify_regions(
+    services: Services, data: bytes, raw_boxes: str, options: ClassifyOptions, scope: Scope
+) -> RegionsResult:
+    try:
+        boxes = parse_boxes(raw_boxes, services.settings.max_boxes)
+    except BoxError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    allowed = await allowed_ids(services, scope)
+    try:
+        crops = await services.inference.decode_regions(data, boxes)
+    except ImageDecodeError as exc:
+        raise HTTPException(exc.status, f"image: {exc}") from exc
+    except BoxError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    vectors = await services.inference.embed(crops)  # every box in one forward pass
+    results = await _search(services, vectors, options, allowed)
+    return RegionsResult(
+        regions=[
+            RegionResult(box=box, matches=result.matches, unknown=result.unknown)
+            for box, result in zip(json.loads(raw_boxes), results, strict=True)
+        ],
+        model=services.shards.model_id,
+    )
+
+
+@router.post("/classify", operation_id="classify", responses=errors(400, 404, 413, 415, 422, 503))
 async def classify(
-    services: ServicesDep, options: OptionsDep, image: Annotated[UploadFile, File()]
-) -> ClassifyResult:
+    services: ServicesDep,
+    options: OptionsDep,
+    scope: ScopeDep,
+    image: Annotated[UploadFile, File()],
+    boxes: Annotated[str | None, Form()] = None,
+) -> ClassifyResult | RegionsResult:
     blobs = await read_all([image], "image", 1)
-    return (await _classify(services, blobs, "image", options))[0]
+    if boxes is not None:
+        return await _classify_regions(services, blobs[0], boxes, options, scope)
+    return (await _classify(services, blobs, "image", options, scope))[0]
 
 
 @router.post(
     "/classify/batch",
     operation_id="classifyBatch",
-    responses=errors(400, 413, 415, 422, 503),
+    responses=errors(400, 404, 413, 415, 422, 503),
 )
 async def classify_batch(
-    services: ServicesDep, options: OptionsDep, images: Annotated[list[UploadFile], File()]
+    services: ServicesDep,
+    options: OptionsDep,
+    scope: ScopeDep,
+    images: Annotated[list[UploadFile], File()],
 ) -> BatchClassifyResult:
     blobs = await read_all(images, "images", services.settings.max_images_per_request)
-    results = await _classify(services, blobs, "images", options)
+    results = await _classify(services, blobs, "images", options, scope)
     return BatchClassifyResult(results=results, model=services.shards.model_id)

@@ -53,6 +53,20 @@ MIN_SCORE_SCHEMA = {
     "description": "`unknown` is true when the best score is under this "
     "(default: RETAILKLIP_UNKNOWN_THRESHOLD)",
 }
+CATALOGUE_SCHEMA = {**SKU_SCHEMA, "description": "a catalogue name (the sku's alphabet)"}
+_SCALAR = [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]
+FILTER_SCHEMA = {
+    "type": "object",
+    "maxProperties": 16,
+    "additionalProperties": {
+        "anyOf": [
+            *_SCALAR,
+            {"type": "array", "items": {"anyOf": _SCALAR}, "minItems": 1, "maxItems": 100},
+        ]
+    },
+    "description": "exact matches on product metadata, as JSON text: a list value means any "
+    "of them, several keys must all match; a key no product has is a 404",
+}
 ERROR_REF = {"$ref": "#/components/schemas/ErrorDetail"}
 API_KEY_SCHEME = "ApiKeyHeader"
 
@@ -68,6 +82,15 @@ LINKS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
         "DeleteFirstImage": {
             "operationId": "deleteImage",
             "parameters": {"sku": "$response.body#/sku", "image_id": "$response.body#/image_ids/0"},
+        },
+        "GetFirstImage": {
+            "operationId": "getImage",
+            "parameters": {"sku": "$response.body#/sku", "image_id": "$response.body#/image_ids/0"},
+        },
+        "GetSimilar": {"operationId": "getSimilar", "parameters": {"sku": "$response.body#/sku"}},
+        "SetCatalogues": {
+            "operationId": "setCatalogues",
+            "parameters": {"sku": "$response.body#/sku"},
         },
     },
     ("addImages", "201"): {
@@ -146,17 +169,26 @@ def _declare_limits(doc: dict[str, Any], settings: Settings) -> None:
             "minItems": 1,
             "maxItems": settings.max_images_per_request,
         },
+        **_scope_fields(settings),
     }
     encodings = {
         "image": {"contentType": IMAGE_MEDIA_TYPES},
         "images": {"contentType": IMAGE_MEDIA_TYPES},
         "metadata": {"contentType": "application/json"},
+        "filter": {"contentType": "application/json"},
+        "boxes": {"contentType": "application/json"},
     }
     schemas = doc["components"]["schemas"]
     for _, op in _operations(doc):
         for parameter in op.get("parameters", []):
-            if parameter["name"] in fields:
+            if parameter["name"] == "filter":  # JSON text in a query parameter
+                del parameter["schema"]
+                parameter["content"] = {"application/json": {"schema": FILTER_SCHEMA}}
+            elif parameter["name"] in fields:
                 parameter["schema"] = dict(fields[parameter["name"]])
+        body = op.get("requestBody", {}).get("content", {}).get("application/json")
+        if op["operationId"] == "setCatalogues" and body is not None:
+            body["schema"] = fields["catalogues"]
         form = op.get("requestBody", {}).get("content", {}).get("multipart/form-data")
         if form is None:
             continue
@@ -165,6 +197,34 @@ def _declare_limits(doc: dict[str, Any], settings: Settings) -> None:
             if name in fields:
                 body["properties"][name] = {"title": schema.get("title", name), **fields[name]}
         form["encoding"] = {k: v for k, v in encodings.items() if k in body["properties"]}
+
+
+def _scope_fields(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Issue 9: catalogues, metadata filters and boxes."""
+    return {
+        "catalogue": CATALOGUE_SCHEMA,
+        "catalogues": {
+            "type": "array",
+            "items": CATALOGUE_SCHEMA,
+            "maxItems": settings.max_catalogues_per_product,
+            "description": "catalogue names (a repeated name is kept once)",
+        },
+        "filter": FILTER_SCHEMA,
+        "boxes": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": settings.max_boxes,
+            "items": {
+                "type": "array",
+                "items": {"type": "number", "minimum": 0},
+                "minItems": 4,
+                "maxItems": 4,
+            },
+            "description": "JSON text: [[x0, y0, x1, y1], ...] in the photo's pixels (EXIF "
+            "orientation applied), x0 < x1 <= width, y0 < y1 <= height; the answer then has "
+            "one entry per box in `regions`",
+        },
+    }
 
 
 def _declare_auth(doc: dict[str, Any], settings: Settings) -> None:

@@ -6,13 +6,24 @@ import json
 import re
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
-from app.api.schemas import ImagesAdded, ProductOut, ProductPage, errors
+from app.api.schemas import (
+    DuplicateWarning,
+    ImagesAdded,
+    ProductCreated,
+    ProductOut,
+    ProductPage,
+    errors,
+)
+from app.api.scope import valid_catalogues
 from app.api.uploads import embed_uploads, read_all
-from app.catalog import NotFound, ProductExists, WriteConflict
+from app.catalog import NewImage, NotFound, ProductExists, WriteConflict
+from app.hygiene import near_duplicates
+from app.services import Services
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -61,17 +72,39 @@ async def create_product(
     name: Annotated[str, Form()],
     images: Annotated[list[UploadFile], File()],
     metadata: Annotated[str | None, Form()] = None,
-) -> ProductOut:
+    catalogues: Annotated[list[str] | None, Form()] = None,
+) -> ProductCreated:
     _valid_sku(sku)
     name = _valid_name(name)
     meta = _valid_metadata(metadata)
+    sets = valid_catalogues(catalogues or [], services.settings.max_catalogues_per_product)
     blobs = await read_all(images, "images", services.settings.max_images_per_request)
     uploads = await embed_uploads(services, blobs, "images")
+    warnings = await duplicate_warnings(services, sku, uploads)
     try:
-        product = await run_in_threadpool(services.catalog.create_product, sku, name, meta, uploads)
+        product = await run_in_threadpool(
+            services.catalog.create_product, sku, name, meta, uploads, sets
+        )
     except (ProductExists, WriteConflict) as exc:
         raise HTTPException(409, f"product already exists: {sku}") from exc
-    return ProductOut.of(product)
+    return ProductCreated(**ProductOut.of(product).model_dump(), warnings=warnings)
+
+
+async def duplicate_warnings(
+    services: Services, sku: str, uploads: list[NewImage]
+) -> list[DuplicateWarning]:
+    """Searched before the write, so the uploads cannot match themselves."""
+    if not uploads:
+        return []
+    return await run_in_threadpool(
+        near_duplicates,
+        services.shards,
+        services.catalog,
+        sku,
+        np.stack([u.embedding for u in uploads]),
+        services.settings.duplicate_threshold,
+        1 + len(services.inference.reference_views),
+    )
 
 
 @router.post(
@@ -86,13 +119,14 @@ async def add_images(
     _valid_sku(sku)
     blobs = await read_all(images, "images", services.settings.max_images_per_request)
     uploads = await embed_uploads(services, blobs, "images")
+    warnings = await duplicate_warnings(services, sku, uploads)
     try:
         ids, added = await run_in_threadpool(services.catalog.add_images, sku, uploads)
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
     except WriteConflict as exc:
         raise HTTPException(409, f"concurrent write to product {sku}; retry") from exc
-    return ImagesAdded(sku=sku, image_ids=ids, added=added)
+    return ImagesAdded(sku=sku, image_ids=ids, added=added, warnings=warnings)
 
 
 @router.get("", operation_id="listProducts", responses=errors(422, 503))

@@ -16,6 +16,7 @@ class ProductOut(BaseModel):
     metadata: dict[str, Any]
     image_count: int
     image_ids: list[int]
+    catalogues: list[str]
     created_at: datetime
     updated_at: datetime
 
@@ -28,6 +29,7 @@ class ProductOut(BaseModel):
             metadata=product.metadata_,
             image_count=len(ids),
             image_ids=ids,
+            catalogues=[link.catalogue for link in product.catalogue_links],
             created_at=_utc(product.created_at),
             updated_at=_utc(product.updated_at),
         )
@@ -45,10 +47,25 @@ class ProductPage(BaseModel):
     offset: int
 
 
+class DuplicateWarning(BaseModel):
+    """An upload that looks like another product's reference (RETAILKLIP_DUPLICATE_THRESHOLD)."""
+
+    upload: int  # index of the upload in the request's `images`
+    sku: str  # the other product
+    name: str
+    image_id: int  # its reference image that matched
+    score: float
+
+
+class ProductCreated(ProductOut):
+    warnings: list[DuplicateWarning]
+
+
 class ImagesAdded(BaseModel):
     sku: str
     image_ids: list[int]  # one per upload, in order; a duplicate gets the id already stored
     added: int  # how many were new
+    warnings: list[DuplicateWarning] = []
 
 
 class MatchOut(BaseModel):
@@ -66,6 +83,40 @@ class ClassifyResult(BaseModel):
 
 class BatchClassifyResult(BaseModel):
     results: list[ClassifyResult]
+    model: str
+
+
+class RegionResult(BaseModel):
+    box: list[int | float]  # as sent
+    matches: list[MatchOut]
+    unknown: bool
+
+
+class RegionsResult(BaseModel):
+    regions: list[RegionResult]  # one per box, in order
+    model: str
+
+
+class CatalogueOut(BaseModel):
+    name: str
+    product_count: int
+
+
+class CatalogueList(BaseModel):
+    items: list[CatalogueOut]
+
+
+class SimilarProduct(BaseModel):
+    sku: str
+    name: str
+    score: float  # best cosine between any reference of the two products
+    image_id: int  # that reference of the other product
+    own_image_id: int  # and the one of the product asked about
+
+
+class SimilarProducts(BaseModel):
+    sku: str
+    similar: list[SimilarProduct]  # most alike first
     model: str
 
 
@@ -90,7 +141,7 @@ class ReadyOut(BaseModel):
 ERROR_DESCRIPTIONS = {
     400: "An upload is not a decodable image, is truncated or corrupt, or is empty.",
     401: "API keys are configured and `X-API-Key` is missing or wrong.",
-    404: "Unknown product or image.",
+    404: "Unknown product, image or catalogue.",
     409: "The sku is taken, or a concurrent write to the same product won (retry).",
     413: "The request body is over `RETAILKLIP_MAX_UPLOAD_BYTES`.",
     415: "A real image in a format the service does not take.",

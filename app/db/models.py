@@ -50,6 +50,14 @@ class Product(Base):
         passive_deletes=True,
         order_by="ReferenceImage.id",
     )
+    # Loaded with every product (one extra IN query), so answers can list them after the
+    # session closed.
+    catalogue_links: Mapped[list[ProductCatalogue]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ProductCatalogue.catalogue",
+        lazy="selectin",
+    )
 
 
 class ReferenceImage(Base):
@@ -110,3 +118,26 @@ class ShardVersion(Base):
     model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     shard: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class ProductCatalogue(Base):
+    """Membership of a product in a named catalogue (product set); a catalogue exists while at
+    least one product belongs to it."""
+
+    __tablename__ = "product_catalogues"
+    __table_args__ = (Index("ix_product_catalogues_catalogue", "catalogue", "product_id"),)
+
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
+    )
+    catalogue: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class CatalogueEpoch(Base):
+    """One row, bumped with every membership change: cached allowed-id sets of every process
+    compare it (with the shard versions) to know they are still current."""
+
+    __tablename__ = "catalogue_epochs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import ReferenceImage, ReferenceView, ShardVersion
-from app.encoder.views import image_of, vector_id
+from app.encoder.views import VIEW_BITS, image_of, vector_id
 from app.storage.files import atomic_write
 
 # Bumped when what a shard file holds changes meaning (v2: vector ids instead of image ids),
@@ -166,16 +166,29 @@ class ShardSet:
             shard.version = version
 
     # ---- search ------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k vectors over all shards, merged: (scores, image ids) each (n, k), ids -1 where
-        fewer exist. A degraded view's hit is reported as its image, so an image may repeat."""
+        fewer exist. A degraded view's hit is reported as its image, so an image may repeat.
+
+        `allowed`: image ids the search may return (None: all). FAISS skips the others while it
+        scans, so k hits come back whenever k allowed vectors exist."""
         n = queries.shape[0]
         scores_parts, id_parts = [], []
+        params = None
+        if allowed is not None:
+            if len(allowed) == 0:
+                return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
+            bitmap = allowed_bitmap(allowed)  # must outlive the search: FAISS keeps a pointer
+            params = faiss.SearchParameters(
+                sel=faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+            )
         with self.lock:
             for shard in self.shards.values():
                 if shard.index.ntotal == 0:
                     continue
-                scores, ids = shard.index.search(queries, min(k, shard.index.ntotal))
+                scores, ids = shard.index.search(queries, min(k, shard.index.ntotal), params=params)
                 scores_parts.append(scores)
                 id_parts.append(ids)
         if not scores_parts:
@@ -222,3 +235,13 @@ class ShardSet:
 
     def _empty_index(self) -> faiss.IndexIDMap2:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+
+def allowed_bitmap(image_ids: np.ndarray) -> np.ndarray:
+    """FAISS's IDSelectorBitmap tests bit (id & 7) of byte (id >> 3); a vector id is
+    image_id << VIEW_BITS | view with VIEW_BITS = 3, so byte `image_id` set to 0xFF admits an
+    image and every derived view of it."""
+    assert VIEW_BITS == 3, "the bitmap layout relies on 8 view codes per image"
+    bitmap = np.zeros(int(image_ids.max()) + 1, dtype=np.uint8)
+    bitmap[image_ids] = 0xFF
+    return bitmap

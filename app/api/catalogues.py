@@ -1,0 +1,44 @@
+"""Catalogue routes: list catalogues with product counts, set a product's catalogues."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ServicesDep
+from app.api.products import _valid_sku
+from app.api.schemas import CatalogueList, CatalogueOut, ErrorDetail, ProductOut, errors
+from app.api.scope import valid_catalogues
+from app.catalog import NotFound
+from app.catalogues import list_catalogues, set_catalogues
+
+router = APIRouter(tags=["catalogues"])
+
+
+@router.get("/catalogues", operation_id="listCatalogues", responses=errors(503))
+async def get_catalogues(services: ServicesDep) -> CatalogueList:
+    rows = await run_in_threadpool(list_catalogues, services.session_factory)
+    return CatalogueList(items=[CatalogueOut(name=n, product_count=c) for n, c in rows])
+
+
+@router.put(
+    "/products/{sku}/catalogues",
+    operation_id="setCatalogues",
+    responses={
+        **errors(404, 422, 503),
+        400: {"model": ErrorDetail, "description": "The body is not UTF-8 encoded JSON."},
+    },
+)
+async def put_catalogues(
+    services: ServicesDep, sku: str, catalogues: Annotated[list[str], Body()]
+) -> ProductOut:
+    """Replace the product's catalogues with this JSON list (`[]`: none)."""
+    _valid_sku(sku)
+    names = valid_catalogues(catalogues, services.settings.max_catalogues_per_product)
+    try:
+        product = await run_in_threadpool(set_catalogues, services.session_factory, sku, names)
+    except NotFound as exc:
+        raise HTTPException(404, f"product not found: {sku}") from exc
+    return ProductOut.of(product)

@@ -1,0 +1,103 @@
+"""Reference images over HTTP (bytes and thumbnails) and the products that look alike."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ServicesDep
+from app.api.products import MAX_ID
+from app.api.schemas import SimilarProducts, errors
+from app.catalog import NotFound
+from app.catalogues import find_image, product_vectors
+from app.encoder.preprocess import decode_image
+from app.hygiene import similar_products
+
+router = APIRouter(prefix="/products", tags=["products"])
+
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "GIF": "image/gif",
+}
+MIN_THUMB, MAX_THUMB = 16, 1024
+# An image id always names the same bytes while it exists, but SQLite may hand a deleted id
+# out again, so clients revalidate after a while (a cheap 304) instead of caching forever.
+CACHE_CONTROL = "private, max-age=3600"
+IMAGE_RESPONSES = {
+    200: {
+        "description": "The stored bytes, or a JPEG thumbnail with `size`.",
+        "content": {
+            t: {"schema": {"type": "string", "format": "binary"}} for t in MEDIA_TYPES.values()
+        },
+    },
+    304: {"description": "The client's copy (`If-None-Match`) is current."},
+}
+
+
+def thumbnail(data: bytes, size: int, max_pixels: int) -> bytes:
+    """Longer side at most `size`, upright (EXIF applied), as JPEG."""
+    image = decode_image(data, max_pixels)
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+@router.get(
+    "/{sku}/images/{image_id}",
+    operation_id="getImage",
+    response_class=Response,
+    responses={**IMAGE_RESPONSES, **errors(404, 422, 503)},
+)
+async def get_image(
+    services: ServicesDep,
+    request: Request,
+    sku: str,
+    image_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    size: Annotated[int | None, Query(ge=MIN_THUMB, le=MAX_THUMB)] = None,
+) -> Response:
+    try:
+        stored = await run_in_threadpool(find_image, services.session_factory, sku, image_id)
+    except NotFound as exc:
+        raise HTTPException(404, f"image not found: {sku}/{image_id}") from exc
+    etag = f'"{stored.sha256}"' if size is None else f'"{stored.sha256}-{size}"'
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    data = await run_in_threadpool(services.catalog.blobs.get, stored.blob_key)
+    if size is None:
+        return Response(data, media_type=MEDIA_TYPES[stored.image_format], headers=headers)
+    small = await run_in_threadpool(thumbnail, data, size, services.settings.max_image_pixels)
+    return Response(small, media_type="image/jpeg", headers=headers)
+
+
+@router.get("/{sku}/similar", operation_id="getSimilar", responses=errors(404, 422, 503))
+async def get_similar(
+    services: ServicesDep, sku: str, limit: Annotated[int, Query(ge=1, le=100)] = 10
+) -> SimilarProducts:
+    """Other products whose references score highest against this one's: the confusable
+    pairs worth photographing better."""
+    try:
+        ids, vectors = await run_in_threadpool(
+            product_vectors, services.session_factory, sku, services.shards.model_id
+        )
+    except NotFound as exc:
+        raise HTTPException(404, f"product not found: {sku}") from exc
+    similar = await run_in_threadpool(
+        similar_products,
+        services.shards,
+        services.catalog,
+        sku,
+        ids,
+        vectors,
+        limit,
+        1 + len(services.inference.reference_views),
+    )
+    return SimilarProducts(sku=sku, similar=similar, model=services.shards.model_id)

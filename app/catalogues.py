@@ -1,0 +1,93 @@
+"""Catalogue (product set) membership and the other SQL reads of the issue-9 routes.
+
+A product belongs to any number of named catalogues (rows of `product_catalogues`); a catalogue
+exists while at least one product belongs to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from app.catalog import NotFound
+from app.db.memberships import add_memberships, bump_catalogue_epoch, drop_memberships
+from app.db.models import Product, ProductCatalogue, ReferenceImage
+
+
+def set_catalogues(session_factory: Callable[[], Session], sku: str, names: list[str]) -> Product:
+    """Replace a product's catalogues; one transaction, the product row locked meanwhile."""
+    with session_factory() as session:
+        product = session.scalar(select(Product).where(Product.sku == sku).with_for_update())
+        if product is None:
+            raise NotFound(sku)
+        drop_memberships(session, product.id)
+        add_memberships(session, product.id, names)
+        bump_catalogue_epoch(session)  # also when nothing was or is a member: cheap, and simple
+        product.updated_at = datetime.now(UTC)
+        session.commit()
+        session.expunge(product)  # reload with the memberships just written
+        fresh = session.scalar(
+            select(Product).where(Product.id == product.id).options(selectinload(Product.images))
+        )
+        if fresh is None:
+            raise NotFound(sku)
+        return fresh
+
+
+def list_catalogues(session_factory: Callable[[], Session]) -> list[tuple[str, int]]:
+    with session_factory() as session:
+        rows = session.execute(
+            select(ProductCatalogue.catalogue, func.count())
+            .group_by(ProductCatalogue.catalogue)
+            .order_by(ProductCatalogue.catalogue)
+        ).all()
+    return [(str(name), int(count)) for name, count in rows]
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    id: int
+    sha256: str
+    blob_key: str
+    image_format: str
+
+
+def find_image(session_factory: Callable[[], Session], sku: str, image_id: int) -> StoredImage:
+    with session_factory() as session:
+        row = session.execute(
+            select(
+                ReferenceImage.id,
+                ReferenceImage.sha256,
+                ReferenceImage.blob_key,
+                ReferenceImage.image_format,
+            )
+            .join(Product)
+            .where(ReferenceImage.id == image_id, Product.sku == sku)
+        ).first()
+    if row is None:
+        raise NotFound(f"{sku}/{image_id}")
+    return StoredImage(int(row[0]), row[1], row[2], row[3])
+
+
+def product_vectors(
+    session_factory: Callable[[], Session], sku: str, model_id: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, their embeddings under `model_id`) of one product; NotFound if no such sku."""
+    with session_factory() as session:
+        product_id = session.scalar(select(Product.id).where(Product.sku == sku))
+        if product_id is None:
+            raise NotFound(sku)
+        rows = session.execute(
+            select(ReferenceImage.id, ReferenceImage.embedding)
+            .where(ReferenceImage.product_id == product_id, ReferenceImage.model_id == model_id)
+            .order_by(ReferenceImage.id)
+        ).all()
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    return ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])

@@ -1,0 +1,91 @@
+// The console's shell: pages by URL hash, the API key dialog, what every page shares.
+
+import { apiKey, onKeyNeeded, optional, request, setApiKey } from "./api.js";
+import { initCatalogue, loadPage, openProduct, setCataloguesAvailable } from "./catalogue.js";
+import { initTry, setCatalogues, setSkuSuggestions, showTry } from "./tryit.js";
+import { $, guarded } from "./ui.js";
+
+const SUGGESTED_SKUS = 500; // the correction box suggests the first page of SKUs
+
+// Several calls may hit a 401 at once: they share one dialog.
+let pendingKey = null;
+
+function askForKey(reason) {
+  if (pendingKey) return pendingKey;
+  const dialog = $("key-dialog");
+  $("key-reason").textContent = reason
+    ? `The service answered: ${reason}. Enter a key; it is kept for this browser tab only.`
+    : "Sent as X-API-Key and kept for this browser tab only.";
+  $("key-input").value = apiKey();
+  pendingKey = new Promise((resolve) => {
+    dialog.addEventListener(
+      "close",
+      () => {
+        pendingKey = null;
+        const key = $("key-input").value.trim();
+        const save = dialog.returnValue === "save" && key !== "";
+        if (save) setApiKey(key);
+        resolve(save);
+      },
+      { once: true },
+    );
+  });
+  dialog.showModal();
+  $("key-input").focus();
+  return pendingKey;
+}
+
+async function refreshShared() {
+  const page = await guarded(() => request("GET", `/products?limit=${SUGGESTED_SKUS}`));
+  if (page) setSkuSuggestions(page.items.map((p) => p.sku));
+  const catalogues = await guarded(() => optional("GET", "/catalogues"));
+  const list = catalogues ? catalogues.items || catalogues.catalogues || catalogues : [];
+  const names = Array.isArray(list)
+    ? list.map((c) => (typeof c === "string" ? { name: c, count: "?" } : { name: c.name, count: c.product_count ?? c.products ?? c.count }))
+    : [];
+  setCatalogues(names);
+  setCataloguesAvailable(catalogues !== null && catalogues !== undefined);
+}
+
+function route(event) {
+  const [page, ...rest] = (location.hash.slice(1) || "try").split("/");
+  const current = page === "catalogue" ? "catalogue" : "try";
+  $("page-try").hidden = current !== "try";
+  $("page-catalogue").hidden = current !== "catalogue";
+  $("nav-try").classList.toggle("active", current === "try");
+  $("nav-catalogue").classList.toggle("active", current === "catalogue");
+  if (current === "try") showTry();
+  else if (current === "catalogue" && rest.length) openProduct(decodeURIComponent(rest.join("/")));
+  else if (current === "catalogue" && event) loadPage(); // others may have changed it meanwhile
+}
+
+async function showModel() {
+  try {
+    const ready = await (await fetch("/readyz")).json();
+    $("model").textContent = ready.model ? `model ${ready.model} on ${ready.device}` : "service not ready";
+  } catch {
+    $("model").textContent = "service unreachable";
+  }
+}
+
+function start() {
+  onKeyNeeded(askForKey);
+  $("key-button").addEventListener("click", async () => {
+    if (await askForKey("")) {
+      await refreshShared();
+      await loadPage(0);
+    }
+  });
+  $("error-close").addEventListener("click", () => {
+    $("error").hidden = true;
+  });
+  initTry({ onCatalogueChanged: refreshShared });
+  initCatalogue({ onChanged: refreshShared });
+  window.addEventListener("hashchange", route);
+  route();
+  showModel();
+  // One after the other: a 401 on the first opens the key dialog once, the rest reuse the key.
+  refreshShared().then(() => loadPage(0));
+}
+
+start();

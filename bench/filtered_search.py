@@ -1,0 +1,172 @@
+"""Catalogue-filtered search against unfiltered search, measured in the same run.
+
+Two parts:
+- index: `ShardSet.search` over N synthetic 1280-d vectors (the shipped encoder's width, in
+  shards of SHARD_CAPACITY as served) unfiltered and with `allowed` keeping 50%, 10% and 1% of
+  the images (the FAISS IDSelectorBitmap path the service takes), k = 64 as /classify asks;
+- SQL: the allowed-id array of a catalogue and of a metadata filter, computed cold and served
+  from the ScopeResolver cache (one stamp query), on SQLite and PostgreSQL with N_SQL references.
+
+    nice -n 10 .venv/bin/python bench/filtered_search.py [--sizes 100000 1000000] [--sql 100000]
+
+Prints markdown tables (times are medians of --repeat single-photo searches; ratios are against
+the unfiltered search of the same size in the same run) and writes them to
+bench/results/filtered_search.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from sqlalchemy import insert
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from app.db.memberships import bump_catalogue_epoch  # noqa: E402
+from app.db.migrate import open_database  # noqa: E402
+from app.db.models import Product, ProductCatalogue, ReferenceImage  # noqa: E402
+from app.db.session import make_session_factory  # noqa: E402
+from app.index.shards import ShardSet  # noqa: E402
+from app.scopes import Scope, ScopeResolver, parse_filter  # noqa: E402
+
+DIM = 1280
+SHARD_CAPACITY = 100_000
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def median_ms(run: Callable[[], object], repeat: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def index_rows(n: int, rng: np.random.Generator, repeat: int) -> list[str]:
+    shards = ShardSet("bench", DIM, Path(tempfile.mkdtemp()), session_factory=None)  # type: ignore[arg-type]
+    for start in tqdm(range(0, n, SHARD_CAPACITY), desc=f"index {n}", unit="shard"):
+        ids = np.arange(start + 1, min(n, start + SHARD_CAPACITY) + 1, dtype=np.int64)
+        vectors = rng.standard_normal((len(ids), DIM), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        shards.apply_added(start // SHARD_CAPACITY, 1, ids << 3, vectors)
+    query = rng.standard_normal((1, DIM), dtype=np.float32)
+    query /= np.linalg.norm(query)
+    k = 64  # what /classify asks for: max(top_k * 8, 64) per vector of an image
+    base = median_ms(lambda: shards.search(query, k), repeat)
+    rows = [f"| {n:,} | all (no filter) | {base:.1f} | 1.00x | yes |"]
+    for share in (0.5, 0.1, 0.01):
+        allowed = np.sort(rng.choice(np.arange(1, n + 1), int(n * share), replace=False))
+        took = median_ms(lambda a=allowed: shards.search(query, k, a), repeat)
+        _, got = shards.search(query, k, allowed)
+        full = bool((got >= 0).all() and np.isin(got, allowed).all())
+        rows.append(f"| {n:,} | {share:.0%} | {took:.1f} | {took / base:.2f}x | {full} |")
+    return rows
+
+
+def index_part(sizes: list[int], repeat: int) -> list[str]:
+    rows = ["| vectors | filter keeps | search ms | vs unfiltered | k hits, all allowed |"]
+    rows.append("|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        rows += index_rows(n, rng, repeat)
+    return rows
+
+
+def sql_part(url: str, label: str, n: int, repeat: int) -> list[str]:
+    engine = open_database(url, True)
+    factory = make_session_factory(engine)
+    products, per = n // 100, 100
+    with factory() as session:
+        session.execute(
+            insert(Product),
+            [
+                {"sku": f"p{i}", "name": f"P{i}", "metadata_": {"brand": f"b{i % 50}"}}
+                for i in range(products)
+            ],
+        )
+        session.commit()
+        ids = dict(session.query(Product.sku, Product.id).all())
+        for chunk in tqdm(range(0, products, 100), desc=f"sql {label}", unit="100 products"):
+            session.execute(
+                insert(ReferenceImage),
+                [
+                    {
+                        "product_id": ids[f"p{p}"],
+                        "sha256": f"{p}-{j}",
+                        "blob_key": "x",
+                        "image_format": "JPEG",
+                        "width": 1,
+                        "height": 1,
+                        "embedding": b"\0\0\0\0",
+                        "model_id": "bench",
+                        "shard": 0,
+                    }
+                    for p in range(chunk, min(products, chunk + 100))
+                    for j in range(per)
+                ],
+            )
+        # Catalogue "store-10": every tenth product (10% of the references).
+        session.execute(
+            insert(ProductCatalogue),
+            [{"product_id": ids[f"p{p}"], "catalogue": "store-10"} for p in range(0, products, 10)],
+        )
+        bump_catalogue_epoch(session)
+        session.commit()
+    rows = []
+    for name, scope in [
+        ("catalogue 10%", Scope(catalogue="store-10")),
+        ("filter 2%", Scope(filter=parse_filter('{"brand": "b7"}'))),
+    ]:
+        cold = median_ms(lambda s=scope: ScopeResolver(factory, "bench").allowed(s), repeat)
+        resolver = ScopeResolver(factory, "bench")
+        found = resolver.allowed(scope)
+        count = 0 if found is None else len(found)
+        warm = median_ms(lambda s=scope, r=resolver: r.allowed(s), repeat)
+        rows.append(f"| {label} | {n:,} | {name} ({count:,} ids) | {cold:.1f} | {warm:.2f} |")
+    engine.dispose()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--sql", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    lines = ["### Index: one photo's search, filtered inside FAISS", ""]
+    lines += index_part(args.sizes, args.repeat)
+    lines += ["", "### SQL: the allowed ids of a scope", ""]
+    lines += ["| database | references | scope | cold ms | cached ms (stamp query) |"]
+    lines += ["|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        lines += sql_part(f"sqlite:///{tmp}/bench.sqlite", "SQLite", args.sql, args.repeat)
+    name = f"retailklip_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        lines += sql_part(url, "PostgreSQL", args.sql, args.repeat)
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (REPO / "bench/results/filtered_search.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,527 @@
+"""The web console in a real headless Chromium (Debian's chromium + chromium-driver, Selenium)
+against a live `retailklip serve` with API keys, on real Grocery Store photos.
+
+Screenshots go to RETAILKLIP_ARTEFACTS (default: <tmp>/retailklip-artefacts/console); with
+RETAILKLIP_CONSOLE_SCREENSHOTS=docs they also replace the README's docs/console-*.png.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image, ImageChops, ImageOps, ImageStat
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import GROCERY, REPO, LiveServer, start_server
+
+KEY = "console-test-key"
+ICONIC = GROCERY / "iconic-images-and-descriptions"
+SEEDS = {  # registered through the API before the browser opens
+    "banana": ("Banana", "Fruit/Banana", {"category": "fruit"}),
+    "granny-smith": ("Granny Smith", "Fruit/Apple/Granny-Smith", {"category": "fruit"}),
+    "oatly-oatghurt": (
+        "Oatly Natural Oatghurt",
+        "Packages/Oatghurt/Oatly-Natural-Oatghurt",
+        {"brand": "Oatly"},
+    ),
+    "red-bell-pepper": (
+        "Red Bell Pepper",
+        "Vegetables/Pepper/Red-Bell-Pepper",
+        {"category": "vegetable"},
+    ),
+}
+LEMON_ICONIC = ICONIC / "Fruit/Lemon/Lemon_Iconic.jpg"
+LEMON_SHELF = GROCERY / "test/Fruit/Lemon/Lemon_001.jpg"
+WAIT_S = 120  # a classification on a busy 2-core machine
+README_SHOTS = {"wrong-answer", "corrected", "box", "catalogue", "catalogue-filter", "phone"}
+ARTEFACTS = (
+    Path(
+        os.environ.get("RETAILKLIP_ARTEFACTS", Path(tempfile.gettempdir()) / "retailklip-artefacts")
+    )
+    / "console"
+)
+
+
+def iconic(folder: str) -> Path:
+    return next((ICONIC / folder).glob("*_Iconic.jpg"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    base = tmp_path_factory.mktemp("console")
+    live = start_server(base, base / "data", api_keys=KEY)
+    try:
+        with httpx.Client(base_url=live.url, headers={"X-API-Key": KEY}, timeout=120) as api:
+            for sku, (name, folder, metadata) in SEEDS.items():
+                path = iconic(folder)
+                answer = api.post(
+                    "/products",
+                    data={"sku": sku, "name": name, "metadata": json.dumps(metadata)},
+                    files={"images": (path.name, path.read_bytes(), "image/jpeg")},
+                )
+                assert answer.status_code == 201, answer.text
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    # CI installs both (.ci/run); a machine without them fails here rather than skipping.
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail("chromium and chromedriver missing: apt-get install chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        "--disable-gpu",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    chrome = webdriver.Chrome(options=options, service=Service(driver))
+    try:
+        yield chrome
+        # Script errors (uncaught exceptions, rejected promises) fail the test; the network
+        # errors a test provokes (401 before the key, 400 for a bad photo) are expected.
+        errors = [e for e in chrome.get_log("browser") if e["source"] == "javascript"]
+        assert not errors, errors
+    finally:
+        chrome.quit()
+
+
+def screenshot(browser: WebDriver, name: str) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTEFACTS / f"console-{name}.png"
+    browser.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+    docs = os.environ.get("RETAILKLIP_CONSOLE_SCREENSHOTS")
+    if docs and name in README_SHOTS:
+        # 256 colours: a third of the bytes in the repository, still readable.
+        Image.open(path).convert("RGB").quantize(256).save(REPO / docs / path.name, optimize=True)
+
+
+def wait(browser: WebDriver, condition: Callable[[WebDriver], object], what: str) -> object:
+    def check(driver: WebDriver) -> object:
+        error = driver.find_element(By.ID, "error")
+        if error.is_displayed() and what != "error":
+            raise AssertionError(f"console shows an error while waiting for {what}: {error.text}")
+        return condition(driver)
+
+    waiter = WebDriverWait(
+        browser, WAIT_S, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+    )
+    return waiter.until(check, f"waiting for {what}")
+
+
+def by_id(browser: WebDriver, element_id: str) -> WebElement:
+    return browser.find_element(By.ID, element_id)
+
+
+def open_console(browser: WebDriver, server: LiveServer) -> None:
+    """Load `/`: the first API call answers 401 and the console asks for the key."""
+    browser.get(server.url + "/")
+    wait(browser, lambda b: by_id(b, "key-dialog").get_attribute("open") is not None, "key dialog")
+    assert "missing or invalid API key" in by_id(browser, "key-reason").text
+    by_id(browser, "key-input").send_keys(KEY)
+    by_id(browser, "key-save").click()
+    wait(
+        browser,
+        lambda b: "of" in by_id(b, "page-info").get_attribute("textContent"),
+        "the catalogue's first page",
+    )
+    stored = browser.execute_script("return sessionStorage.getItem('retailklip.apiKey')")
+    assert stored == KEY
+
+
+def css(browser: WebDriver, selector: str) -> list[WebElement]:
+    return browser.find_elements(By.CSS_SELECTOR, selector)
+
+
+def click(browser: WebDriver, selector: str) -> None:
+    """Click the first match, again if a re-render replaced it under us."""
+
+    def attempt(b: WebDriver) -> bool:
+        css(b, selector)[0].click()
+        return True
+
+    WebDriverWait(browser, 30, 0.2, [StaleElementReferenceException, IndexError]).until(attempt)
+
+
+def skus(browser: WebDriver, selector: str) -> list[str]:
+    # One script: the page re-renders lists, so elements found one call earlier may be gone.
+    script = "return [...document.querySelectorAll(arguments[0])].map((e) => e.dataset.sku)"
+    return browser.execute_script(script, selector)
+
+
+def shown_skus(browser: WebDriver) -> list[str]:
+    return skus(browser, "li.match")
+
+
+def notice_says(text: str) -> Callable[[WebDriver], bool]:
+    return lambda b: text in by_id(b, "notice").text
+
+
+def pick_photo(browser: WebDriver, path: Path) -> None:
+    by_id(browser, "nav-try").click()
+    by_id(browser, "photo-input").send_keys(str(path))
+
+
+def verdict_is(text: str) -> Callable[[WebDriver], bool]:
+    return lambda b: by_id(b, "result").is_displayed() and text in by_id(b, "verdict").text
+
+
+def accept_confirm(browser: WebDriver) -> None:
+    WebDriverWait(browser, 10).until(lambda b: b.switch_to.alert)
+    browser.switch_to.alert.accept()
+
+
+def test_register_classify_correct_delete(
+    server: LiveServer, api: httpx.Client, browser: WebDriver
+) -> None:
+    open_console(browser, server)
+    browser.refresh()  # the key is entered once per tab: no second dialog
+    wait(browser, lambda b: "of 4" in by_id(b, "page-info").get_attribute("textContent"), "page")
+    assert by_id(browser, "key-dialog").get_attribute("open") is None
+
+    # A lemon on the shelf, before the catalogue has lemons: the answer can only be wrong.
+    pick_photo(browser, LEMON_SHELF)
+    wait(browser, lambda b: css(b, "#matches li.match"), "matches")
+    shown = shown_skus(browser)
+    assert shown and "lemon" not in shown and set(shown) <= set(SEEDS)
+    scores = [float(s.text.split()[-1]) for s in css(browser, "li.match .score")]
+    assert scores == sorted(scores, reverse=True)
+    screenshot(browser, "wrong-answer")
+
+    # Register lemon in the Catalogue page, from its catalogue photo.
+    by_id(browser, "nav-catalogue").click()
+    by_id(browser, "new-product").click()
+    form = by_id(browser, "register-form")
+    form.find_element(By.NAME, "sku").send_keys("lemon")
+    form.find_element(By.NAME, "name").send_keys("Lemon")
+    form.find_element(By.NAME, "metadata").send_keys('{"category": "fruit"}')
+    form.find_element(By.NAME, "catalogues").send_keys("store-1, citrus")
+    form.find_element(By.NAME, "images").send_keys(str(LEMON_ICONIC))
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser, notice_says("Registered lemon with 1 image"), "registration")
+    wait(browser, lambda b: css(b, "#product-images img"), "its thumbnail")
+    product = api.get("/products/lemon").json()
+    assert product["name"] == "Lemon" and product["metadata"] == {"category": "fruit"}
+    assert product["image_count"] == 1 and product["catalogues"] == ["citrus", "store-1"]
+    lemon_reference = product["image_ids"][0]
+    # The products that look most like lemon, as the API ranks them.
+    alike = [item["sku"] for item in api.get("/products/lemon/similar").json()["similar"]]
+    wait(browser, lambda b: skus(b, "#similar-list li") == alike, "the look-alikes")
+    assert alike and set(alike) <= set(SEEDS)
+    screenshot(browser, "catalogue")
+
+    # Correct the wrong answer: one click makes the shelf photo a reference of lemon.
+    by_id(browser, "nav-try").click()
+    by_id(browser, "correct-sku").send_keys("lemon")
+    by_id(browser, "correct-submit").click()
+    wait(browser, notice_says("Added the photo to lemon"), "the correction")
+    added = int(re.search(r"reference image #(\d+)", by_id(browser, "notice").text).group(1))
+    # The console classifies the photo again: now lemon, by the photo's own reference.
+    wait(browser, verdict_is("Lemon (lemon)"), "the corrected answer")
+    top = browser.find_element(By.CSS_SELECTOR, "li.match")
+    assert top.get_attribute("data-sku") == "lemon"
+    assert float(top.find_element(By.CSS_SELECTOR, ".score").text.split()[-1]) > 0.99
+    screenshot(browser, "corrected")
+    browser.set_window_size(412, 915)  # a phone's width: one column
+    browser.execute_script("document.getElementById('result').scrollIntoView()")
+    screenshot(browser, "phone")
+    browser.set_window_size(1280, 1000)
+    assert api.get("/products/lemon").json()["image_ids"] == [lemon_reference, added]
+    stored = api.get(f"/products/lemon/images/{added}")
+    assert stored.status_code == 200 and stored.content == LEMON_SHELF.read_bytes()
+    again = api.post("/classify", files={"image": (LEMON_SHELF.name, LEMON_SHELF.read_bytes())})
+    assert again.json()["matches"][0] == {
+        **again.json()["matches"][0],
+        "sku": "lemon",
+        "image_id": added,
+    }
+
+    # Catalogue: search, open lemon, delete the corrected image, then the product.
+    by_id(browser, "nav-catalogue").click()
+    by_id(browser, "search").send_keys("lem")
+    wait(browser, lambda b: skus(b, "#product-rows tr") == ["lemon"], "lemon alone in the search")
+    click(browser, "#product-rows tr[data-sku=lemon]")
+    wait(browser, lambda b: len(css(b, "#product-images figure")) == 2, "its 2 images")
+    click(browser, f"figure[data-image-id='{added}'] button.delete-image")
+    accept_confirm(browser)
+    wait(browser, notice_says(f"Deleted image #{added} of lemon"), "image deletion")
+    assert api.get("/products/lemon").json()["image_ids"] == [lemon_reference]
+    by_id(browser, "delete-product").click()
+    accept_confirm(browser)
+    wait(browser, notice_says("Deleted lemon."), "product deletion")
+    assert api.get("/products/lemon").status_code == 404
+    assert not css(browser, "#product-rows tr[data-sku=lemon]")
+
+
+@pytest.mark.parametrize("orientation", ["upright", "exif-rotated"])
+def test_box_classifies_one_region(
+    server: LiveServer, api: httpx.Client, browser: WebDriver, tmp_path: Path, orientation: str
+) -> None:
+    # One photo, two products side by side: the box picks one of them.
+    left = Image.open(iconic(SEEDS["banana"][1])).convert("RGB").resize((400, 400))
+    right = Image.open(iconic(SEEDS["oatly-oatghurt"][1])).convert("RGB").resize((400, 400))
+    shelf = Image.new("RGB", (800, 400), "white")
+    shelf.paste(left, (0, 0))
+    shelf.paste(right, (400, 0))
+    photo = tmp_path / "two-products.jpg"
+    if orientation == "upright":
+        shelf.save(photo, quality=95)
+    else:
+        # As phones store them: pixels sideways, EXIF Orientation 6 (turn 90° clockwise to
+        # show). Browser and service must both box the upright picture.
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        shelf.rotate(90, expand=True).save(photo, quality=95, exif=exif)
+        assert ImageOps.exif_transpose(Image.open(photo)).size == (800, 400)
+
+    open_console(browser, server)
+    pick_photo(browser, photo)
+    wait(browser, lambda b: "Whole photo" in by_id(b, "result-scope").text, "whole-photo result")
+
+    # Drag over the right half on screen; the console sends the box in the photo's pixels.
+    image = by_id(browser, "photo")
+    width, height = image.size["width"], image.size["height"]
+    actions = ActionChains(browser)
+    actions.move_to_element_with_offset(image, int(width * 0.02), int(-height * 0.45))
+    actions.click_and_hold().move_by_offset(int(width * 0.44), int(height * 0.9)).release()
+    actions.perform()
+    wait(browser, lambda b: "Region [" in by_id(b, "result-scope").text, "the region's result")
+    box = [
+        int(v)
+        for v in re.search(r"Region \[([\d, ]+)\]", by_id(browser, "result-scope").text)
+        .group(1)
+        .split(",")
+    ]
+    assert 400 <= box[0] < 440 and box[1] < 40 and 740 < box[2] <= 800 and box[3] > 360, box
+    wait(browser, verdict_is("(oatly-oatghurt)"), "oatly in the right half")
+    shown = shown_skus(browser)
+    if orientation == "upright":
+        screenshot(browser, "box")
+
+    # The same box through the API gives the same answer.
+    answer = api.post(
+        "/classify",
+        data={"boxes": json.dumps([box]), "top_k": "5"},
+        files={"image": (photo.name, photo.read_bytes())},
+    )
+    assert answer.status_code == 200, answer.text
+    assert [m["sku"] for m in answer.json()["regions"][0]["matches"]] == shown
+
+    # The box survives a visit to the other page, drawn where it was.
+    drawn = by_id(browser, "box").rect
+    by_id(browser, "nav-catalogue").click()
+    by_id(browser, "nav-try").click()
+    assert by_id(browser, "box").rect == drawn and drawn["width"] > 100
+
+    # "This is oatly" with a box adds the region, cut from the upright photo, not the whole photo.
+    click(browser, "li.match[data-sku='oatly-oatghurt'] button.this-is")
+    wait(browser, notice_says("Added the region to oatly-oatghurt"), "the region as a reference")
+    added = int(re.search(r"reference image #(\d+)", by_id(browser, "notice").text).group(1))
+    try:
+        stored = Image.open(io.BytesIO(api.get(f"/products/oatly-oatghurt/images/{added}").content))
+        expected = ImageOps.exif_transpose(Image.open(photo)).convert("RGB").crop(tuple(box))
+        assert stored.size == expected.size
+        difference = ImageChops.difference(stored.convert("RGB"), expected)
+        assert max(ImageStat.Stat(difference).mean) < 8  # JPEG noise, not another region
+    finally:
+        assert api.delete(f"/products/oatly-oatghurt/images/{added}").status_code == 204
+
+    by_id(browser, "clear-box").click()
+    wait(browser, lambda b: "Whole photo" in by_id(b, "result-scope").text, "whole photo again")
+
+
+def test_catalogue_and_filter_narrow_the_search(
+    server: LiveServer, api: httpx.Client, browser: WebDriver
+) -> None:
+    open_console(browser, server)
+    by_id(browser, "nav-catalogue").click()
+    click(browser, "#product-rows tr[data-sku=banana]")
+    wait(browser, lambda b: by_id(b, "catalogues-form").is_displayed(), "the catalogues form")
+    by_id(browser, "catalogues-input").send_keys("store-7")
+    click(browser, "#catalogues-form button")
+    wait(browser, notice_says("banana is now in: store-7"), "catalogues saved")
+    try:
+        assert api.get("/products/banana").json()["catalogues"] == ["store-7"]
+
+        # Try it, searching store-7 only: the oatly photo can only match banana there.
+        pick_photo(browser, iconic(SEEDS["oatly-oatghurt"][1]))
+        wait(browser, verdict_is("(oatly-oatghurt)"), "oatly in the whole catalogue")
+        select = by_id(browser, "catalogue-select")
+        wait(browser, lambda b: "store-7 (1)" in select.text, "store-7 in the catalogue list")
+        click(browser, "#catalogue-select option[value='store-7']")
+        wait(browser, lambda b: shown_skus(b) == ["banana"], "banana alone in store-7")
+        assert "catalogue store-7" in by_id(browser, "result-scope").text
+        screenshot(browser, "catalogue-filter")
+
+        # A metadata filter instead: vegetables only.
+        click(browser, "#catalogue-select option[value='']")
+        by_id(browser, "filter-input").send_keys('{"category": "vegetable"}\t')
+        wait(browser, lambda b: shown_skus(b) == ["red-bell-pepper"], "only the vegetable")
+        # A key no product has: the API's 4xx and its detail are shown.
+        by_id(browser, "filter-input").clear()
+        by_id(browser, "filter-input").send_keys('{"colour": "red"}\t')
+        wait(browser, lambda b: by_id(b, "error").is_displayed(), "error")
+        assert re.fullmatch(
+            r"POST /classify: 4\d\d filter: .*colour.*", by_id(browser, "error-text").text
+        )
+
+        # Adding oatly's own photo to banana: the console shows the near-duplicate warning,
+        # then the image is deleted again from the product card.
+        by_id(browser, "nav-catalogue").click()
+        by_id(browser, "add-images").send_keys(str(iconic(SEEDS["oatly-oatghurt"][1])))
+        click(browser, "#add-images-form button")
+        wait(browser, notice_says("Added 1 new image(s) to banana"), "the added image")
+        assert re.search(
+            r"image 1 looks like oatly-oatghurt .*score (0\.9\d\d|1\.000)",
+            by_id(browser, "notice").text,
+        )
+        added = api.get("/products/banana").json()["image_ids"][-1]
+        click(browser, f"figure[data-image-id='{added}'] button.delete-image")
+        accept_confirm(browser)
+        wait(browser, notice_says(f"Deleted image #{added} of banana"), "image deletion")
+        assert api.get("/products/banana").json()["image_count"] == 1
+    finally:
+        api.put("/products/banana/catalogues", json=[])
+
+
+def test_a_wrong_key_asks_again(server: LiveServer, browser: WebDriver) -> None:
+    def asking(key: str | None) -> Callable[[WebDriver], bool]:
+        stored = "return sessionStorage.getItem('retailklip.apiKey')"
+        return lambda b: (
+            by_id(b, "key-dialog").get_attribute("open") is not None
+            and b.execute_script(stored) == key
+        )
+
+    browser.get(server.url + "/")
+    WebDriverWait(browser, WAIT_S).until(asking(None), "the key dialog")
+    by_id(browser, "key-input").send_keys("not-the-key")
+    by_id(browser, "key-save").click()
+    WebDriverWait(browser, WAIT_S).until(asking("not-the-key"), "the key dialog again")
+    assert "missing or invalid API key" in by_id(browser, "key-reason").text
+    by_id(browser, "key-input").clear()
+    by_id(browser, "key-input").send_keys(KEY)
+    by_id(browser, "key-save").click()
+    text = lambda b: by_id(b, "page-info").get_attribute("textContent")  # noqa: E731
+    wait(browser, lambda b: re.fullmatch(r"1–\d+ of \d+", text(b)), "the catalogue's first page")
+    assert not by_id(browser, "error").is_displayed()
+
+
+# What a browser does when a file is dropped (WebDriver cannot drag files from the desktop).
+DROP_FILE = """
+const [b64, name] = arguments;
+const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+const files = new DataTransfer();
+files.items.add(new File([bytes], name, { type: "image/jpeg" }));
+const drop = document.getElementById("drop");
+drop.dispatchEvent(new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true }));
+"""
+
+
+def test_api_errors_are_shown_and_change_nothing(
+    server: LiveServer, api: httpx.Client, browser: WebDriver, tmp_path: Path
+) -> None:
+    open_console(browser, server)
+    # Dropped on the drop zone: a text file that calls itself a JPEG.
+    browser.execute_script(DROP_FILE, base64.b64encode(b"not a photo at all").decode(), "shelf.jpg")
+    wait(browser, lambda b: by_id(b, "error").is_displayed(), "error")
+    assert by_id(browser, "error-text").text.startswith("POST /classify: 400 image:")
+    by_id(browser, "error-close").click()
+
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(LEMON_SHELF.read_bytes()[:2000])
+    pick_photo(browser, truncated)
+    wait(browser, lambda b: by_id(b, "error").is_displayed(), "error")
+    assert by_id(browser, "error-text").text.startswith("POST /classify: 400 image:")
+
+    by_id(browser, "nav-catalogue").click()
+    by_id(browser, "new-product").click()
+    form = by_id(browser, "register-form")
+    form.find_element(By.NAME, "sku").send_keys("bad-metadata")
+    form.find_element(By.NAME, "name").send_keys("Bad metadata")
+    form.find_element(By.NAME, "metadata").send_keys("not json")
+    form.find_element(By.NAME, "images").send_keys(str(LEMON_ICONIC))
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser, lambda b: "metadata" in by_id(b, "error-text").text, "error")
+    assert by_id(browser, "error-text").text == "POST /products: 422 metadata must be a JSON object"
+    screenshot(browser, "error")
+    assert api.get("/products/bad-metadata").status_code == 404
+
+
+def test_console_is_self_contained_and_outside_the_contract(server: LiveServer) -> None:
+    page = httpx.get(server.url + "/")  # no key: the page holds no data and asks for one
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assets = re.findall(r'(?:src|href)="(/console/[^"]+)"', page.text)
+    web = REPO / "app/web"
+    for path in web.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            # Air-gapped: nothing may come from another origin.
+            assert not re.search(r"https?://|//cdn|@import|fonts\.", text), path
+            served = httpx.get(f"{server.url}/console/{path.relative_to(web)}")
+            assert served.status_code == 200 and served.content == path.read_bytes()
+    assert assets and all(httpx.get(server.url + a).status_code == 200 for a in assets)
+    raw = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    raw.request("GET", "/console/../api/console.py")  # sent as is: httpx would normalise it
+    assert raw.getresponse().status == 404
+    assert httpx.get(server.url + "/products").status_code == 401  # the API still needs the key
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    assert "/" not in paths and not any(p.startswith("/console") for p in paths)
+
+
+def test_a_wheel_ships_the_console(tmp_path: Path) -> None:
+    """A non-editable install carries every file of app/web (pyproject's package data)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("app", "training", "migrations"):
+        shutil.copytree(
+            REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    build = "from setuptools import build_meta as b; print(b.build_wheel('dist'))"
+    done = subprocess.run(
+        [sys.executable, "-c", build], cwd=source, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel = source / "dist" / done.stdout.strip().splitlines()[-1]
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {n for n in archive.namelist() if n.startswith("app/web/")}
+    web = REPO / "app/web"
+    expected = {f"app/web/{p.relative_to(web).as_posix()}" for p in web.rglob("*") if p.is_file()}
+    assert "app/web/index.html" in expected and shipped == expected
