@@ -1,7 +1,9 @@
 """Off-loop image decoding and micro-batched encoder calls.
 
-Decoding runs in a thread pool; every forward pass runs in one dedicated thread, and concurrent
-requests that arrive within `batch_wait_ms` of each other share a single forward pass.
+Decoding runs in a thread pool; every forward pass runs in one dedicated thread. Requests that
+queue up while a forward pass runs share the next one. The worker waits (at most `batch_wait_ms`)
+for more only while other uploads are still being decoded: a request that arrives alone is
+embedded at once, with no batching delay.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class InferenceRuntime:
         self.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
+        # Uploads being decoded: embed calls that will follow shortly, worth a short wait.
+        self.decoding = 0
+        self.arrivals = asyncio.Event()  # set when a decode ends or a job is queued
 
     def start(self) -> None:
         self.worker = asyncio.get_running_loop().create_task(self._run())
@@ -89,31 +94,55 @@ class InferenceRuntime:
         """Decode and preprocess one upload off the event loop; raises ImageDecodeError.
 
         `with_views`: also the configured degraded views (a reference being registered)."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self.decode_pool, self._decode, data, with_views
-        )
+        self.decoding += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.decode_pool, self._decode, data, with_views
+            )
+        finally:
+            self.decoding -= 1
+            self.arrivals.set()
 
     async def embed(self, tensors: list[torch.Tensor]) -> np.ndarray:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Job(tensors, future))
+        self.queue.put_nowait(_Job(tensors, future))
+        self.arrivals.set()
         return await future
+
+    async def _collect(self) -> list[_Job]:
+        """The next batch: every queued job (up to `max_batch` images), plus those of uploads
+        still being decoded if they come within `batch_wait_ms`. Never waits for nobody."""
+        loop = asyncio.get_running_loop()
+        jobs = [await self.queue.get()]
+        count = len(jobs[0].tensors)
+        deadline = loop.time() + self.batch_wait_s
+        while count < self.max_batch:
+            if not self.queue.empty():
+                job = self.queue.get_nowait()
+                jobs.append(job)
+                count += len(job.tensors)
+                continue
+            if self.decoding == 0:
+                # A request whose decode just ended needs a few loop turns to reach the queue.
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                if self.queue.empty():
+                    break
+                continue
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            self.arrivals.clear()
+            try:
+                await asyncio.wait_for(self.arrivals.wait(), timeout)
+            except TimeoutError:
+                break
+        return jobs
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self.queue.get()]
-            count = len(jobs[0].tensors)
-            deadline = loop.time() + self.batch_wait_s
-            while count < self.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(self.queue.get(), timeout)
-                except TimeoutError:
-                    break
-                jobs.append(job)
-                count += len(job.tensors)
+            jobs = await self._collect()
             try:
                 batch = torch.stack([t for job in jobs for t in job.tensors])
                 vectors = await loop.run_in_executor(

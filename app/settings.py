@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     shard_dir: Path | None = None  # default data_dir/shards
     model: str = Field(default_factory=default_model)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU inference engine: PyTorch, or ONNX Runtime on a graph exported from the model at first
+    # start (fp32, or INT8 dynamically quantised); CUDA always runs PyTorch (app/encoder/onnx.py).
+    runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
     api_keys: str = ""  # comma-separated; empty = no auth
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
