@@ -56,14 +56,15 @@ class Split:
     subsets: dict[str, np.ndarray | None]  # report name -> mask over queries (None: all)
 
 
-def load_splits(grocery: Path, grozi: Path) -> list[Split]:
-    shelf20 = read_grozi(grozi, "shelf", per_class=20, seed=0)
+def load_splits(grocery: Path, grozi: Path, stride: int = 1) -> list[Split]:
+    """`stride` > 1: every stride-th query only (a quicker, still paired, comparison)."""
+    shelf20 = read_grozi(grozi, "shelf", per_class=20, seed=0)[::stride]
     shelf5 = {s.path for s in read_grozi(grozi, "shelf", per_class=5, seed=0)}
     return [
         Split(
             "grocery",
             read_grocery(grocery, "iconic"),
-            read_grocery(grocery, "test"),
+            read_grocery(grocery, "test")[::stride],
             {"grocery": None},
         ),
         Split(
@@ -91,12 +92,14 @@ def embeddings(
     encoder: Encoder, split: Split, cache_dir: Path, load: ImageCache, batch: int
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     pre = encoder.preprocess
+    # Caches written with every view embedded keep their old names.
+    views = "" if pre.reference_views == ALL_VIEWS else "-views_" + "+".join(pre.reference_views)
     key = re.sub(
         r"[^A-Za-z0-9._-]+",
         "_",
         f"{encoder.model_id}-{encoder.runtime}-{pre.image_size}-{pre.resize_mode}-"
         f"{pool_of(encoder)}-"
-        f"{int(pre.flip)}-{split.name}-{len(split.gallery)}-{len(split.queries)}",
+        f"{int(pre.flip)}-{split.name}-{len(split.gallery)}-{len(split.queries)}{views}",
     )
     path = cache_dir / f"{key}.npz"
     if path.is_file():
@@ -122,10 +125,11 @@ def score(
     queries: np.ndarray,
     query_labels: list[str],
     views: tuple[str, ...],
+    embedded: tuple[str, ...] = ALL_VIEWS,
 ) -> tuple[float, float]:
-    """Top-1/top-5 using only the image rows plus the rows of `views`."""
-    per_image = 1 + len(ALL_VIEWS)
-    keep_codes = [0] + [1 + ALL_VIEWS.index(v) for v in views]
+    """Top-1/top-5 using only the image rows plus the rows of `views` (out of `embedded`)."""
+    per_image = 1 + len(embedded)
+    keep_codes = [0] + [1 + embedded.index(v) for v in views]
     mask = np.isin(np.arange(len(labels)) % per_image, keep_codes)
     metrics = knn_metrics(gallery[mask], list(np.asarray(labels)[mask]), queries, query_labels)
     return metrics.top1, metrics.top5
@@ -215,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=("torch", "onnx", "onnx-int8"),
         help="repeatable; default torch. ONNX runtimes use the model's own pipeline",
     )
+    parser.add_argument(
+        "--query-stride", type=int, default=1, help="every N-th query only (quick comparisons)"
+    )
     parser.add_argument("--onnx-cache", type=Path, default=ROOT / "runs/bench/onnx_data")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument(
@@ -225,12 +232,14 @@ def main(argv: list[str] | None = None) -> int:
         view_cost(args.view_cost)
         return 0
 
-    splits = load_splits(args.grocery, args.grozi)
+    splits = load_splits(args.grocery, args.grozi, args.query_stride)
     view_sets = [parse_views(v) for v in (args.views or ["none", ",".join(ALL_VIEWS)])]
     if args.view_subsets:
         view_sets = [
             c for r in range(len(ALL_VIEWS) + 1) for c in itertools.combinations(ALL_VIEWS, r)
         ]
+    # Embed only the views some scored set uses (all of them when subsets are scored).
+    embedded = tuple(v for v in ALL_VIEWS if any(v in vs for vs in view_sets))
     load = ImageCache()
     rows = []
     runtimes = args.runtime or ["torch"]
@@ -257,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                 resize_mode=resize,
                 pool=pool if runtime == "torch" else None,
                 flip=flip == "1",
-                reference_views=ALL_VIEWS,
+                reference_views=embedded,
             )
             results = {}
             for split in splits:
@@ -273,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     for name, mask in split.subsets.items():
                         q = queries if mask is None else queries[mask]
                         ql = query_labels if mask is None else list(np.asarray(query_labels)[mask])
-                        row[name] = score(gallery, labels, q, ql, views)
+                        row[name] = score(gallery, labels, q, ql, views, embedded)
                 rows.append(row)
                 cells = " | ".join(
                     f"{row[n][0]:.1%} / {row[n][1]:.1%}"

@@ -80,8 +80,22 @@ def quantize_graph(fp32_path: Path, int8_path: Path) -> None:
     """INT8 weights (dynamic quantisation: no calibration data), written atomically."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with atomic_path(int8_path) as tmp:
-        quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QUInt8)
+    root = logging.getLogger()
+    quiet = _SkipIntegerTensorWarnings()
+    root.addFilter(quiet)
+    try:
+        with atomic_path(int8_path) as tmp:
+            quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QUInt8)
+    finally:
+        root.removeFilter(quiet)
+
+
+class _SkipIntegerTensorWarnings(logging.Filter):
+    """The quantiser warns, with a proto dump each, about the int64 shape tensors of "same"
+    padding; they are not meant to be quantised, so the warnings only clutter the start-up log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Inference failed or unsupported type to quantize")
 
 
 class OnnxGraph:
