@@ -1,6 +1,6 @@
 """/classify latency and throughput against the encoder alone, measured in the same run.
 
-    nice -n 10 .venv/bin/python bench/latency.py [--model M] [--runtime torch|onnx|onnx-int8]
+    nice -n 10 .venv/bin/python bench/latency.py [--model M] [--runtime auto|torch|onnx|onnx-int8]
         [--rounds 4] [--per-round 40] [--stages]
 
 Starts `retailklip serve` (fresh SQLite data dir, default model unless --model), registers the 81
@@ -281,7 +281,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--model", default="retailklip-lite0-shelf")
-    parser.add_argument("--runtime", default="torch", choices=("torch", "onnx", "onnx-int8"))
+    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx", "onnx-int8"))
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--per-round", type=int, default=40, help="photos per measurement")

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runtime",
         action="append",
-        choices=("torch", "onnx", "onnx-int8"),
+        choices=("auto", "torch", "onnx", "onnx-int8"),
         help="repeatable; default torch. ONNX runtimes use the model's own pipeline",
     )
     parser.add_argument(

@@ -34,8 +34,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="retailklip-lite0-shelf")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads for both engines (default: PyTorch's, one per core); 1 compares "
+        "the engines without thread-pool effects on a busy machine",
+    )
     parser.add_argument("--grocery", type=Path, default=ROOT.parent / "shared/data/grocery-store")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # ONNX Runtime sessions take torch's count
     with tempfile.TemporaryDirectory() as tmp:
         encoders = {
             rt: load_service_encoder(

@@ -41,15 +41,15 @@ def shelf_batch(encoder: Encoder, count: int = 24) -> torch.Tensor:
 
 
 def test_runtime_setting_accepts_the_three_runtimes_and_refuses_others(monkeypatch) -> None:
-    assert Settings().runtime == "torch"
-    for value in ("torch", "onnx", "onnx-int8"):
+    assert Settings().runtime == "auto"
+    for value in ("auto", "torch", "onnx", "onnx-int8"):
         monkeypatch.setenv("RETAILKLIP_RUNTIME", value)
         assert Settings().runtime == value
     monkeypatch.setenv("RETAILKLIP_RUNTIME", "tensorrt")
     with pytest.raises(ValidationError) as refused:
         Settings()
     message = str(refused.value)
-    assert "runtime" in message and "'torch', 'onnx' or 'onnx-int8'" in message
+    assert "runtime" in message and "'auto', 'torch', 'onnx' or 'onnx-int8'" in message
 
 
 def test_serve_refuses_an_unknown_runtime_at_start_up(tmp_path: Path) -> None:
@@ -63,9 +63,8 @@ def test_serve_refuses_an_unknown_runtime_at_start_up(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode != 0
-    assert "runtime" in done.stderr and "Input should be 'torch', 'onnx' or 'onnx-int8'" in (
-        done.stderr
-    )
+    expected = "Input should be 'auto', 'torch', 'onnx' or 'onnx-int8'"
+    assert "runtime" in done.stderr and expected in done.stderr
     assert not (tmp_path / "onnx").exists()  # refused before any model work
 
 
@@ -142,15 +141,39 @@ def test_cuda_keeps_pytorch_whatever_the_runtime(tmp_path: Path, monkeypatch, ca
     on_gpu = replace(cpu, device=torch.device("cuda"))
     monkeypatch.setattr(loading, "load_encoder", lambda model, device: on_gpu)
     with caplog.at_level(logging.WARNING):
+        encoder = load_service_encoder(settings(tmp_path, "auto"))
+    assert encoder.runtime == "torch" and encoder.graph is None
+    assert caplog.text == ""  # the default: PyTorch on CUDA is the plan, not a fallback
+    with caplog.at_level(logging.WARNING):
         encoder = load_service_encoder(settings(tmp_path, "onnx"))
     assert encoder.runtime == "torch" and encoder.graph is None
     assert "CPU runtime" in caplog.text and "keeps PyTorch" in caplog.text
     assert not (tmp_path / "onnx").exists()
 
 
+def test_auto_is_onnx_on_cpu_and_pytorch_when_a_model_cannot_be_exported(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    encoder = load_service_encoder(settings(tmp_path, "auto"))
+    assert encoder.runtime == "onnx" and encoder.graph is not None
+
+    def unexportable(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("operator not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", unexportable)
+    with caplog.at_level(logging.WARNING):
+        fallback = load_service_encoder(settings(tmp_path / "other", "auto"))
+    assert fallback.runtime == "torch" and fallback.graph is None
+    assert "serving with PyTorch" in caplog.text and "operator not supported" in caplog.text
+    with pytest.raises(RuntimeError, match="operator not supported"):  # asked for: no fallback
+        load_service_encoder(settings(tmp_path / "other", "onnx"))
+
+
 def test_live_server_on_onnx_runtime_classifies_shelf_photos(live_server, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    server: LiveServer = live_server(data_dir=data, model=MODEL, runtime="onnx")
+    server: LiveServer = live_server(
+        data_dir=data, model=MODEL, runtime="onnx", onnx_dir=data / "onnx"
+    )
     with httpx.Client(base_url=server.url, timeout=60) as client:
         ready = client.get("/readyz").json()
         assert ready["runtime"] == "onnx" and ready["device"] == "cpu"
