@@ -169,6 +169,10 @@ def serve_instrumented() -> None:
     InferenceRuntime._decode = timed("decode+preprocess (in pool)", InferenceRuntime._decode)
     InferenceRuntime.decode = timed_async("decode await (incl. hop)", InferenceRuntime.decode)
     InferenceRuntime.embed = timed_async("embed await (queue+forward)", InferenceRuntime.embed)
+    if hasattr(InferenceRuntime, "classify_one"):
+        InferenceRuntime.classify_one = timed_async(
+            "classify_one await (all stages, hops incl.)", InferenceRuntime.classify_one
+        )
     Encoder.embed_tensor = timed("forward (in model thread)", Encoder.embed_tensor)
     ShardSet.search = timed("faiss search", ShardSet.search)
     Catalog.matches_for = timed("SQL matches_for", Catalog.matches_for)
@@ -243,6 +247,7 @@ STAGE_ORDER = (
     "read upload",
     "decode await (incl. hop)",
     "decode+preprocess (in pool)",
+    "classify_one await (all stages, hops incl.)",
     "embed await (queue+forward)",
     "forward (in model thread)",
     "classify_vectors await (incl. hop)",

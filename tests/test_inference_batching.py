@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 import torch
 
-from app.encoder.preprocess import PreprocessConfig
+from app.encoder.preprocess import ImageDecodeError, PreprocessConfig
 from app.inference import InferenceRuntime
 from tests.conftest import GROCERY
 
@@ -105,3 +106,30 @@ def test_requests_queued_behind_a_busy_model_go_in_one_pass() -> None:
             await runtime.stop()
 
     assert asyncio.run(scenario()) == [1, 5]
+
+
+def test_classify_one_runs_alone_in_one_call_on_the_model_thread() -> None:
+    async def scenario() -> tuple[list[str], list[int]]:
+        encoder = CountingEncoder()
+        runtime = InferenceRuntime(encoder, 10**8, max_batch=32, batch_wait_ms=2000)
+        runtime.start()
+        threads: list[str] = []
+
+        def then(vectors: np.ndarray) -> int:
+            threads.append(threading.current_thread().name)
+            return len(vectors)
+
+        try:
+            assert await runtime.classify_one(photos(1)[0], then) == 1
+            with pytest.raises(ImageDecodeError, match="not a decodable image"):
+                await runtime.classify_one(b"not an image", then)
+            # Eight at once: the first goes alone, the others take the batched path.
+            counts = await asyncio.gather(*(runtime.classify_one(d, then) for d in photos(8)))
+            assert counts == [1] * 8
+            return threads, encoder.batches
+        finally:
+            await runtime.stop()
+
+    threads, batches = asyncio.run(scenario())
+    assert threads[0].startswith("encoder")  # decode, forward and lookup: one hop
+    assert sum(batches) == 9 and len(batches) < 9, batches

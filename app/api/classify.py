@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import ServicesDep
 from app.api.schemas import BatchClassifyResult, ClassifyResult, errors
 from app.api.uploads import decode_all, read_all
+from app.encoder.preprocess import ImageDecodeError
 from app.search import classify_vectors
 from app.services import Services
 
@@ -69,7 +70,21 @@ async def classify(
     services: ServicesDep, options: OptionsDep, image: Annotated[UploadFile, File()]
 ) -> ClassifyResult:
     blobs = await read_all([image], "image", 1)
-    return (await _classify(services, blobs, "image", options))[0]
+
+    def answer(vectors: np.ndarray) -> ClassifyResult:
+        return classify_vectors(
+            services.shards,
+            services.catalog,
+            np.asarray(vectors),
+            options.top_k,
+            options.threshold,
+            1 + len(services.inference.reference_views),
+        )[0]
+
+    try:
+        return await services.inference.classify_one(blobs[0], answer)
+    except ImageDecodeError as exc:
+        raise HTTPException(exc.status, f"image: {exc}") from exc
 
 
 @router.post(
