@@ -271,10 +271,20 @@ def print_stages(stages: dict[str, list[float]], client_p50: float) -> None:
     if "decode await (incl. hop)" in med:
         gap = med["decode await (incl. hop)"] - med["decode+preprocess (in pool)"]
         print(f"| = thread hop around decode | {gap:.2f} |")
+    if "forward (in model thread)" in med:
+        inside = med["decode+preprocess (in pool)"] + med["forward (in model thread)"]
+        print(f"| = overhead beyond the server's decode + forward | {client_p50 - inside:.2f} |")
+        # The in-process encoder of this bench and the server's share a CPU other work also
+        # uses; against the server's own encoder stages the ratio is less sensitive to that.
     if "app total (ASGI in -> out)" in med:
         print(
             f"| = outside the app (HTTP, client, uvicorn) | "
             f"{client_p50 - med['app total (ASGI in -> out)']:.2f} |"
+        )
+    if "forward (in model thread)" in med:
+        print(
+            f"\nclassify c=1 p50 / the server's own decode + forward p50: "
+            f"{client_p50 / inside:.2f}x"
         )
 
 
