@@ -30,6 +30,8 @@ def load_service_encoder(settings: Settings) -> Encoder:
     requested = settings.runtime
     if requested == "torch" or (requested == "auto" and encoder.device.type != "cpu"):
         return encoder
+    if requested == "auto" and encoder.model_id.endswith(":random"):
+        return encoder  # fresh random weights (tests only) each start: an export is pure cost
     if encoder.device.type != "cpu":
         log.warning(
             "RETAILKLIP_RUNTIME=%s is a CPU runtime; device %s keeps PyTorch",
