@@ -108,6 +108,9 @@ class OnnxGraph:
         options.intra_op_num_threads = threads  # the same CPU budget PyTorch has
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between runs: the decode pool, the event loop and SQL threads need
+        # those cores (spinning workers starved them under a 64-client load).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
