@@ -22,7 +22,7 @@ from app.api.openapi import allowed_methods, contract_openapi
 from app.catalog import Catalog
 from app.db.migrate import open_database
 from app.db.session import make_session_factory
-from app.encoder.runtime import load_encoder
+from app.encoder.loading import load_service_encoder
 from app.index.shards import ShardSet
 from app.inference import InferenceRuntime
 from app.metrics import Metrics
@@ -45,7 +45,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(settings.resolved_database_url, settings.auto_migrate)
     session_factory = make_session_factory(engine)
-    encoder = load_encoder(settings.model, settings.device)
+    encoder = load_service_encoder(settings)
     log.info("model %s loaded on %s", encoder.model_id, encoder.device)
     shards = ShardSet(
         encoder.model_id, encoder.embed_dim, settings.resolved_shard_dir, session_factory

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     shard_dir: Path | None = None  # default data_dir/shards
     model: str = Field(default_factory=default_model)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Inference engine: "auto" = ONNX Runtime on CPU (faster, same embeddings), PyTorch on CUDA;
+    # "onnx" / "onnx-int8" = a graph exported from the model at first start (INT8: quantised
+    # weights), cached in onnx_dir; CUDA always runs PyTorch (app/encoder/loading.py).
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    onnx_dir: Path | None = None  # default data_dir/onnx
     api_keys: str = ""  # comma-separated; empty = no auth
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -95,6 +100,10 @@ class Settings(BaseSettings):
     @property
     def resolved_blob_dir(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def resolved_onnx_dir(self) -> Path:
+        return self.onnx_dir or self.data_dir / "onnx"
 
     @property
     def resolved_shard_dir(self) -> Path:

@@ -138,6 +138,9 @@ def start_server(log_dir: Path, data_dir: Path, **settings: object) -> LiveServe
         "RETAILKLIP_DATA_DIR": str(data_dir),
         "RETAILKLIP_MODEL": "efficientnet-lite0",
         "RETAILKLIP_DEVICE": "cpu",
+        # The default runtime exports an ONNX graph per model at first start: share the export
+        # between the suite's servers (and runs) instead of paying it in every fresh data dir.
+        "RETAILKLIP_ONNX_DIR": str(REPO / "runs/test-onnx"),
     }
     env.update({f"RETAILKLIP_{k.upper()}": str(v) for k, v in settings.items()})
     server = LiveServer(env=env, log_path=log_dir / f"server-{uuid.uuid4().hex[:6]}.log")

@@ -125,7 +125,24 @@ async def classify(
     blobs = await read_all([image], "image", 1)
     if boxes is not None:
         return await _classify_regions(services, blobs[0], boxes, options, scope)
-    return (await _classify(services, blobs, "image", options, scope))[0]
+    allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
+
+    def answer(vectors: np.ndarray) -> ClassifyResult:
+        return classify_vectors(
+            services.shards,
+            services.catalog,
+            np.asarray(vectors),
+            options.top_k,
+            options.threshold,
+            1 + len(services.inference.reference_views),
+            allowed,
+        )[0]
+
+    try:
+        # One hop when the model is idle: decode, forward and lookup on the model thread.
+        return await services.inference.classify_one(blobs[0], answer)
+    except ImageDecodeError as exc:
+        raise HTTPException(exc.status, f"image: {exc}") from exc
 
 
 @router.post(

@@ -38,6 +38,7 @@ async def readyz(request: Request) -> JSONResponse:
             "status": "ready",
             "model": services.encoder.model_id,
             "device": str(services.encoder.device),
+            "runtime": services.encoder.runtime,
             "index_vectors": services.shards.size,
             "shards": len(services.shards.shards),
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -134,6 +134,8 @@ class ReadyOut(BaseModel):
     status: str
     model: str
     device: str
+    # The inference engine in use: ONNX Runtime is CPU only, so a CUDA device reports "torch".
+    runtime: Literal["torch", "onnx", "onnx-int8"]
     index_vectors: int
     shards: int
 

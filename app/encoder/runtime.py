@@ -6,7 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from app.encoder.checkpoint import load_checkpoint
 from app.encoder.model_spec import ModelLoadError, parse_model_spec
 from app.encoder.preprocess import PreprocessConfig, to_batch
 
+if TYPE_CHECKING:
+    from app.encoder.onnx_runtime import OnnxGraph
+
 log = logging.getLogger(__name__)
 
 
@@ -35,9 +38,14 @@ class Encoder:
     model_id: str
     embed_dim: int
     device: torch.device
+    # "torch", or "onnx" / "onnx-int8" with `graph`: the same computation in ONNX Runtime (CPU).
+    runtime: str = "torch"
+    graph: OnnxGraph | None = None
 
     @torch.inference_mode()
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
+        if self.graph is not None:
+            return self.graph.run(batch)
         batch = batch.to(self.device, non_blocking=True)
         n = batch.shape[0]
         if self.preprocess.flip:
@@ -81,6 +89,8 @@ def override_pipeline(
     if reference_views is not None:
         changes["reference_views"] = reference_views
     if pool is not None:
+        if encoder.graph is not None:
+            raise ModelLoadError("pooling is baked into an ONNX graph: override it on torch")
         if not hasattr(encoder.module, "trunk"):
             raise ModelLoadError("pooling can only be changed on a timm tower")
         set_timm_pool(encoder.module, pool)

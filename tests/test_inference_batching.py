@@ -1,0 +1,135 @@
+"""Micro-batching: a lone request never waits for company; concurrent ones share a forward pass."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+
+from app.encoder.preprocess import ImageDecodeError, PreprocessConfig
+from app.inference import InferenceRuntime
+from tests.conftest import GROCERY
+
+
+@dataclass
+class CountingEncoder:
+    """Stands in for the model: records every forward pass's batch size."""
+
+    preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(image_size=32))
+    batches: list[int] = field(default_factory=list)
+    delay_s: float = 0.0
+
+    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
+        time.sleep(self.delay_s)
+        self.batches.append(len(batch))
+        return np.ones((len(batch), 4), dtype=np.float32)
+
+
+def photos(count: int) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((GROCERY / "test/Fruit/Banana").glob("*.jpg"))[:count]]
+
+
+async def classify_like(runtime: InferenceRuntime, data: bytes) -> np.ndarray:
+    decoded = await runtime.decode(data)
+    return await runtime.embed([decoded.tensor])
+
+
+def test_a_lone_request_is_embedded_without_the_batch_wait() -> None:
+    async def scenario() -> tuple[float, list[int]]:
+        encoder = CountingEncoder()
+        runtime = InferenceRuntime(encoder, 10**8, max_batch=32, batch_wait_ms=2000)
+        runtime.start()
+        try:
+            data = photos(1)[0]
+            await classify_like(runtime, data)  # warm-up
+            begin = time.perf_counter()
+            for _ in range(3):
+                await classify_like(runtime, data)
+            return (time.perf_counter() - begin) / 3, encoder.batches
+        finally:
+            await runtime.stop()
+
+    per_request, batches = asyncio.run(scenario())
+    # The wait is 2 s; a request alone does not pay it (decode + stub forward take milliseconds).
+    assert per_request < 0.5, per_request
+    assert batches == [1, 1, 1, 1]
+
+
+def test_concurrent_requests_share_forward_passes() -> None:
+    async def scenario() -> list[int]:
+        encoder = CountingEncoder(delay_s=0.05)
+        runtime = InferenceRuntime(encoder, 10**8, max_batch=32, batch_wait_ms=200)
+        runtime.start()
+        try:
+            vectors = await asyncio.gather(*(classify_like(runtime, d) for d in photos(8)))
+            assert all(v.shape == (1, 4) for v in vectors)
+            return encoder.batches
+        finally:
+            await runtime.stop()
+
+    batches = asyncio.run(scenario())
+    assert sum(batches) == 8
+    # Eight uploads decoding together: the worker waits for the ones still being decoded, so
+    # they go through in far fewer passes than one each.
+    assert len(batches) <= 3, batches
+
+
+def test_requests_queued_behind_a_busy_model_go_in_one_pass() -> None:
+    async def scenario() -> list[int]:
+        gate = threading.Event()
+        encoder = CountingEncoder()
+        original = encoder.embed_tensor
+
+        def slow_first(batch: torch.Tensor) -> np.ndarray:
+            gate.wait(5)  # the first pass blocks until the others are queued
+            return original(batch)
+
+        encoder.embed_tensor = slow_first  # type: ignore[method-assign]
+        runtime = InferenceRuntime(encoder, 10**8, max_batch=32, batch_wait_ms=0)
+        runtime.start()
+        try:
+            data = photos(1)[0]
+            decoded = await runtime.decode(data)
+            first = asyncio.ensure_future(runtime.embed([decoded.tensor]))
+            await asyncio.sleep(0.05)
+            rest = [asyncio.ensure_future(runtime.embed([decoded.tensor])) for _ in range(5)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            await asyncio.gather(first, *rest)
+            return encoder.batches
+        finally:
+            await runtime.stop()
+
+    assert asyncio.run(scenario()) == [1, 5]
+
+
+def test_classify_one_runs_alone_in_one_call_on_the_model_thread() -> None:
+    async def scenario() -> tuple[list[str], list[int]]:
+        encoder = CountingEncoder()
+        runtime = InferenceRuntime(encoder, 10**8, max_batch=32, batch_wait_ms=2000)
+        runtime.start()
+        threads: list[str] = []
+
+        def then(vectors: np.ndarray) -> int:
+            threads.append(threading.current_thread().name)
+            return len(vectors)
+
+        try:
+            assert await runtime.classify_one(photos(1)[0], then) == 1
+            with pytest.raises(ImageDecodeError, match="not a decodable image"):
+                await runtime.classify_one(b"not an image", then)
+            # Eight at once: the first goes alone, the others take the batched path.
+            counts = await asyncio.gather(*(runtime.classify_one(d, then) for d in photos(8)))
+            assert counts == [1] * 8
+            return threads, encoder.batches
+        finally:
+            await runtime.stop()
+
+    threads, batches = asyncio.run(scenario())
+    assert threads[0].startswith("encoder")  # decode, forward and lookup: one hop
+    assert sum(batches) == 9 and len(batches) < 9, batches

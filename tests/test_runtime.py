@@ -1,0 +1,186 @@
+"""RETAILKLIP_RUNTIME: the setting, the ONNX export and its cache, agreement with PyTorch on real
+photos, the CUDA rule, and a live server on ONNX Runtime that classifies correctly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from app.encoder import loading, onnx_runtime
+from app.encoder.loading import load_service_encoder
+from app.encoder.onnx_runtime import graph_path
+from app.encoder.preprocess import decode_image, eval_transform
+from app.encoder.runtime import Encoder
+from app.settings import Settings
+from tests.conftest import GROCERY, REPO, LiveServer
+from tests.test_e2e import PRODUCTS, classify_all, register
+
+MODEL = "retailklip-lite0-shelf"  # the shipped default
+
+
+def settings(tmp_path: Path, runtime: str) -> Settings:
+    return Settings(model=MODEL, device="cpu", runtime=runtime, data_dir=tmp_path)
+
+
+def shelf_batch(encoder: Encoder, count: int = 24) -> torch.Tensor:
+    """Real in-store photos, spread over the classes, preprocessed by the service's transform."""
+    photos = sorted((GROCERY / "test").rglob("*.jpg"))
+    photos = photos[:: max(1, len(photos) // count)][:count]
+    transform = eval_transform(encoder.preprocess)
+    return torch.stack([transform(decode_image(p.read_bytes(), 10**8)) for p in photos])
+
+
+def test_runtime_setting_accepts_the_three_runtimes_and_refuses_others(monkeypatch) -> None:
+    assert Settings().runtime == "auto"
+    for value in ("auto", "torch", "onnx", "onnx-int8"):
+        monkeypatch.setenv("RETAILKLIP_RUNTIME", value)
+        assert Settings().runtime == value
+    monkeypatch.setenv("RETAILKLIP_RUNTIME", "tensorrt")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    message = str(refused.value)
+    assert "runtime" in message and "'auto', 'torch', 'onnx' or 'onnx-int8'" in message
+
+
+def test_serve_refuses_an_unknown_runtime_at_start_up(tmp_path: Path) -> None:
+    env = {**os.environ, "RETAILKLIP_RUNTIME": "onnx-fp16", "RETAILKLIP_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    expected = "Input should be 'auto', 'torch', 'onnx' or 'onnx-int8'"
+    assert "runtime" in done.stderr and expected in done.stderr
+    assert not (tmp_path / "onnx").exists()  # refused before any model work
+
+
+def test_onnx_export_is_cached_by_model_id_and_matches_pytorch_on_real_photos(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    torch_encoder = load_service_encoder(settings(tmp_path, "torch"))
+    onnx_encoder = load_service_encoder(settings(tmp_path, "onnx"))
+    assert (onnx_encoder.runtime, torch_encoder.runtime) == ("onnx", "torch")
+    cached = graph_path(tmp_path / "onnx", onnx_encoder.model_id, "onnx")
+    assert cached.is_file() and onnx_encoder.graph is not None
+    assert onnx_encoder.model_id.split(":")[1] in cached.name  # keyed by the checkpoint digest
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no temp file left
+
+    batch = shelf_batch(torch_encoder)
+    ours, reference = onnx_encoder.embed_tensor(batch), torch_encoder.embed_tensor(batch)
+    assert ours.shape == reference.shape == (len(batch), torch_encoder.embed_dim)
+    cosine = (ours * reference).sum(axis=1)
+    assert cosine.min() >= 0.999, cosine
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    # Batch size is dynamic in the graph: one photo alone embeds as it does in a batch.
+    assert (onnx_encoder.embed_tensor(batch[:1])[0] @ ours[0]) > 0.9999
+
+    # A second start reads the cache: nothing is exported again.
+    stamp = cached.stat().st_mtime_ns
+
+    def no_export(*args: object) -> None:
+        raise AssertionError("exported although a valid cached graph exists")
+
+    monkeypatch.setattr(onnx_runtime, "export_graph", no_export)
+    again = load_service_encoder(settings(tmp_path, "onnx"))
+    assert cached.stat().st_mtime_ns == stamp
+    assert (again.embed_tensor(batch[:4]) * ours[:4]).sum(axis=1).min() > 0.9999
+    monkeypatch.undo()
+
+    # A damaged cache file (not one we wrote: ours are renamed into place whole) is replaced.
+    cached.write_bytes(cached.read_bytes()[:5000])
+    with caplog.at_level(logging.WARNING):
+        repaired = load_service_encoder(settings(tmp_path, "onnx"))
+    assert "unusable" in caplog.text
+    assert (repaired.embed_tensor(batch[:4]) * ours[:4]).sum(axis=1).min() > 0.9999
+    assert cached.stat().st_size > 5000
+
+
+def test_a_failed_export_leaves_no_file_behind(tmp_path: Path, monkeypatch) -> None:
+    def half_written(graph: object, args: object, path: str, **kwargs: object) -> None:
+        Path(path).write_bytes(b"\x08\x07half a graph")
+        raise RuntimeError("export interrupted")
+
+    monkeypatch.setattr(torch.onnx, "export", half_written)
+    with pytest.raises(RuntimeError, match="export interrupted"):
+        load_service_encoder(settings(tmp_path, "onnx"))
+    assert list((tmp_path / "onnx").iterdir()) == []  # neither the graph nor its temp file
+
+
+def test_int8_graph_is_cached_beside_fp32_and_stays_close(tmp_path: Path) -> None:
+    torch_encoder = load_service_encoder(settings(tmp_path, "torch"))
+    int8 = load_service_encoder(settings(tmp_path, "onnx-int8"))
+    assert int8.runtime == "onnx-int8"
+    names = sorted(p.name for p in (tmp_path / "onnx").iterdir())
+    assert [n.rsplit("-", 1)[1] for n in names] == ["fp32.onnx", "int8.onnx"]
+    batch = shelf_batch(torch_encoder, 16)
+    ours, reference = int8.embed_tensor(batch), torch_encoder.embed_tensor(batch)
+    # Dynamically quantised weights move embeddings (cosine ~0.93 on average; the accuracy cost
+    # is measured in the README), but each photo's INT8 embedding is still nearest to its own
+    # PyTorch embedding among the others': the same model, not noise.
+    similarity = ours @ reference.T
+    assert (similarity.argmax(axis=1) == np.arange(len(batch))).all(), similarity
+    assert (ours * reference).sum(axis=1).mean() > 0.85
+
+
+def test_cuda_keeps_pytorch_whatever_the_runtime(tmp_path: Path, monkeypatch, caplog) -> None:
+    cpu = load_service_encoder(settings(tmp_path, "torch"))
+    on_gpu = replace(cpu, device=torch.device("cuda"))
+    monkeypatch.setattr(loading, "load_encoder", lambda model, device: on_gpu)
+    with caplog.at_level(logging.WARNING):
+        encoder = load_service_encoder(settings(tmp_path, "auto"))
+    assert encoder.runtime == "torch" and encoder.graph is None
+    assert caplog.text == ""  # the default: PyTorch on CUDA is the plan, not a fallback
+    with caplog.at_level(logging.WARNING):
+        encoder = load_service_encoder(settings(tmp_path, "onnx"))
+    assert encoder.runtime == "torch" and encoder.graph is None
+    assert "CPU runtime" in caplog.text and "keeps PyTorch" in caplog.text
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_auto_is_onnx_on_cpu_and_pytorch_when_a_model_cannot_be_exported(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    encoder = load_service_encoder(settings(tmp_path, "auto"))
+    assert encoder.runtime == "onnx" and encoder.graph is not None
+
+    def unexportable(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("operator not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", unexportable)
+    with caplog.at_level(logging.WARNING):
+        fallback = load_service_encoder(settings(tmp_path / "other", "auto"))
+    assert fallback.runtime == "torch" and fallback.graph is None
+    assert "serving with PyTorch" in caplog.text and "operator not supported" in caplog.text
+    with pytest.raises(RuntimeError, match="operator not supported"):  # asked for: no fallback
+        load_service_encoder(settings(tmp_path / "other", "onnx"))
+
+
+def test_live_server_on_onnx_runtime_classifies_shelf_photos(live_server, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server: LiveServer = live_server(
+        data_dir=data, model=MODEL, runtime="onnx", onnx_dir=data / "onnx"
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        ready = client.get("/readyz").json()
+        assert ready["runtime"] == "onnx" and ready["device"] == "cpu"
+        assert list((data / "onnx").glob("*-fp32.onnx"))
+        for sku, folder in PRODUCTS.items():
+            register(client, sku, folder.rsplit("/", 1)[-1])
+        answers = classify_all(client)
+    top1 = sum(skus[0] == sku for (sku, _), skus in answers.items()) / len(answers)
+    assert top1 >= 0.7, answers  # six products; the shipped model gets most shelf photos right
+    assert all(sku in skus for (sku, _), skus in answers.items())
