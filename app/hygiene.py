@@ -7,15 +7,34 @@ are skipped, so only look-alikes of *other* products are reported.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from app.api.schemas import DuplicateWarning, SimilarProduct
 from app.catalog import Catalog
 from app.index.shards import ShardSet
 
 # Neighbours fetched per query vector, per view vector of an image: enough to get past the
 # product's own references and the other products' several references each.
 DEPTH = 64
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    upload: int  # index of the upload in the request
+    sku: str  # the other product
+    name: str
+    image_id: int  # its reference that matched
+    score: float
+
+
+@dataclass(frozen=True)
+class SimilarProduct:
+    sku: str
+    name: str
+    score: float  # best cosine between any reference of the two products
+    image_id: int  # that reference of the other product
+    own_image_id: int  # and the one of the product asked about
 
 
 def _neighbours(
@@ -32,7 +51,7 @@ def near_duplicates(
     vectors: np.ndarray,
     threshold: float,
     vectors_per_image: int = 1,
-) -> list[DuplicateWarning]:
+) -> list[NearDuplicate]:
     """Per upload (row of `vectors`), every other product with a reference scoring at least
     `threshold`, best first; one warning per (upload, other product)."""
     if len(vectors) == 0 or shards.size == 0:
@@ -49,7 +68,7 @@ def near_duplicates(
                 continue
             seen.add(match.sku)
             warnings.append(
-                DuplicateWarning(
+                NearDuplicate(
                     upload=upload,
                     sku=match.sku,
                     name=match.name,

@@ -1,10 +1,12 @@
-"""From query embeddings to the contract's answer: distinct SKUs, best first."""
+"""From query embeddings to verdicts: distinct SKUs, best first (plain data; routes build the
+HTTP answers from it)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from app.api.schemas import ClassifyResult, MatchOut
 from app.catalog import Catalog
 from app.index.shards import ShardSet
 
@@ -12,6 +14,23 @@ from app.index.shards import ShardSet
 # `top_k` distinct SKUs survive grouping (and hits on just-deleted images can drop out).
 OVERFETCH = 8
 MIN_FETCH = 64
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A product's best reference for one query."""
+
+    sku: str
+    name: str
+    score: float  # cosine similarity, rounded to 6 places
+    image_id: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    matches: list[Hit]  # distinct SKUs, best first
+    unknown: bool  # no match, or the best under the threshold
+    model: str
 
 
 def classify_vectors(
@@ -22,7 +41,7 @@ def classify_vectors(
     threshold: float,
     vectors_per_image: int = 1,
     allowed: np.ndarray | None = None,
-) -> list[ClassifyResult]:
+) -> list[Verdict]:
     # An image with degraded views owns several neighbours; fetch deeper to keep top_k SKUs.
     k = max(top_k * OVERFETCH, MIN_FETCH) * vectors_per_image
     # A degraded view's hit comes back as its image: it never shows as a match of its own.
@@ -31,17 +50,17 @@ def classify_vectors(
     known = catalog.matches_for(ids.ravel().tolist())
     results = []
     for row_scores, row_ids in zip(scores, ids, strict=True):
-        best: dict[str, MatchOut] = {}
+        best: dict[str, Hit] = {}
         for score, image_id in zip(row_scores, row_ids, strict=True):
             match = known.get(int(image_id))
             if match is None or match.sku in best:
                 continue  # deleted meanwhile, or this SKU already has its best reference
-            best[match.sku] = MatchOut(
+            best[match.sku] = Hit(
                 sku=match.sku, name=match.name, score=round(float(score), 6), image_id=int(image_id)
             )
             if len(best) == top_k:
                 break
         matches = list(best.values())
         unknown = not matches or matches[0].score < threshold
-        results.append(ClassifyResult(matches=matches, unknown=unknown, model=shards.model_id))
+        results.append(Verdict(matches=matches, unknown=unknown, model=shards.model_id))
     return results

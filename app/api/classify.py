@@ -23,7 +23,7 @@ from app.api.uploads import decode_all, read_all
 from app.boxes import BoxError, parse_boxes
 from app.encoder.preprocess import ImageDecodeError
 from app.scopes import Scope
-from app.search import classify_vectors
+from app.search import Verdict, classify_vectors
 from app.services import Services
 
 UNRESTRICTED = Scope()
@@ -71,12 +71,12 @@ async def _classify(
     allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
     decoded = await decode_all(services, blobs, field)
     vectors = await services.inference.embed([d.tensor for d in decoded])
-    return await _search(services, vectors, options, allowed)
+    return [ClassifyResult.of(v) for v in await _search(services, vectors, options, allowed)]
 
 
 async def _search(
     services: Services, vectors: np.ndarray, options: ClassifyOptions, allowed: np.ndarray | None
-) -> list[ClassifyResult]:
+) -> list[Verdict]:
     return await run_in_threadpool(
         classify_vectors,
         services.shards,
@@ -107,8 +107,10 @@ async def _classify_regions(
     results = await _search(services, vectors, options, allowed)
     return RegionsResult(
         regions=[
-            RegionResult(box=box, matches=result.matches, unknown=result.unknown)
-            for box, result in zip(json.loads(raw_boxes), results, strict=True)
+            RegionResult(
+                box=box, **ClassifyResult.of(verdict).model_dump(include={"matches", "unknown"})
+            )
+            for box, verdict in zip(json.loads(raw_boxes), results, strict=True)
         ],
         model=services.shards.model_id,
     )
@@ -127,7 +129,7 @@ async def classify(
         return await _classify_regions(services, blobs[0], boxes, options, scope)
     allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
 
-    def answer(vectors: np.ndarray) -> ClassifyResult:
+    def answer(vectors: np.ndarray) -> Verdict:
         return classify_vectors(
             services.shards,
             services.catalog,
@@ -140,7 +142,8 @@ async def classify(
 
     try:
         # One hop when the model is idle: decode, forward and lookup on the model thread.
-        return await services.inference.classify_one(blobs[0], answer)
+        verdict = await services.inference.classify_one(blobs[0], answer)
+        return ClassifyResult.of(verdict)
     except ImageDecodeError as exc:
         raise HTTPException(exc.status, f"image: {exc}") from exc
 

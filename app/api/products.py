@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import numpy as np
@@ -96,7 +97,7 @@ async def duplicate_warnings(
     """Searched before the write, so the uploads cannot match themselves."""
     if not uploads:
         return []
-    return await run_in_threadpool(
+    found = await run_in_threadpool(
         near_duplicates,
         services.shards,
         services.catalog,
@@ -105,6 +106,7 @@ async def duplicate_warnings(
         services.settings.duplicate_threshold,
         1 + len(services.inference.reference_views),
     )
+    return [DuplicateWarning(**asdict(d)) for d in found]
 
 
 @router.post(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
@@ -11,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
 from app.api.products import MAX_ID
-from app.api.schemas import SimilarProducts, errors
+from app.api.schemas import SimilarProduct, SimilarProducts, errors
 from app.catalog import NotFound
 from app.catalogues import find_image, product_vectors
 from app.encoder.preprocess import decode_image
@@ -100,4 +101,8 @@ async def get_similar(
         limit,
         1 + len(services.inference.reference_views),
     )
-    return SimilarProducts(sku=sku, similar=similar, model=services.shards.model_id)
+    return SimilarProducts(
+        sku=sku,
+        similar=[SimilarProduct(**asdict(s)) for s in similar],
+        model=services.shards.model_id,
+    )

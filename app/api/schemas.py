@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from app.db.models import Product
+
+if TYPE_CHECKING:
+    from app.search import Verdict
 
 
 class ProductOut(BaseModel):
@@ -79,6 +83,14 @@ class ClassifyResult(BaseModel):
     matches: list[MatchOut]
     unknown: bool
     model: str
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> ClassifyResult:
+        return cls(
+            matches=[MatchOut(**asdict(hit)) for hit in verdict.matches],
+            unknown=verdict.unknown,
+            model=verdict.model,
+        )
 
 
 class BatchClassifyResult(BaseModel):
