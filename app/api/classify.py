@@ -51,6 +51,9 @@ OptionsDep = Annotated[ClassifyOptions, Depends(classify_options)]
 async def _classify(
     services: Services, blobs: list[bytes], field: str, options: ClassifyOptions
 ) -> list[ClassifyResult]:
+    if not services.shards.complete:
+        # Never answer from a half-built index (a reindex to this model is still running).
+        raise HTTPException(503, f"index for model {services.shards.model_id} incomplete")
     decoded = await decode_all(services, blobs, field)
     vectors = await services.inference.embed([d.tensor for d in decoded])
     return await run_in_threadpool(

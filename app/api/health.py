@@ -33,6 +33,10 @@ async def readyz(request: Request) -> JSONResponse:
         await run_in_threadpool(ping)
     except Exception:
         return JSONResponse({"detail": "database unavailable"}, status_code=503)
+    if not services.shards.complete:
+        # A model switch in progress: answering from a half-built index would lose matches.
+        detail = f"index for model {services.shards.model_id} incomplete: reindex not finished"
+        return JSONResponse({"detail": detail}, status_code=503)
     return JSONResponse(
         {
             "status": "ready",
