@@ -141,7 +141,7 @@ def run_reindex(settings: Settings, batch_size: int = 32) -> int:
             missing = changelog.missing_images(session, encoder.model_id)
     engine.dispose()
     print(
-        f"embedded {done} images with {encoder.model_id}; {len(failed)} failed; "
+        f"re-embedded {done} images with {encoder.model_id}; {len(failed)} failed; "
         f"{missing} images without a vector of this model"
     )
     return 1 if failed else 0

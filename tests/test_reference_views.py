@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from app.catalog import Catalog, NewImage
 from sqlalchemy import select
 
+from app.catalog import Catalog, NewImage
 from app.db.models import Embedding, ReferenceImage
 from app.encoder.views import (
     VIEWS,

@@ -40,6 +40,7 @@ MANIFEST = "manifest.json"
 LOG_BATCH = 2000  # log entries read per round trip while catching up
 ID_BATCH = 5000  # image ids per IN (...) when re-reading the rows entries name
 STREAM_ROWS = 20_000  # rows per fetch when reading a whole model (server-side cursor)
+HEARTBEAT_S = 10.0  # replicas table: `retailklip drop-model` waits minutes, not seconds
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +106,26 @@ class ShardSet:
         self.persist_lock = threading.Lock()
         self.rebuilds = 0  # for tests and metrics: how often the whole model was read from SQL
         self.applied = 0  # change-log entries applied by sync
-        self._last_prune = 0.0
+        self._last_prune = self._last_beat = -float("inf")
 
     # ---- bringing shards up to date -------------------------------------------------------
     def sync(self, use_files: bool = False) -> int:
         """Apply what the log holds past our position; returns entries applied (+1 per rebuild).
 
         Rebuilds from SQL only on first start without usable files, or when entries we need
-        were pruned (this replica was away longer than the log's retention)."""
+        were pruned (this replica was away longer than the log's retention). One connection
+        for the whole pass: with nothing new it is one indexed read of `log_heads`."""
         with self.apply_lock:
             changed = 0
             if not self.loaded:
                 changed += self._start(use_files)
             with self.session_factory() as session:
                 head = changelog.head(session, self.model_id)
-            if self.position < head.pruned_seq or self.position > head.last_seq:
+                behind = self.position < head.pruned_seq or self.position > head.last_seq
+                applied = -1 if behind else 0
+                if not behind and head.last_seq > self.position:
+                    applied = self._catch_up(session)
+            if applied < 0:  # entries we need were pruned (before or while we read)
                 log.warning(
                     "model %s: at log position %d, log holds %d..%d; rebuilding from SQL",
                     self.model_id,
@@ -128,13 +134,9 @@ class ShardSet:
                     head.last_seq,
                 )
                 self._build_from_sql()
-                changed += 1
-            applied = self._catch_up()
-            if applied < 0:  # a gap: what we need was pruned while we read
-                self._build_from_sql()
-                changed += 1 + self._catch_up()
-            else:
-                changed += applied
+                with self.session_factory() as session:
+                    applied = 1 + max(0, self._catch_up(session))
+            changed += applied
             self._housekeeping()
             return changed
 
@@ -153,7 +155,9 @@ class ShardSet:
                 if before == after:
                     break
             ok = before.pruned_seq <= self.position <= before.last_seq
-            if ok and self._catch_up(until=before.last_seq) >= 0 and self.size == int(count or 0):
+            with self.session_factory() as session:
+                caught_up = ok and self._catch_up(session, until=before.last_seq) >= 0
+            if caught_up and self.size == int(count or 0):
                 self.loaded = True
                 return 0
             log.warning("model %s: shard files disagree with SQL; rebuilding", self.model_id)
@@ -214,12 +218,11 @@ class ShardSet:
             shard.version = max(shard.version, position)
             shard.dirty = True
 
-    def _catch_up(self, until: int | None = None) -> int:
+    def _catch_up(self, session: Session, until: int | None = None) -> int:
         """Apply log entries after our position (up to `until`); -1 if one we need is gone."""
         applied = 0
         while True:
-            with self.session_factory() as session:
-                entries = changelog.entries_after(session, self.model_id, self.position, LOG_BATCH)
+            entries = changelog.entries_after(session, self.model_id, self.position, LOG_BATCH)
             if until is not None:
                 entries = [e for e in entries if e.seq <= until]
             if not entries:
@@ -227,24 +230,23 @@ class ShardSet:
             if entries[0].seq != self.position + 1:
                 return -1
             touched = np.unique(np.concatenate([e.vector_ids for e in entries]))
-            self._refresh(touched, entries[-1].seq)
+            self._refresh(session, touched, entries[-1].seq)
             applied += len(entries)
             self.applied += len(entries)
+            if len(entries) < LOG_BATCH:
+                return applied
 
-    def _refresh(self, vector_ids: np.ndarray, seq: int) -> None:
+    def _refresh(self, session: Session, vector_ids: np.ndarray, seq: int) -> None:
         """Make these vector ids match SQL: drop them, then add back the rows that exist."""
         images = np.unique(image_of(vector_ids))
         rows: list[tuple[int, int, int, bytes]] = []
-        with self.session_factory() as session:
-            for start in range(0, len(images), ID_BATCH):
-                rows += session.execute(
-                    select(
-                        Embedding.image_id, Embedding.code, Embedding.shard, Embedding.vector
-                    ).where(
-                        Embedding.model_id == self.model_id,
-                        Embedding.image_id.in_(images[start : start + ID_BATCH].tolist()),
-                    )
-                ).all()
+        for start in range(0, len(images), ID_BATCH):
+            rows += session.execute(
+                select(Embedding.image_id, Embedding.code, Embedding.shard, Embedding.vector).where(
+                    Embedding.model_id == self.model_id,
+                    Embedding.image_id.in_(images[start : start + ID_BATCH].tolist()),
+                )
+            ).all()
         wanted = set(vector_ids.tolist())
         rows = [r for r in rows if (r[0] << VIEW_BITS | r[1]) in wanted]
         with self.lock:
@@ -264,15 +266,22 @@ class ShardSet:
                 shard.dirty = True
 
     def _housekeeping(self) -> None:
-        """Readiness, heartbeat and, now and then, pruning the log (any replica may)."""
+        """Readiness; now and then a heartbeat and pruning the log (any replica may)."""
+        now = time.monotonic()
+        due_beat = now - self._last_beat >= HEARTBEAT_S
+        if self.complete and not due_beat:
+            return
         with self.session_factory() as session:
             if not self.complete:
                 self.complete = changelog.missing_images(session, self.model_id) == 0
-            changelog.heartbeat(
-                session, self.replica_id, self.model_id, self.position, self.complete
-            )
-            if time.monotonic() - self._last_prune >= self.prune_interval_s:
-                self._last_prune = time.monotonic()
+                due_beat = due_beat or self.complete  # report readiness at once
+            if due_beat:
+                self._last_beat = now
+                changelog.heartbeat(
+                    session, self.replica_id, self.model_id, self.position, self.complete
+                )
+            if now - self._last_prune >= self.prune_interval_s:
+                self._last_prune = now
                 changelog.prune(session, self.log_retention_s)
 
     # ---- local writes, applied after their transaction committed ---------------------------
