@@ -86,7 +86,8 @@ def entries_after(session: Session, model_id: str, position: int, limit: int) ->
 
 
 def prune(session: Session, retention_s: float, now: datetime | None = None) -> int:
-    """Delete entries older than the retention, every model; returns how many went."""
+    """Delete entries (and replica heartbeats) older than the retention, every model; returns
+    how many entries went."""
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=retention_s)
     pruned = 0
     for model_id, through in session.execute(
@@ -107,6 +108,8 @@ def prune(session: Session, retention_s: float, now: datetime | None = None) -> 
             .where(LogHead.model_id == model_id, LogHead.pruned_seq < through)
             .values(pruned_seq=through)
         )
+    # Heartbeats of replicas gone that long: each process start registers a new id.
+    session.execute(delete(Replica).where(Replica.seen_at < cutoff))
     session.commit()
     return pruned
 

@@ -60,4 +60,5 @@ async def metrics(request: Request, metrics: MetricsDep) -> PlainTextResponse:
         metrics.index_size.set(services.shards.size)
         metrics.index_shards.set(len(services.shards.shards))
         metrics.shard_rebuilds.set(services.shards.rebuilds)
+        metrics.log_position.set(services.shards.position)
     return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
