@@ -39,7 +39,7 @@ CAPACITY = 100_000
 
 
 # ---- sync: runs inside whichever code base is on sys.path ----------------------------------
-def _seed(url: str, refs: int) -> int:
+def _seed(url: str, refs: int, capacity: int = CAPACITY) -> int:
     """Write `refs` vectors straight into SQL in the schema of the code base in use."""
     from sqlalchemy import inspect, text
     from tqdm import tqdm
@@ -63,7 +63,7 @@ def _seed(url: str, refs: int) -> int:
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         ids = range(start + 1, start + n + 1)
         images = [
-            {"i": i, "h": f"{i:064d}", "e": x[k].tobytes(), "s": (i - 1) // CAPACITY}
+            {"i": i, "h": f"{i:064d}", "e": x[k].tobytes(), "s": (i - 1) // capacity}
             for k, i in enumerate(ids)
         ]
         with engine.begin() as conn:
@@ -103,7 +103,7 @@ def _seed(url: str, refs: int) -> int:
         if new_layout:
             conn.execute(text(f"INSERT INTO log_heads VALUES ('{MODEL}', 0, 0)"))
         else:
-            shards = (refs - 1) // CAPACITY + 1
+            shards = (refs - 1) // capacity + 1
             for shard in range(shards):
                 conn.execute(text(f"INSERT INTO shard_versions VALUES ('{MODEL}', {shard}, 1)"))
         table = "embeddings" if new_layout else "reference_images"
@@ -120,7 +120,9 @@ def run_sync(url: str, refs: int, writes: int, work: Path) -> dict[str, object]:
     from app.storage.blobs import FileBlobStore, sha256_hex
 
     upgrade_to_head(url)
-    sql_bytes = _seed(url, refs)
+    # One shard holds the seeded vectors and the writes: "one write into a shard of N".
+    capacity = max(CAPACITY, refs + writes)
+    sql_bytes = _seed(url, refs, capacity)
     replica_engine, writer_engine = make_engine(url), make_engine(url)
     replica_factory = make_session_factory(replica_engine)
     writer_factory = make_session_factory(writer_engine)
@@ -140,7 +142,7 @@ def run_sync(url: str, refs: int, writes: int, work: Path) -> dict[str, object]:
         writer_factory,
         FileBlobStore(work / "blobs"),
         ShardSet(MODEL, DIM, work / "writer", writer_factory),
-        CAPACITY,
+        capacity,
     )
     rng = np.random.default_rng(1)
     catchups, rebuilds_before = [], replica.rebuilds

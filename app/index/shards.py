@@ -18,9 +18,11 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -54,9 +56,11 @@ class Shard:
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
     # float16 rounding moves a unit vector's length by up to ~1e-3 of itself; scaling back to
-    # length 1 keeps scores cosines (an image's own photo scores 1.0, not 1.0001).
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1.0)
+    # length 1 keeps scores cosines (an image's own photo scores 1.0, not 1.0001). In place,
+    # multithreaded: several times faster than numpy's norm on a million rows.
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    faiss.normalize_L2(vectors)
+    return vectors
 
 
 def decode_vectors(blobs: list[bytes], dim: int) -> np.ndarray:
@@ -166,29 +170,28 @@ class ShardSet:
         return 1
 
     def _build_from_sql(self) -> None:
-        """Read every vector of the model in one streamed query (server-side cursor on
-        PostgreSQL, no ORM objects), shard by shard into fresh indexes, then swap them in."""
+        """Read every vector of the model in one streamed query, then build each shard with a
+        single add (its storage allocated once, not grown chunk by chunk) and swap them in."""
         started = time.perf_counter()
+        parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         with self.session_factory() as session:
             # Position first: rows read after it are at least as new; replaying entries past it
             # re-reads their rows, so nothing is lost and nothing doubles.
             position = changelog.head(session, self.model_id).last_seq
-            result = session.execute(
-                select(Embedding.image_id, Embedding.code, Embedding.shard, Embedding.vector)
-                .where(Embedding.model_id == self.model_id)
-                .execution_options(stream_results=True, yield_per=STREAM_ROWS)
-            )
-            fresh: dict[int, Shard] = {}
-            for chunk in result.partitions():
-                image_ids, codes, shard_nos, blobs = zip(*chunk, strict=True)
-                ids = (np.array(image_ids, np.int64) << VIEW_BITS) | np.array(codes, np.int64)
-                self._add(
-                    fresh,
-                    np.array(shard_nos, np.int64),
-                    ids,
-                    decode_vectors(blobs, self.dim),
-                    position,
-                )
+            for image_ids, codes, shard_nos, halves in self._stream_model(session):
+                ids = (image_ids << VIEW_BITS) | codes
+                for shard_no in np.unique(shard_nos):
+                    mask = shard_nos == shard_no
+                    parts[int(shard_no)].append((ids[mask], halves[mask]))
+        fresh: dict[int, Shard] = {}
+        for shard_no in sorted(parts):
+            chunks = parts.pop(shard_no)  # float16 until here: half the memory while reading
+            ids = np.concatenate([c[0] for c in chunks])
+            vectors = _unit(np.concatenate([c[1] for c in chunks]).astype(np.float32))
+            del chunks
+            index = self._empty_index()
+            index.add_with_ids(vectors, ids)
+            fresh[shard_no] = Shard(index, position, dirty=True)
         with self.lock:
             self.shards = fresh
             self.position = position
@@ -199,6 +202,49 @@ class ShardSet:
             self.size,
             time.perf_counter() - started,
             position,
+        )
+
+    def _stream_model(
+        self, session: Session
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """(image ids, codes, shards, float16 vectors) of the model, STREAM_ROWS at a time,
+        without ORM objects. On PostgreSQL (psycopg) a named server-side cursor in binary
+        format: bytea arrives as raw bytes, not hex text twice their size."""
+        connection = session.connection()
+        raw = connection.connection.driver_connection
+        if connection.dialect.name == "postgresql" and hasattr(raw, "cursor"):
+            try:
+                import psycopg
+            except ImportError:  # another PostgreSQL driver: the generic path below
+                psycopg = None
+            if psycopg is not None and isinstance(raw, psycopg.Connection):
+                with raw.cursor(name=f"rk_stream_{self.replica_id}", binary=True) as cursor:
+                    cursor.itersize = STREAM_ROWS
+                    cursor.execute(
+                        "SELECT image_id, code, shard, vector FROM embeddings WHERE model_id = %s",
+                        (self.model_id,),
+                    )
+                    while rows := cursor.fetchmany(STREAM_ROWS):
+                        yield self._columns(rows)
+                return
+        result = connection.execute(
+            select(Embedding.image_id, Embedding.code, Embedding.shard, Embedding.vector)
+            .where(Embedding.model_id == self.model_id)
+            .execution_options(stream_results=True, yield_per=STREAM_ROWS)
+        )
+        for rows in result.partitions():
+            yield self._columns(rows)
+
+    def _columns(
+        self, rows: Sequence[Sequence[Any]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        image_ids, codes, shard_nos, blobs = zip(*rows, strict=True)
+        halves = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(-1, self.dim)
+        return (
+            np.array(image_ids, np.int64),
+            np.array(codes, np.int64),
+            np.array(shard_nos, np.int64),
+            halves,
         )
 
     def _add(
