@@ -1,7 +1,7 @@
 """Change-log sync and float16 vectors in SQL, measured (issue 8, items 2-4).
 
     python bench/changelog.py sync --refs 100000          # PostgreSQL, this tree vs main
-    python bench/changelog.py accuracy --model retailklip-lite0-shelf
+    python bench/changelog.py accuracy --model retailklip-lite0-shelf --per-class 5
 
 `sync` seeds a fresh PostgreSQL database with N reference vectors (1,280-d synthetic unit
 vectors: timing only) through each code base's own schema, then measures, through the public
@@ -11,8 +11,9 @@ column runs the same steps on `git archive <base>` (main by default) in a subpro
 run, so the ratio is what the change made on this noisy machine.
 
 `accuracy` embeds both shared data sets with a shipped model through the service's pipeline
-(bench/recognition.py's readers and cache) and scores top-1/top-5 with the reference vectors as
-float32 and as stored now (float16, renormalised).
+(the readers and embedding helpers bench/recognition.py uses) and scores top-1/top-5 with the
+reference vectors as float32 and as stored now (float16, renormalised), plus how many queries'
+nearest reference changed and the largest score change.
 """
 
 from __future__ import annotations
@@ -247,29 +248,71 @@ def sync_command(args: argparse.Namespace) -> int:
 
 # ---- accuracy: float32 vs float16 reference vectors ---------------------------------------
 def accuracy_command(args: argparse.Namespace) -> int:
+    """Same embeddings, references scored as float32 and as stored (float16, renormalised).
+
+    Queries are a per-class subset (--per-class) so that this fits on a busy CPU; the point is
+    the difference between the two rows, which uses identical embeddings."""
     sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
-    from recognition import ALL_VIEWS, ImageCache, embeddings, load_splits, score
-
-    from app.encoder.runtime import load_encoder, override_pipeline
+    from app.encoder.runtime import load_encoder
     from app.index.shards import as_stored
+    from training.data import read_grocery, read_grozi
+    from training.evaluate import embed_references, embed_samples, knn_metrics
 
-    print("| model | data set | reference vectors | top-1 | top-5 |")
-    print("| --- | --- | --- | --- | --- |")
-    splits = load_splits(args.grocery, args.grozi)
-    load = ImageCache()
+    def per_class(samples: list, n: int) -> list:
+        seen: dict[str, int] = {}
+        out = []
+        for sample in samples:
+            if seen.get(sample.label, 0) < n:
+                seen[sample.label] = seen.get(sample.label, 0) + 1
+                out.append(sample)
+        return out
+
+    splits = {
+        "grocery": (
+            read_grocery(args.grocery, "iconic"),
+            per_class(read_grocery(args.grocery, "test"), args.per_class),
+        ),
+        "grozi": (
+            read_grozi(args.grozi, "catalogue"),
+            read_grozi(args.grozi, "shelf", per_class=args.per_class, seed=0),
+        ),
+    }
+    print(
+        "| model | data set | queries | reference vectors | top-1 | top-5 | top-1 answers changed "
+        "| max score change |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     results = []
     for model in args.model:
-        base = load_encoder(model, "cpu")
-        views = base.preprocess.reference_views  # what the service stores ("auto")
-        encoder = override_pipeline(base, reference_views=ALL_VIEWS)
-        for split in splits:
-            gallery, labels, queries = embeddings(encoder, split, args.cache, load, args.batch)
-            query_labels = [s.label for s in split.queries]
-            for name, vectors in (("float32", gallery), ("float16", as_stored(gallery))):
-                top1, top5 = score(vectors, labels, queries, query_labels, views)
-                results.append((model, split.name, name, top1, top5))
-                print(f"| {model} | {split.name} | {name} | {top1:.2%} | {top5:.2%} |", flush=True)
+        encoder = load_encoder(model, "cpu")  # the service's pipeline and reference views
+        for name, (gallery_samples, query_samples) in splits.items():
+            gallery, labels = embed_references(encoder, gallery_samples, args.batch, name)
+            queries = embed_samples(encoder, query_samples, args.batch, f"{name} queries")
+            query_labels = [s.label for s in query_samples]
+            half = as_stored(gallery)
+            full_scores, half_scores = queries @ gallery.T, queries @ half.T
+            changed = int((full_scores.argmax(1) != half_scores.argmax(1)).sum())
+            drift = float(np.abs(full_scores - half_scores).max())
+            for kind, vectors in (("float32", gallery), ("float16", half)):
+                m = knn_metrics(vectors, labels, queries, query_labels)
+                results.append(
+                    {
+                        "model": model,
+                        "data": name,
+                        "queries": len(queries),
+                        "vectors": kind,
+                        "top1": m.top1,
+                        "top5": m.top5,
+                        "nn_changed": changed,
+                        "max_drift": drift,
+                    }
+                )
+                tail = f"| {changed} | {drift:.1e} |" if kind == "float16" else "| - | - |"
+                print(
+                    f"| {model} | {name} | {len(queries)} | {kind} | {m.top1:.2%} "
+                    f"| {m.top5:.2%} {tail}",
+                    flush=True,
+                )
     print(json.dumps(results))
     return 0
 
@@ -286,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     acc.add_argument("--model", action="append", default=None)
     acc.add_argument("--grocery", type=Path, default=ROOT.parent / "shared/data/grocery-store")
     acc.add_argument("--grozi", type=Path, default=ROOT.parent / "shared/data/grozi120-dev")
-    acc.add_argument("--cache", type=Path, default=ROOT / "runs/bench/recognition_cache")
+    acc.add_argument("--per-class", type=int, default=5, help="queries per product")
     acc.add_argument("--batch", type=int, default=32)
     acc.set_defaults(func=accuracy_command)
     args = parser.parse_args(argv)

@@ -117,6 +117,7 @@ class ChangeLogEntry(Base):
     """One write's vector ids for one model; replicas re-read those ids' rows to apply it."""
 
     __tablename__ = "change_log"
+    __table_args__ = (Index("ix_change_log_created_at", "created_at"),)  # pruning by age
 
     model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)

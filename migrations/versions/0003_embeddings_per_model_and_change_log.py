@@ -109,16 +109,17 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("op", sa.String(length=8), nullable=False),
         sa.Column("vector_ids", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("model_id", "seq"),
     )
+    op.create_index("ix_change_log_created_at", "change_log", ["created_at"])
     op.create_table(
         "replicas",
         sa.Column("replica_id", sa.String(length=64), nullable=False),
         sa.Column("model_id", sa.String(length=128), nullable=False),
         sa.Column("position", sa.BigInteger(), nullable=False),
         sa.Column("ready", sa.Boolean(), nullable=False),
-        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("replica_id"),
     )
     # Every model with vectors starts its log at 0: replicas of it rebuild once from SQL (the
