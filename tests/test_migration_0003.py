@@ -160,3 +160,16 @@ def test_0003_on_an_empty_0002_database(backend: str, make_db_url, tmp_path: Pat
     shards.sync()
     assert shards.size == 0 and shards.complete
     engine.dispose()
+
+
+def test_migrated_schema_is_what_the_models_declare(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from app.db.models import Base
+
+    upgrade_to_head(db_url)
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()
