@@ -185,8 +185,8 @@ class Catalog:
         if seq is not None:
             self._after_commit(
                 lambda: self.shards.apply_added(
-                    seq,
                     np.concatenate([shards for shards, _, _ in parts]),
+                    seq,
                     np.concatenate([ids for _, ids, _ in parts]),
                     np.concatenate([vectors for _, _, vectors in parts]),
                 )

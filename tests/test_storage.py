@@ -190,14 +190,14 @@ def test_local_writes_apply_out_of_order_without_duplicates(db_url: str, tmp_pat
     assert shards.position == 1
     ids = vector_id(np.array([i.id for i in first.images]))  # shards are keyed by vector id
     vectors = unit(2)
-    shards.apply_added(1, np.zeros(2), ids, vectors)  # replayed: already applied, ignored
+    shards.apply_added(0, 1, ids, vectors)  # replayed: already applied, ignored
     assert shards.size == 2
     # Another process's write (entry 2) is not applied here; ours (entry 3) arrives first:
     other = make_catalog(db_url, tmp_path / "other")
     other.add_images("p", new_images(1, "b"))
     catalog.add_images("p", new_images(1, "c"))
     assert shards.size == 3 and shards.position == 1  # searchable now, gap remembered
-    shards.apply_added(3, np.zeros(2), ids, vectors)  # an upsert, never a duplicate
+    shards.apply_added(0, 3, ids, vectors)  # an upsert, never a duplicate
     assert shards.size == 3
     assert shards.sync() == 2  # the gap closes from the log: entries 2 and 3
     assert shards.position == 3 and shards.size == 4 and shards.rebuilds == 1

@@ -335,14 +335,17 @@ class ShardSet:
     # entry; otherwise another process's entry is missing in between and the next sync applies
     # both (re-reading rows from SQL, so applying ours twice changes nothing).
     def apply_added(
-        self, seq: int, shard_nos: np.ndarray, ids: np.ndarray, vectors: np.ndarray
+        self, shard_nos: int | np.ndarray, seq: int, ids: np.ndarray, vectors: np.ndarray
     ) -> None:
+        """`shard_nos`: one shard for all vectors, or one per vector; `seq`: the write's log
+        entry."""
         ids = np.asarray(ids, dtype=np.int64)
+        shards = np.broadcast_to(np.asarray(shard_nos, np.int64), ids.shape)
         with self.apply_lock, self.lock:
             if self.position >= seq:
                 return  # a sync already applied this write from SQL
             self._remove(ids, seq)
-            self._add(self.shards, np.asarray(shard_nos, np.int64), ids, as_stored(vectors), seq)
+            self._add(self.shards, shards, ids, as_stored(vectors), seq)
             if self.position == seq - 1:
                 self.position = seq
 
