@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from app import changelog
 from app.db.memberships import add_memberships, drop_memberships
-from app.db.models import Product, ReferenceImage, ReferenceView, ShardVersion
-from app.encoder.views import all_vector_ids, vector_id
-from app.index.shards import ShardSet
+from app.db.models import Embedding, Product, ReferenceImage
+from app.encoder.views import VIEW_BITS, vector_id
+from app.index.shards import ShardSet, encode_vector
 from app.storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
@@ -64,17 +64,25 @@ class Match:
     name: str
 
 
-def bump_shard_versions(session: Session, model_id: str, shards: Iterable[int]) -> dict[int, int]:
-    """Upsert version+1 per shard, in a fixed order so concurrent writers cannot deadlock."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    versions = {}
-    for shard in sorted(set(shards)):
-        stmt = dialect.insert(ShardVersion).values(model_id=model_id, shard=shard, version=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["model_id", "shard"], set_={"version": ShardVersion.version + 1}
-        ).returning(ShardVersion.version)
-        versions[shard] = int(session.execute(stmt).scalar_one())
-    return versions
+def shard_of(image_id: int, capacity: int) -> int:
+    return (image_id - 1) // capacity
+
+
+def embedding_rows(image_id: int, shard: int, model_id: str, image: NewImage) -> list[Embedding]:
+    """The image's own vector (code 0, naming its views) and one row per degraded view."""
+    ids, vectors = image.vectors(image_id)
+    signature = ",".join(str(c) for c in image.view_codes)
+    return [
+        Embedding(
+            model_id=model_id,
+            image_id=image_id,
+            code=int(vid) & ((1 << VIEW_BITS) - 1),
+            shard=shard,
+            vector=encode_vector(vector),
+            views=signature if int(vid) & ((1 << VIEW_BITS) - 1) == 0 else "",
+        )
+        for vid, vector in zip(ids, vectors, strict=True)
+    ]
 
 
 class Catalog:
@@ -160,39 +168,36 @@ class Catalog:
                 image_format=image.image_format,
                 width=image.width,
                 height=image.height,
-                embedding=image.embedding.astype(np.float32).tobytes(),
-                model_id=self.model_id,
-                shard=0,
-                views=",".join(str(c) for c in image.view_codes),
             )
             for sha, image in fresh.items()
         }
         session.add_all(rows.values())
         try:
             session.flush()
+            parts = []  # (shard per vector, vector ids, vectors)
             for sha, row in rows.items():
-                row.shard = (row.id - 1) // self.shard_capacity
-                session.add_all(view_rows(row.id, row.shard, self.model_id, fresh[sha]))
+                shard = shard_of(row.id, self.shard_capacity)
+                session.add_all(embedding_rows(row.id, shard, self.model_id, fresh[sha]))
+                ids, vectors = fresh[sha].vectors(row.id)
+                parts.append((np.full(len(ids), shard, np.int64), ids, vectors))
             session.flush()
-            versions = bump_shard_versions(session, self.model_id, (r.shard for r in rows.values()))
+            seq = None
+            if parts:
+                all_ids = np.concatenate([ids for _, ids, _ in parts])
+                seq = changelog.append(session, self.model_id, "add", all_ids)
             session.commit()
         except IntegrityError as exc:
             session.rollback()
             raise WriteConflict(product.sku) from exc
-        by_shard: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-        for sha, row in rows.items():
-            by_shard[row.shard].append(fresh[sha].vectors(row.id))
-        self._after_commit(
-            lambda: [
-                self.shards.apply_added(
-                    shard,
-                    versions[shard],
-                    np.concatenate([ids for ids, _ in items]),
-                    np.concatenate([vectors for _, vectors in items]),
+        if seq is not None:
+            self._after_commit(
+                lambda: self.shards.apply_added(
+                    np.concatenate([shards for shards, _, _ in parts]),
+                    seq,
+                    np.concatenate([ids for _, ids, _ in parts]),
+                    np.concatenate([vectors for _, _, vectors in parts]),
                 )
-                for shard, items in by_shard.items()
-            ]
-        )
+            )
         ids_by_sha = {**existing, **{sha: row.id for sha, row in rows.items()}}
         return [ids_by_sha[image.sha256] for image in images], len(rows)
 
@@ -203,61 +208,57 @@ class Catalog:
             )
             if product_id is None:
                 raise NotFound(sku)
-            # DELETE ... RETURNING: the rows removed are exactly the rows reported, even if an
-            # add or a reindex committed since we looked.
-            refs = self._delete_returning(session, ReferenceImage.product_id == product_id)
+            removed = self._delete_returning(session, ReferenceImage.product_id == product_id)
             drop_memberships(session, product_id)
             session.execute(delete(Product).where(Product.id == product_id))
-            self._commit_removal(session, refs)
+            self._commit_removal(session, removed or {})
 
     def delete_image(self, sku: str, image_id: int) -> None:
         with self.session_factory() as session:
-            owner = select(Product.id).where(Product.sku == sku).scalar_subquery()
-            refs = self._delete_returning(
-                session, (ReferenceImage.id == image_id) & (ReferenceImage.product_id == owner)
+            # Row lock (PostgreSQL), as for adds: a reindex writing this product's vectors
+            # finishes first, so its rows are among those reported removed below.
+            product_id = session.scalar(
+                select(Product.id).where(Product.sku == sku).with_for_update()
             )
-            if not refs:
+            where = (ReferenceImage.id == image_id) & (ReferenceImage.product_id == product_id)
+            removed = self._delete_returning(session, where)
+            if removed is None:
                 raise NotFound(f"{sku}/{image_id}")
-            self._commit_removal(session, refs)
+            self._commit_removal(session, removed)
 
     @staticmethod
-    def _delete_returning(session: Session, where: Any) -> list[Any]:
-        # Views first and explicitly: the foreign key cascades too, but this way the removal
-        # does not depend on SQLite's foreign_keys pragma being on for every connection.
+    def _delete_returning(session: Session, where: Any) -> dict[str, np.ndarray] | None:
+        """Delete the images matching `where` and every model's vectors of them; returns the
+        vector ids removed per model (DELETE ... RETURNING: exactly what went, even if an add
+        or a reindex committed since we looked), or None if no image matched."""
         image_ids = select(ReferenceImage.id).where(where).scalar_subquery()
-        session.execute(
-            delete(ReferenceView)
-            .where(ReferenceView.image_id.in_(image_ids))
+        # Vectors first and explicitly: the foreign key cascades too, but then nothing would
+        # tell us which vectors went, and SQLite only cascades with its foreign_keys pragma.
+        gone = session.execute(
+            delete(Embedding)
+            .where(Embedding.image_id.in_(image_ids))
+            .returning(Embedding.model_id, Embedding.image_id, Embedding.code)
             .execution_options(synchronize_session=False)
-        )
-        statement = (
+        ).all()
+        images = session.execute(
             delete(ReferenceImage)
             .where(where)
-            .returning(ReferenceImage.id, ReferenceImage.model_id, ReferenceImage.shard)
+            .returning(ReferenceImage.id)
             .execution_options(synchronize_session=False)
-        )
-        return list(session.execute(statement).all())
+        ).all()
+        if not images:
+            return None
+        by_model: dict[str, list[int]] = defaultdict(list)
+        for model_id, image_id, code in gone:
+            by_model[model_id].append(int(vector_id(image_id, code)))
+        return {model: np.array(ids, np.int64) for model, ids in by_model.items()}
 
-    def _commit_removal(self, session: Session, refs: list[Any]) -> None:
-        by_model: dict[str, set[int]] = defaultdict(set)
-        for _, model_id, shard in refs:
-            by_model[model_id].add(shard)
-        versions = {
-            model_id: bump_shard_versions(session, model_id, shards)
-            for model_id, shards in sorted(by_model.items())
-        }
+    def _commit_removal(self, session: Session, removed: dict[str, np.ndarray]) -> None:
+        seqs = changelog.append_many(session, {m: ("remove", ids) for m, ids in removed.items()})
         session.commit()
-        mine = versions.get(self.model_id, {})
-        self._after_commit(
-            lambda: [
-                self.shards.apply_removed(
-                    shard,
-                    version,
-                    all_vector_ids(i for i, m, s in refs if m == self.model_id and s == shard),
-                )
-                for shard, version in mine.items()
-            ]
-        )
+        if self.model_id in seqs:
+            seq, ids = seqs[self.model_id], removed[self.model_id]
+            self._after_commit(lambda: self.shards.apply_removed(seq, ids))
 
     @staticmethod
     def _after_commit(apply: Callable[[], object]) -> None:
@@ -303,21 +304,6 @@ class Catalog:
             rows = session.execute(
                 select(ReferenceImage.id, Product.sku, Product.name)
                 .join(Product)
-                .where(ReferenceImage.id.in_(wanted), ReferenceImage.model_id == self.model_id)
+                .where(ReferenceImage.id.in_(wanted))
             ).all()
         return {row[0]: Match(row[1], row[2]) for row in rows}
-
-
-def view_rows(image_id: int, shard: int, model_id: str, image: NewImage) -> list[ReferenceView]:
-    if not image.view_codes or image.view_embeddings is None:
-        return []
-    return [
-        ReferenceView(
-            image_id=image_id,
-            code=code,
-            embedding=np.asarray(vector, dtype=np.float32).tobytes(),
-            model_id=model_id,
-            shard=shard,
-        )
-        for code, vector in zip(image.view_codes, image.view_embeddings, strict=True)
-    ]

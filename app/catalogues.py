@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.catalog import NotFound
 from app.db.memberships import add_memberships, bump_catalogue_epoch, drop_memberships
-from app.db.models import Product, ProductCatalogue, ReferenceImage
+from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage
+from app.index.shards import decode_vectors
 
 
 def set_catalogues(session_factory: Callable[[], Session], sku: str, names: list[str]) -> Product:
@@ -83,11 +84,17 @@ def product_vectors(
         if product_id is None:
             raise NotFound(sku)
         rows = session.execute(
-            select(ReferenceImage.id, ReferenceImage.embedding)
-            .where(ReferenceImage.product_id == product_id, ReferenceImage.model_id == model_id)
+            select(ReferenceImage.id, Embedding.vector)
+            .join(Embedding, Embedding.image_id == ReferenceImage.id)
+            .where(
+                ReferenceImage.product_id == product_id,
+                Embedding.model_id == model_id,
+                Embedding.code == 0,
+            )
             .order_by(ReferenceImage.id)
         ).all()
     if not rows:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     ids = np.array([r[0] for r in rows], dtype=np.int64)
-    return ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+    dim = len(rows[0][1]) // 2  # float16
+    return ids, decode_vectors([r[1] for r in rows], dim)

@@ -1,4 +1,5 @@
-"""`retailklip` command line: serve, migrate, reindex, import, gc-blobs, train, eval."""
+"""`retailklip` command line: serve, migrate, reindex, models, drop-model, import, gc-blobs,
+train, eval."""
 
 from __future__ import annotations
 
@@ -44,6 +45,20 @@ def _reindex(args: argparse.Namespace) -> int:
     return run_reindex(Settings(), batch_size=args.batch_size)
 
 
+def _models(args: argparse.Namespace) -> int:
+    from app.model_rows import run_models
+    from app.settings import Settings
+
+    return run_models(Settings(), args.live_s)
+
+
+def _drop_model(args: argparse.Namespace) -> int:
+    from app.model_rows import run_drop_model
+    from app.settings import Settings
+
+    return run_drop_model(Settings(), args.model_id, args.live_s, args.force)
+
+
 def _gc(args: argparse.Namespace) -> int:
     from app.gc import run_gc
     from app.settings import Settings
@@ -80,10 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     migrate = sub.add_parser("migrate", help="alembic upgrade head on RETAILKLIP_DATABASE_URL")
     migrate.set_defaults(func=_migrate)
     reindex = sub.add_parser(
-        "reindex", help="re-embed every reference image with the current model"
+        "reindex", help="embed every reference image with the current model, beside other models"
     )
     reindex.add_argument("--batch-size", type=int, default=32)
     reindex.set_defaults(func=_reindex)
+    models = sub.add_parser("models", help="models holding vectors in SQL, and their replicas")
+    models.add_argument("--live-s", type=float, default=300.0, help="replica heartbeat window")
+    models.set_defaults(func=_models)
+    drop = sub.add_parser("drop-model", help="delete a model's vectors once no replica uses it")
+    drop.add_argument("model_id", help="as `retailklip models` lists it")
+    drop.add_argument("--live-s", type=float, default=300.0, help="replica heartbeat window")
+    drop.add_argument("--force", action="store_true", help="even if replicas reported lately")
+    drop.set_defaults(func=_drop_model)
     importer = sub.add_parser("import", help="register a catalogue folder or CSV via the HTTP API")
     importer.add_argument(
         "source", type=Path, help="folder per SKU, or CSV with sku,name,path[,metadata,catalogues]"

@@ -48,11 +48,17 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     encoder = load_service_encoder(settings)
     log.info("model %s loaded on %s", encoder.model_id, encoder.device)
     shards = ShardSet(
-        encoder.model_id, encoder.embed_dim, settings.resolved_shard_dir, session_factory
+        encoder.model_id,
+        encoder.embed_dim,
+        settings.resolved_shard_dir,
+        session_factory,
+        log_retention_s=settings.change_log_retention_s,
     )
     shards.sync(use_files=True)
     shards.persist_dirty()
     log.info("index ready: %d vectors in %d shards", shards.size, len(shards.shards))
+    if not shards.complete:
+        log.warning("model %s: reindex incomplete; not ready until it finishes", encoder.model_id)
     inference = InferenceRuntime(
         encoder,
         settings.max_image_pixels,
@@ -71,7 +77,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
 
 
 async def keep_shards_in_step(services: Services) -> None:
-    """Poll SQL for shard versions other processes moved; now and then write changed shards."""
+    """Follow the change log other processes append to; now and then write changed shards."""
     loop = asyncio.get_running_loop()
     last_persist = loop.time()
     while True:

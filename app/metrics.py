@@ -35,6 +35,11 @@ class Metrics:
         )
         self.shard_rebuilds = Gauge(
             "retailklip_index_shard_rebuilds",
-            "Shards rebuilt from SQL since start",
+            "Times this process read its model's vectors from SQL in full since start",
+            registry=self.registry,
+        )
+        self.log_position = Gauge(
+            "retailklip_index_log_position",
+            "Last change-log entry of this model applied to this process's shards",
             registry=self.registry,
         )

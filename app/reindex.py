@@ -1,19 +1,25 @@
-"""`retailklip reindex`: re-embed every stored reference image with the configured model."""
+"""`retailklip reindex`: embed every stored reference image with the configured model.
+
+New vectors are written beside those of other models (one set per image and model), so
+replicas still serving another model keep answering from theirs while this runs; replicas on
+this model report not ready until every image has a vector of it (docs/DEPLOYMENT.md)."""
 
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import Row, delete, func, or_, select, update
+from sqlalchemy import Row, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from app.catalog import bump_shard_versions
+from app import changelog
+from app.catalog import shard_of
 from app.db.migrate import open_database
-from app.db.models import ReferenceImage, ReferenceView
+from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_session_factory
 from app.encoder.preprocess import decode_image
 from app.encoder.runtime import load_encoder
-from app.encoder.views import degraded_views, view_code
+from app.encoder.views import VIEW_BITS, degraded_views, view_code
+from app.index.shards import encode_vector
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
 
@@ -24,56 +30,60 @@ def _store(
     vectors: np.ndarray,
     model_id: str,
     codes: tuple[int, ...],
+    capacity: int,
 ) -> int:
-    """Swap embeddings (and derived views) in one transaction; a row deleted or re-embedded
-    meanwhile is skipped. `vectors` holds, per row, the image's vector then one per view code."""
-    touched: dict[str, set[int]] = {}
-    updated = 0
+    """Write one batch's vectors for `model_id` in one transaction; images deleted meanwhile
+    are skipped. `vectors` holds, per row, the image's vector then one per view code."""
+    if not rows:
+        return 0
+    # Lock the products (in id order, as writers do): a concurrent delete waits for this
+    # commit, and then removes, and logs, the rows written here too.
+    product_ids = sorted({row.product_id for row in rows})
+    session.execute(
+        select(Product.id).where(Product.id.in_(product_ids)).order_by(Product.id).with_for_update()
+    )
+    alive = set(
+        session.scalars(
+            select(ReferenceImage.id).where(ReferenceImage.id.in_([r.id for r in rows]))
+        )
+    )
     per_row = 1 + len(codes)
     signature = ",".join(str(c) for c in codes)
+    touched: list[int] = []
     for i, row in enumerate(rows):
-        own, views = vectors[i * per_row], vectors[i * per_row + 1 : (i + 1) * per_row]
-        result = session.execute(
-            update(ReferenceImage)
-            .where(
-                ReferenceImage.id == row.id,
-                ReferenceImage.model_id == row.model_id,
-                ReferenceImage.views == row.views,
-            )
-            .values(
-                embedding=np.asarray(own, dtype=np.float32).tobytes(),
-                model_id=model_id,
-                views=signature,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount:
-            session.execute(delete(ReferenceView).where(ReferenceView.image_id == row.id))
-            session.add_all(
-                ReferenceView(
+        if row.id not in alive:
+            continue
+        replaced = session.execute(
+            delete(Embedding)
+            .where(Embedding.model_id == model_id, Embedding.image_id == row.id)
+            .returning(Embedding.code)
+        ).scalars()
+        touched += [row.id << VIEW_BITS | code for code in replaced]
+        shard = shard_of(row.id, capacity)
+        for code, vector in zip((0, *codes), vectors[i * per_row : (i + 1) * per_row], strict=True):
+            session.add(
+                Embedding(
+                    model_id=model_id,
                     image_id=row.id,
                     code=code,
-                    embedding=np.asarray(vector, dtype=np.float32).tobytes(),
-                    model_id=model_id,
-                    shard=row.shard,
+                    shard=shard,
+                    vector=encode_vector(vector),
+                    views=signature if code == 0 else "",
                 )
-                for code, vector in zip(codes, views, strict=True)
             )
-            touched.setdefault(row.model_id, set()).add(row.shard)
-            touched.setdefault(model_id, set()).add(row.shard)
-            updated += 1
-    for touched_model, shards in sorted(touched.items()):
-        bump_shard_versions(session, touched_model, shards)
+            touched.append(row.id << VIEW_BITS | code)
+    session.flush()
+    if touched:
+        changelog.append(session, model_id, "add", np.unique(np.array(touched, np.int64)))
     session.commit()
-    return updated
+    return len(alive)
 
 
 def run_reindex(settings: Settings, batch_size: int = 32) -> int:
-    """Idempotent and resumable: only rows made by another model, or with other degraded views
-    than configured, are touched, a batch per commit.
-
-    Running services pick the new embeddings up through the shard versions bumped here.
-    """
+    """Idempotent and resumable: only images without a vector of this model, or with other
+    degraded views than configured, are embedded, a batch per commit; other models' vectors
+    are never touched. Run it again after a rolling switch to cover images that replicas
+    still on the old model registered meanwhile."""
     engine = open_database(settings.resolved_database_url, settings.auto_migrate)
     session_factory = make_session_factory(engine)
     encoder = load_encoder(settings.model, settings.device)
@@ -81,22 +91,30 @@ def run_reindex(settings: Settings, batch_size: int = 32) -> int:
     views = settings.resolved_reference_views(encoder.preprocess)
     codes = tuple(view_code(v) for v in views)
     signature = ",".join(str(c) for c in codes)
-    stale = or_(ReferenceImage.model_id != encoder.model_id, ReferenceImage.views != signature)
+    own = and_(
+        Embedding.image_id == ReferenceImage.id,
+        Embedding.model_id == encoder.model_id,
+        Embedding.code == 0,
+    )
+    stale = or_(Embedding.image_id.is_(None), Embedding.views != signature)
     with session_factory() as session:
-        todo = session.scalar(select(func.count()).where(stale)) or 0
+        todo = (
+            session.scalar(
+                select(func.count())
+                .select_from(ReferenceImage)
+                .outerjoin(Embedding, own)
+                .where(stale)
+            )
+            or 0
+        )
     failed: list[int] = []
     done = 0
-    with tqdm(total=todo, desc=f"re-embedding with {encoder.model_id}", unit="img") as bar:
+    with tqdm(total=todo, desc=f"embedding with {encoder.model_id}", unit="img") as bar:
         while True:
             with session_factory() as session:
                 query = (
-                    select(
-                        ReferenceImage.id,
-                        ReferenceImage.blob_key,
-                        ReferenceImage.model_id,
-                        ReferenceImage.shard,
-                        ReferenceImage.views,
-                    )
+                    select(ReferenceImage.id, ReferenceImage.product_id, ReferenceImage.blob_key)
+                    .outerjoin(Embedding, own)
                     .where(stale, ReferenceImage.id.not_in(failed))
                     .order_by(ReferenceImage.id)
                     .limit(batch_size)
@@ -114,8 +132,16 @@ def run_reindex(settings: Settings, batch_size: int = 32) -> int:
                     except (OSError, ValueError) as exc:
                         tqdm.write(f"image {row.id}: cannot re-embed ({exc})")
                         failed.append(row.id)
-                done += _store(session, kept, encoder.embed(images), encoder.model_id, codes)
+                vectors = encoder.embed(images) if images else np.zeros((0, encoder.embed_dim))
+                done += _store(
+                    session, kept, vectors, encoder.model_id, codes, settings.shard_capacity
+                )
                 bar.update(len(rows))
+        with session_factory() as session:
+            missing = changelog.missing_images(session, encoder.model_id)
     engine.dispose()
-    print(f"re-embedded {done} images with {encoder.model_id}; {len(failed)} failed")
+    print(
+        f"re-embedded {done} images with {encoder.model_id}; {len(failed)} failed; "
+        f"{missing} images without a vector of this model"
+    )
     return 1 if failed else 0

@@ -23,7 +23,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from app.db.models import CatalogueEpoch, Product, ProductCatalogue, ReferenceImage, ShardVersion
+from app.db.models import (
+    CatalogueEpoch,
+    Embedding,
+    LogHead,
+    Product,
+    ProductCatalogue,
+    ReferenceImage,
+)
 
 Scalar = str | int | float | bool | None
 MAX_FILTER_KEYS = 16
@@ -123,15 +130,19 @@ class ScopeResolver:
         return ids
 
     def _stamp(self, session: Session) -> tuple[int, int]:
-        versions = sa.select(sa.func.coalesce(sa.func.sum(ShardVersion.version), 0)).where(
-            ShardVersion.model_id == self.model_id
-        )
+        # Every add, delete or reindex for the model moves its log head.
+        versions = sa.select(LogHead.last_seq).where(LogHead.model_id == self.model_id)
         epoch = sa.select(CatalogueEpoch.epoch).where(CatalogueEpoch.id == 1)
         row = session.execute(sa.select(versions.scalar_subquery(), epoch.scalar_subquery())).one()
         return int(row[0] or 0), int(row[1] or 0)
 
     def _compute(self, session: Session, scope: Scope) -> np.ndarray:
-        query = sa.select(ReferenceImage.id).where(ReferenceImage.model_id == self.model_id)
+        # Images holding a vector of this model (code 0: the image itself, not a view).
+        query = (
+            sa.select(ReferenceImage.id)
+            .join(Embedding, Embedding.image_id == ReferenceImage.id)
+            .where(Embedding.model_id == self.model_id, Embedding.code == 0)
+        )
         products = sa.select(Product.id)
         if scope.catalogue is not None:
             known = session.scalar(

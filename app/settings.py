@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     shard_capacity: int = 100_000
     sync_interval_s: float = 2.0
     shard_persist_interval_s: float = 30.0
+    # Change-log entries older than this are pruned; a replica away longer rebuilds from SQL
+    # when it comes back (docs/DEPLOYMENT.md, "Change log and model switch").
+    change_log_retention_s: float = 7 * 86400.0
     max_concurrency: int = 64  # requests in flight; over it the app answers a JSON 503
     # Open connections (idle keep-alive ones too) before uvicorn answers its own plain 503:
     # a guard against connection floods, well above what MAX_CONCURRENCY lets through.

@@ -209,8 +209,17 @@ def sql_state(url: str, model_id: str) -> SqlState:
                 ).all()
             )
             keys = list(conn.execute(text("SELECT blob_key FROM reference_images")).scalars())
+            # Since migration 0003 every vector (images and views) is a row of `embeddings`.
+            tables = (
+                ("embeddings",)
+                if inspect(conn).has_table("embeddings")
+                else (
+                    "reference_images",
+                    "reference_views",
+                )
+            )
             vectors = 0
-            for table in ("reference_images", "reference_views"):
+            for table in tables:
                 if inspect(conn).has_table(table):
                     vectors += conn.execute(
                         text(f"SELECT count(*) FROM {table} WHERE model_id = :m"), {"m": model_id}

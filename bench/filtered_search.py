@@ -57,11 +57,14 @@ def median_ms(run: Callable[[], object], repeat: int) -> float:
 
 def index_rows(n: int, rng: np.random.Generator, repeat: int) -> list[str]:
     shards = ShardSet("bench", DIM, Path(tempfile.mkdtemp()), session_factory=None)  # type: ignore[arg-type]
-    for start in tqdm(range(0, n, SHARD_CAPACITY), desc=f"index {n}", unit="shard"):
+    # Each shard's vectors arrive as one write with its own (increasing) log sequence number.
+    for seq, start in enumerate(
+        tqdm(range(0, n, SHARD_CAPACITY), desc=f"index {n}", unit="shard"), start=1
+    ):
         ids = np.arange(start + 1, min(n, start + SHARD_CAPACITY) + 1, dtype=np.int64)
         vectors = rng.standard_normal((len(ids), DIM), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        shards.apply_added(start // SHARD_CAPACITY, 1, ids << 3, vectors)
+        shards.apply_added(start // SHARD_CAPACITY, seq, ids << 3, vectors)
     query = rng.standard_normal((1, DIM), dtype=np.float32)
     query /= np.linalg.norm(query)
     k = 64  # what /classify asks for: max(top_k * 8, 64) per vector of an image

@@ -93,7 +93,9 @@ class LiveServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 600) -> LiveServer:  # model load; slow on a busy machine
+    def start(self, timeout: float = 600, ready: bool = True) -> LiveServer:
+        """Wait (model load: slow on a busy machine) until /readyz says ready, or with
+        `ready=False` until the app answers at all (a replica waiting for a reindex)."""
         env = {**os.environ, **self.env, "RETAILKLIP_PORT": str(self.port)}
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -108,7 +110,8 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                answer = httpx.get(f"{self.url}/readyz", timeout=2)
+                if answer.status_code == 200 or (not ready and "index for model" in answer.text):
                     return self
             except httpx.HTTPError:
                 pass
@@ -133,7 +136,9 @@ class LiveServer:
             self.process.wait()
 
 
-def start_server(log_dir: Path, data_dir: Path, **settings: object) -> LiveServer:
+def start_server(
+    log_dir: Path, data_dir: Path, wait_ready: bool = True, **settings: object
+) -> LiveServer:
     env = {
         "RETAILKLIP_DATA_DIR": str(data_dir),
         "RETAILKLIP_MODEL": "efficientnet-lite0",
@@ -144,7 +149,7 @@ def start_server(log_dir: Path, data_dir: Path, **settings: object) -> LiveServe
     }
     env.update({f"RETAILKLIP_{k.upper()}": str(v) for k, v in settings.items()})
     server = LiveServer(env=env, log_path=log_dir / f"server-{uuid.uuid4().hex[:6]}.log")
-    return server.start()
+    return server.start(ready=wait_ready)
 
 
 @pytest.fixture
@@ -152,8 +157,10 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     """Start servers on demand (`live_server(data_dir=..., database_url=...)`); all stop after."""
     servers: list[LiveServer] = []
 
-    def start(data_dir: Path | None = None, **settings: object) -> LiveServer:
-        server = start_server(tmp_path, data_dir or tmp_path / "data", **settings)
+    def start(
+        data_dir: Path | None = None, wait_ready: bool = True, **settings: object
+    ) -> LiveServer:
+        server = start_server(tmp_path, data_dir or tmp_path / "data", wait_ready, **settings)
         servers.append(server)
         return server
 

@@ -99,12 +99,14 @@ def test_reindex_moves_the_catalogue_to_a_new_model(
     server.stop()
 
     new_model = {"RETAILKLIP_MODEL": "ViT-B-32:random", "RETAILKLIP_DEVICE": "cpu"}
-    switched = live_server(data_dir=data, model="ViT-B-32:random")
+    switched = live_server(data_dir=data, model="ViT-B-32:random", wait_ready=False)
     photo = shelf_photos(PRODUCTS["lemon"])[0]
     with httpx.Client(base_url=switched.url, timeout=60) as client:
-        # Old embeddings are never mixed into the new model's search: nothing to match yet.
-        answer = client.post("/classify", files={"image": (photo.name, photo.read_bytes())}).json()
-        assert answer == {"matches": [], "unknown": True, "model": "openclip:ViT-B-32:random"}
+        # No vectors of the new model yet: not ready, and no answer from a half-built index.
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "incomplete" in ready.json()["detail"]
+        answer = client.post("/classify", files={"image": (photo.name, photo.read_bytes())})
+        assert answer.status_code == 503 and "incomplete" in answer.json()["detail"]
         result = subprocess.run(
             [sys.executable, "-m", "app.cli", "reindex", "--batch-size", "1"],
             cwd=REPO,
@@ -115,8 +117,9 @@ def test_reindex_moves_the_catalogue_to_a_new_model(
         )
         assert result.returncode == 0, result.stderr
         assert "re-embedded 2 images with openclip:ViT-B-32:random; 0 failed" in result.stdout
-        # The running server follows the shard versions that reindex bumped.
-        assert wait_for(lambda: client.get("/readyz").json()["index_vectors"] == 2, 30)
+        # The running server follows the change log the reindex appended to, then is ready.
+        assert wait_for(lambda: client.get("/readyz").status_code == 200, 30)
+        assert client.get("/readyz").json()["index_vectors"] == 2
         answer = client.post("/classify", files={"image": (photo.name, photo.read_bytes())}).json()
         assert {m["sku"] for m in answer["matches"]} == {"banana", "lemon"}
 

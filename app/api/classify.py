@@ -61,6 +61,12 @@ def classify_options(
 OptionsDep = Annotated[ClassifyOptions, Depends(classify_options)]
 
 
+def _require_complete(services: Services) -> None:
+    if not services.shards.complete:
+        # Never answer from a half-built index (a reindex to this model is still running).
+        raise HTTPException(503, f"index for model {services.shards.model_id} incomplete")
+
+
 async def _classify(
     services: Services,
     blobs: list[bytes],
@@ -68,6 +74,7 @@ async def _classify(
     options: ClassifyOptions,
     scope: Scope = UNRESTRICTED,
 ) -> list[ClassifyResult]:
+    _require_complete(services)
     allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
     decoded = await decode_all(services, blobs, field)
     vectors = await services.inference.embed([d.tensor for d in decoded])
@@ -96,6 +103,7 @@ async def _classify_regions(
         boxes = parse_boxes(raw_boxes, services.settings.max_boxes)
     except BoxError as exc:
         raise HTTPException(422, str(exc)) from exc
+    _require_complete(services)
     allowed = await allowed_ids(services, scope)
     try:
         crops = await services.inference.decode_regions(data, boxes)
@@ -127,6 +135,7 @@ async def classify(
     blobs = await read_all([image], "image", 1)
     if boxes is not None:
         return await _classify_regions(services, blobs[0], boxes, options, scope)
+    _require_complete(services)
     allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
 
     def answer(vectors: np.ndarray) -> Verdict:

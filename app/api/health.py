@@ -33,6 +33,10 @@ async def readyz(request: Request) -> JSONResponse:
         await run_in_threadpool(ping)
     except Exception:
         return JSONResponse({"detail": "database unavailable"}, status_code=503)
+    if not services.shards.complete:
+        # A model switch in progress: answering from a half-built index would lose matches.
+        detail = f"index for model {services.shards.model_id} incomplete: reindex not finished"
+        return JSONResponse({"detail": detail}, status_code=503)
     return JSONResponse(
         {
             "status": "ready",
@@ -57,4 +61,5 @@ async def metrics(request: Request, metrics: MetricsDep) -> PlainTextResponse:
         metrics.index_size.set(services.shards.size)
         metrics.index_shards.set(len(services.shards.shards))
         metrics.shard_rebuilds.set(services.shards.rebuilds)
+        metrics.log_position.set(services.shards.position)
     return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -61,10 +62,11 @@ class Product(Base):
 
 
 class ReferenceImage(Base):
+    """A stored reference photo. Its vectors live in `embeddings`, one set per model."""
+
     __tablename__ = "reference_images"
     __table_args__ = (
         UniqueConstraint("product_id", "sha256", name="uq_reference_images_product_sha256"),
-        Index("ix_reference_images_model_shard", "model_id", "shard"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -76,48 +78,74 @@ class ReferenceImage(Base):
     image_format: Mapped[str] = mapped_column(String(16), nullable=False)
     width: Mapped[int] = mapped_column(Integer, nullable=False)
     height: Mapped[int] = mapped_column(Integer, nullable=False)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # float32, L2-normalised
-    model_id: Mapped[str] = mapped_column(String(128), nullable=False)
-    shard: Mapped[int] = mapped_column(Integer, nullable=False)
-    # Codes of the degraded views stored with this embedding ("1,3"; "" = none), so that
-    # `retailklip reindex` knows which rows a change of RETAILKLIP_REFERENCE_VIEWS left stale.
-    views: Mapped[str] = mapped_column(String(32), nullable=False, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     product: Mapped[Product] = relationship(back_populates="images")
 
 
-class ReferenceView(Base):
-    """A derived vector of a reference image: one of its degraded views (app/encoder/views.py).
+class Embedding(Base):
+    """One vector of one reference image under one model: code 0 is the image itself, codes
+    1..7 its degraded views (app/encoder/views.py). Several models' rows live side by side, so
+    a reindex to a new model never disturbs replicas still serving the old one.
 
-    It belongs to its image (same model, same shard, deleted with it), is searched as that
-    image, and is never listed or counted as an image of its own.
+    `vector` is float16, little-endian, L2-normalised before rounding (half the bytes of
+    float32; what that costs in accuracy is measured in bench/changelog.py).
     """
 
-    __tablename__ = "reference_views"
-    __table_args__ = (Index("ix_reference_views_model_shard", "model_id", "shard"),)
-
-    image_id: Mapped[int] = mapped_column(
-        ForeignKey("reference_images.id", ondelete="CASCADE"), primary_key=True
-    )
-    code: Mapped[int] = mapped_column(Integer, primary_key=True)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # float32, L2-normalised
-    model_id: Mapped[str] = mapped_column(String(128), nullable=False)
-    shard: Mapped[int] = mapped_column(Integer, nullable=False)
-
-
-class ShardVersion(Base):
-    """Bumped in the same transaction as any change to a shard's membership.
-
-    Every process compares these with the versions of the FAISS shards it holds and rebuilds a
-    shard whose version moved, which is how replicas sharing one database stay in step.
-    """
-
-    __tablename__ = "shard_versions"
+    __tablename__ = "embeddings"
+    __table_args__ = (Index("ix_embeddings_image_id", "image_id"),)
 
     model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
-    version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    image_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("reference_images.id", ondelete="CASCADE"), primary_key=True
+    )
+    code: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, nullable=False)
+    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # On code-0 rows: the view codes stored beside it ("1,3"; "" = none), so that
+    # `retailklip reindex` knows which images a change of RETAILKLIP_REFERENCE_VIEWS left stale.
+    views: Mapped[str] = mapped_column(String(32), nullable=False, default="", server_default="")
+
+
+class LogHead(Base):
+    """Per model: the last sequence number handed out and the last one pruned.
+
+    Writers bump `last_seq` with an upsert in their own transaction; the row lock it takes is
+    held to commit, so sequence numbers commit in order and a reader never sees n+1 without n.
+    """
+
+    __tablename__ = "log_heads"
+
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    pruned_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class ChangeLogEntry(Base):
+    """One write's vector ids for one model; replicas re-read those ids' rows to apply it."""
+
+    __tablename__ = "change_log"
+    __table_args__ = (Index("ix_change_log_created_at", "created_at"),)  # pruning by age
+
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    op: Mapped[str] = mapped_column(String(8), nullable=False)  # "add" | "remove"
+    vector_ids: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # int64 little-endian
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Replica(Base):
+    """A serving process's heartbeat: which model it serves and how far it has read the log.
+
+    `retailklip drop-model` refuses while a replica on that model reported recently."""
+
+    __tablename__ = "replicas"
+
+    replica_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    position: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    ready: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ProductCatalogue(Base):

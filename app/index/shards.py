@@ -2,32 +2,47 @@
 
 Each shard is an `IndexIDMap2(IndexFlatIP)` whose ids are vector ids: a reference image's id shifted
 left by `VIEW_BITS`, plus the code of a degraded view (0: the image itself; see
-app/encoder/views.py), so a hit maps back to its image without a lookup. SQL holds a version
-per (model, shard) that every write bumps; a shard whose loaded version differs from SQL's is
-rebuilt from SQL, so neither local files nor another process's writes are ever trusted blindly.
+app/encoder/views.py), so a hit maps back to its image without a lookup.
+
+The set follows the model's change log (app/changelog.py): `position` is the last log entry it
+has applied, and a sync applies only the entries after it, re-reading from SQL the rows of the
+vector ids they name. It reads the whole model from SQL only when it starts without files or
+when the entries it needs were pruned. Shard files record the position they contain (in
+`manifest.json`), so a restart replays just what it missed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
-from collections.abc import Callable
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import ReferenceImage, ReferenceView, ShardVersion
-from app.encoder.views import VIEW_BITS, image_of, vector_id
+from app import changelog
+from app.db.models import Embedding
+from app.encoder.views import VIEW_BITS, image_of
 from app.storage.files import atomic_write
 
-# Bumped when what a shard file holds changes meaning (v2: vector ids instead of image ids),
-# so files written by an older release are never loaded as if they were current.
-LAYOUT = "v2"
+# Bumped when what a shard file holds changes meaning (v2: vector ids instead of image ids;
+# v3: log positions instead of per-shard versions), so files written by an older release are
+# never loaded as if they were current.
+LAYOUT = "v3"
+MANIFEST = "manifest.json"
+LOG_BATCH = 2000  # log entries read per round trip while catching up
+ID_BATCH = 5000  # image ids per IN (...) when re-reading the rows entries name
+STREAM_ROWS = 20_000  # rows per fetch when reading a whole model (server-side cursor)
+HEARTBEAT_S = 10.0  # replicas table: `retailklip drop-model` waits minutes, not seconds
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +50,35 @@ log = logging.getLogger(__name__)
 @dataclass
 class Shard:
     index: faiss.IndexIDMap2
-    version: int
+    version: int  # log position of this shard's last change; names its file
     dirty: bool = False  # changed in memory since last written to disk
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    # float16 rounding moves a unit vector's length by up to ~1e-3 of itself; scaling back to
+    # length 1 keeps scores cosines (an image's own photo scores 1.0, not 1.0001). In place,
+    # multithreaded: several times faster than numpy's norm on a million rows.
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    faiss.normalize_L2(vectors)
+    return vectors
+
+
+def decode_vectors(blobs: list[bytes], dim: int) -> np.ndarray:
+    """float16 rows from SQL, as the float32 unit vectors the index searches."""
+    if not blobs:
+        return np.zeros((0, dim), np.float32)
+    raw = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(-1, dim)
+    return _unit(raw.astype(np.float32))
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f2").tobytes()
+
+
+def as_stored(vectors: np.ndarray) -> np.ndarray:
+    """What a vector becomes once written to SQL and read back: local writes index exactly
+    this, so every replica holds the same vectors whether it applied a write itself or read it."""
+    return _unit(np.asarray(vectors, dtype="<f2").astype(np.float32))
 
 
 class ShardSet:
@@ -46,124 +88,274 @@ class ShardSet:
         dim: int,
         shard_dir: Path,
         session_factory: Callable[[], Session],
+        log_retention_s: float = 7 * 86400,
+        prune_interval_s: float = 300.0,
     ) -> None:
         self.model_id = model_id
         self.dim = dim
         self.directory = shard_dir / LAYOUT / re.sub(r"[^A-Za-z0-9._-]", "_", model_id)
         self.session_factory = session_factory
+        self.log_retention_s = log_retention_s
+        self.prune_interval_s = prune_interval_s
         self.shards: dict[int, Shard] = {}
-        self.lock = threading.RLock()
+        self.position = 0  # last change-log entry reflected in the shards
+        self.loaded = False
+        # Every reference image has a vector of this model (a reindex to it has finished).
+        # Latched: once true, images added later by replicas on another model do not take
+        # this replica out of service (the next reindex run covers them).
+        self.complete = False
+        self.replica_id = changelog.new_replica_id()
+        self.lock = threading.RLock()  # index contents: searches and mutations
+        self.apply_lock = threading.RLock()  # one writer of shard state at a time
         self.persist_lock = threading.Lock()
-        self.rebuilds = 0  # for tests and metrics: how often SQL had to be re-read
+        self.rebuilds = 0  # for tests and metrics: how often the whole model was read from SQL
+        self.applied = 0  # change-log entries applied by sync
+        self._last_prune = self._last_beat = -float("inf")
 
     # ---- bringing shards up to date -------------------------------------------------------
     def sync(self, use_files: bool = False) -> int:
-        """Rebuild every shard whose SQL version moved; returns how many were (re)loaded."""
-        with self.session_factory() as session:
-            versions = dict(
-                session.execute(
-                    select(ShardVersion.shard, ShardVersion.version).where(
-                        ShardVersion.model_id == self.model_id
-                    )
-                ).all()
-            )
-        changed = 0
-        for shard_no, version in sorted(versions.items()):
-            with self.lock:
-                current = self.shards.get(shard_no)
-                if current is not None and current.version == version:
-                    continue
-            loaded = self._load_file(shard_no, version) if use_files else None
-            shard = loaded or self._build_from_sql(shard_no)
-            with self.lock:
-                current = self.shards.get(shard_no)
-                # A local write may have moved past what we read meanwhile; keep the newer one.
-                if current is None or current.version <= shard.version:
-                    self.shards[shard_no] = shard
-            changed += 1
-        return changed
+        """Apply what the log holds past our position; returns entries applied (+1 per rebuild).
 
-    def _build_from_sql(self, shard_no: int) -> Shard:
+        Rebuilds from SQL only on first start without usable files, or when entries we need
+        were pruned (this replica was away longer than the log's retention). One connection
+        for the whole pass: with nothing new it is one indexed read of `log_heads`."""
+        with self.apply_lock:
+            changed = 0
+            if not self.loaded:
+                changed += self._start(use_files)
+            with self.session_factory() as session:
+                head = changelog.head(session, self.model_id)
+                behind = self.position < head.pruned_seq or self.position > head.last_seq
+                applied = -1 if behind else 0
+                if not behind and head.last_seq > self.position:
+                    applied = self._catch_up(session)
+            if applied < 0:  # entries we need were pruned (before or while we read)
+                log.warning(
+                    "model %s: at log position %d, log holds %d..%d; rebuilding from SQL",
+                    self.model_id,
+                    self.position,
+                    head.pruned_seq + 1,
+                    head.last_seq,
+                )
+                self._build_from_sql()
+                with self.session_factory() as session:
+                    applied = 1 + max(0, self._catch_up(session))
+            changed += applied
+            self._housekeeping()
+            return changed
+
+    def _start(self, use_files: bool) -> int:
+        if use_files and self._load_files():
+            # Trust files only if, replayed to a known log position, they hold what SQL holds.
+            for _ in range(3):
+                with self.session_factory() as session:
+                    before = changelog.head(session, self.model_id)
+                    count = session.scalar(
+                        select(func.count())
+                        .select_from(Embedding)
+                        .where(Embedding.model_id == self.model_id)
+                    )
+                    after = changelog.head(session, self.model_id)
+                if before == after:
+                    break
+            ok = before.pruned_seq <= self.position <= before.last_seq
+            with self.session_factory() as session:
+                caught_up = ok and self._catch_up(session, until=before.last_seq) >= 0
+            if caught_up and self.size == int(count or 0):
+                self.loaded = True
+                return 0
+            log.warning("model %s: shard files disagree with SQL; rebuilding", self.model_id)
+        self._build_from_sql()
+        self.loaded = True
+        return 1
+
+    def _build_from_sql(self) -> None:
+        """Read every vector of the model in one streamed query, then build each shard with a
+        single add (its storage allocated once, not grown chunk by chunk) and swap them in."""
+        started = time.perf_counter()
+        parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         with self.session_factory() as session:
-            # Version first: rows read after it are at least as new, so a later sync catches up.
-            version = session.scalar(
-                select(ShardVersion.version).where(
-                    ShardVersion.model_id == self.model_id, ShardVersion.shard == shard_no
-                )
-            )
-            rows = session.execute(
-                select(ReferenceImage.id, ReferenceImage.embedding).where(
-                    ReferenceImage.model_id == self.model_id, ReferenceImage.shard == shard_no
-                )
-            ).all()
-            views = session.execute(
-                select(ReferenceView.image_id, ReferenceView.code, ReferenceView.embedding).where(
-                    ReferenceView.model_id == self.model_id, ReferenceView.shard == shard_no
-                )
-            ).all()
-        index = self._empty_index()
-        keyed = [(int(vector_id(r[0])), r[1]) for r in rows]
-        keyed += [(int(vector_id(v[0], v[1])), v[2]) for v in views]
-        if keyed:
-            ids = np.fromiter((k for k, _ in keyed), dtype=np.int64, count=len(keyed))
-            vectors = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob in keyed])
+            # Position first: rows read after it are at least as new; replaying entries past it
+            # re-reads their rows, so nothing is lost and nothing doubles.
+            position = changelog.head(session, self.model_id).last_seq
+            for image_ids, codes, shard_nos, halves in self._stream_model(session):
+                ids = (image_ids << VIEW_BITS) | codes
+                for shard_no in np.unique(shard_nos):
+                    mask = shard_nos == shard_no
+                    parts[int(shard_no)].append((ids[mask], halves[mask]))
+        fresh: dict[int, Shard] = {}
+        for shard_no in sorted(parts):
+            chunks = parts.pop(shard_no)  # float16 until here: half the memory while reading
+            ids = np.concatenate([c[0] for c in chunks])
+            vectors = _unit(np.concatenate([c[1] for c in chunks]).astype(np.float32))
+            del chunks
+            index = self._empty_index()
             index.add_with_ids(vectors, ids)
+            fresh[shard_no] = Shard(index, position, dirty=True)
+        with self.lock:
+            self.shards = fresh
+            self.position = position
         self.rebuilds += 1
-        return Shard(index=index, version=int(version or 0), dirty=True)
+        log.info(
+            "model %s: %d vectors read from SQL in %.1f s (log position %d)",
+            self.model_id,
+            self.size,
+            time.perf_counter() - started,
+            position,
+        )
 
-    def _load_file(self, shard_no: int, version: int) -> Shard | None:
-        path = self._path(shard_no, version)
-        if not path.is_file():
-            return None
-        try:
-            index = faiss.read_index(str(path))
-        except RuntimeError:
-            log.warning("shard file %s unreadable; rebuilding from SQL", path)
-            return None
-        with self.session_factory() as session:
-            count = sum(
-                session.scalar(
-                    select(func.count()).where(
-                        table.model_id == self.model_id, table.shard == shard_no
+    def _stream_model(
+        self, session: Session
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """(image ids, codes, shards, float16 vectors) of the model, STREAM_ROWS at a time,
+        without ORM objects. On PostgreSQL (psycopg) a named server-side cursor in binary
+        format: bytea arrives as raw bytes, not hex text twice their size."""
+        connection = session.connection()
+        raw = connection.connection.driver_connection
+        if connection.dialect.name == "postgresql" and hasattr(raw, "cursor"):
+            try:
+                import psycopg
+            except ImportError:  # another PostgreSQL driver: the generic path below
+                psycopg = None
+            if psycopg is not None and isinstance(raw, psycopg.Connection):
+                with raw.cursor(name=f"rk_stream_{self.replica_id}", binary=True) as cursor:
+                    cursor.itersize = STREAM_ROWS
+                    cursor.execute(
+                        "SELECT image_id, code, shard, vector FROM embeddings WHERE model_id = %s",
+                        (self.model_id,),
                     )
+                    while rows := cursor.fetchmany(STREAM_ROWS):
+                        yield self._columns(rows)
+                return
+        result = connection.execute(
+            select(Embedding.image_id, Embedding.code, Embedding.shard, Embedding.vector)
+            .where(Embedding.model_id == self.model_id)
+            .execution_options(stream_results=True, yield_per=STREAM_ROWS)
+        )
+        for rows in result.partitions():
+            yield self._columns(rows)
+
+    def _columns(
+        self, rows: Sequence[Sequence[Any]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        image_ids, codes, shard_nos, blobs = zip(*rows, strict=True)
+        halves = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(-1, self.dim)
+        return (
+            np.array(image_ids, np.int64),
+            np.array(codes, np.int64),
+            np.array(shard_nos, np.int64),
+            halves,
+        )
+
+    def _add(
+        self,
+        shards: dict[int, Shard],
+        shard_nos: np.ndarray,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        position: int,
+    ) -> None:
+        for shard_no in np.unique(shard_nos):
+            mask = shard_nos == shard_no
+            shard = shards.get(int(shard_no))
+            if shard is None:
+                shard = shards[int(shard_no)] = Shard(self._empty_index(), position)
+            shard.index.add_with_ids(np.ascontiguousarray(vectors[mask]), ids[mask])
+            shard.version = max(shard.version, position)
+            shard.dirty = True
+
+    def _catch_up(self, session: Session, until: int | None = None) -> int:
+        """Apply log entries after our position (up to `until`); -1 if one we need is gone."""
+        applied = 0
+        while True:
+            entries = changelog.entries_after(session, self.model_id, self.position, LOG_BATCH)
+            if until is not None:
+                entries = [e for e in entries if e.seq <= until]
+            if not entries:
+                return applied
+            if entries[0].seq != self.position + 1:
+                return -1
+            touched = np.unique(np.concatenate([e.vector_ids for e in entries]))
+            self._refresh(session, touched, entries[-1].seq)
+            applied += len(entries)
+            self.applied += len(entries)
+            if len(entries) < LOG_BATCH:
+                return applied
+
+    def _refresh(self, session: Session, vector_ids: np.ndarray, seq: int) -> None:
+        """Make these vector ids match SQL: drop them, then add back the rows that exist."""
+        images = np.unique(image_of(vector_ids))
+        rows: list[tuple[int, int, int, bytes]] = []
+        for start in range(0, len(images), ID_BATCH):
+            rows += session.execute(
+                select(Embedding.image_id, Embedding.code, Embedding.shard, Embedding.vector).where(
+                    Embedding.model_id == self.model_id,
+                    Embedding.image_id.in_(images[start : start + ID_BATCH].tolist()),
                 )
-                or 0
-                for table in (ReferenceImage, ReferenceView)
-            )
-        if index.ntotal != count or index.d != self.dim:
-            log.warning("shard file %s disagrees with SQL; rebuilding", path)
-            return None
-        return Shard(index=index, version=version)
+            ).all()
+        wanted = set(vector_ids.tolist())
+        rows = [r for r in rows if (r[0] << VIEW_BITS | r[1]) in wanted]
+        with self.lock:
+            self._remove(vector_ids, seq)
+            if rows:
+                image_ids, codes, shard_nos, blobs = zip(*rows, strict=True)
+                ids = (np.array(image_ids, np.int64) << VIEW_BITS) | np.array(codes, np.int64)
+                vectors = decode_vectors(list(blobs), self.dim)
+                self._add(self.shards, np.array(shard_nos, np.int64), ids, vectors, seq)
+            self.position = max(self.position, seq)
+
+    def _remove(self, vector_ids: np.ndarray, seq: int) -> None:
+        ids = np.ascontiguousarray(vector_ids, dtype=np.int64)
+        for shard in self.shards.values():
+            if shard.index.remove_ids(ids):
+                shard.version = max(shard.version, seq)
+                shard.dirty = True
+
+    def _housekeeping(self) -> None:
+        """Readiness; now and then a heartbeat and pruning the log (any replica may)."""
+        now = time.monotonic()
+        due_beat = now - self._last_beat >= HEARTBEAT_S
+        if self.complete and not due_beat:
+            return
+        with self.session_factory() as session:
+            if not self.complete:
+                self.complete = changelog.missing_images(session, self.model_id) == 0
+                due_beat = due_beat or self.complete  # report readiness at once
+            if due_beat:
+                self._last_beat = now
+                changelog.heartbeat(
+                    session, self.replica_id, self.model_id, self.position, self.complete
+                )
+            if now - self._last_prune >= self.prune_interval_s:
+                self._last_prune = now
+                changelog.prune(session, self.log_retention_s)
 
     # ---- local writes, applied after their transaction committed ---------------------------
-    # Adds and removals are idempotent (an add first drops the ids it adds), so a write may be
-    # applied out of order: it is searchable here at once, and the version only advances when
-    # no other write is missing in between. Any gap is closed by the next sync, never inline.
+    # A local write is searchable here at once. The position only advances when it is the next
+    # entry; otherwise another process's entry is missing in between and the next sync applies
+    # both (re-reading rows from SQL, so applying ours twice changes nothing).
     def apply_added(
-        self, shard_no: int, version: int, ids: np.ndarray, vectors: np.ndarray
+        self, shard_nos: int | np.ndarray, seq: int, ids: np.ndarray, vectors: np.ndarray
     ) -> None:
-        ids = ids.astype(np.int64)
-        with self.lock:
-            shard = self.shards.setdefault(shard_no, Shard(self._empty_index(), 0))
-            if shard.version >= version:
-                return  # a sync already read this write from SQL
-            shard.index.remove_ids(ids)
-            shard.index.add_with_ids(vectors.astype(np.float32), ids)
-            self._advance(shard, version)
+        """`shard_nos`: one shard for all vectors, or one per vector; `seq`: the write's log
+        entry."""
+        ids = np.asarray(ids, dtype=np.int64)
+        shards = np.broadcast_to(np.asarray(shard_nos, np.int64), ids.shape)
+        with self.apply_lock, self.lock:
+            if self.position >= seq:
+                return  # a sync already applied this write from SQL
+            self._remove(ids, seq)
+            self._add(self.shards, shards, ids, as_stored(vectors), seq)
+            if self.position == seq - 1:
+                self.position = seq
 
-    def apply_removed(self, shard_no: int, version: int, ids: np.ndarray) -> None:
-        with self.lock:
-            shard = self.shards.get(shard_no)
-            if shard is None or shard.version >= version:
+    def apply_removed(self, seq: int, ids: np.ndarray) -> None:
+        with self.apply_lock, self.lock:
+            if self.position >= seq:
                 return
-            shard.index.remove_ids(ids.astype(np.int64))
-            self._advance(shard, version)
-
-    @staticmethod
-    def _advance(shard: Shard, version: int) -> None:
-        shard.dirty = True
-        if shard.version == version - 1:
-            shard.version = version
+            self._remove(np.asarray(ids, dtype=np.int64), seq)
+            if self.position == seq - 1:
+                self.position = seq
 
     # ---- search ------------------------------------------------------------------------------
     def search(
@@ -215,10 +407,15 @@ class ShardSet:
         return self.directory / f"shard-{shard_no:06d}-v{version}.faiss"
 
     def persist_dirty(self) -> int:
-        """Write changed shards to disk (atomically), one at a time, and drop older files."""
+        """Write changed shards to disk (atomically), one at a time, and drop older files;
+        then the manifest naming the log position every file on disk contains."""
         written = 0
         with self.persist_lock:  # the sync loop and shutdown may both get here
-            for shard_no in sorted(self.shards):
+            with self.lock:
+                # Files written below hold at least this position (shards only move forward);
+                # a restart replays the entries after it, which is idempotent.
+                position, shard_nos = self.position, sorted(self.shards)
+            for shard_no in shard_nos:
                 with self.lock:  # searches wait for one shard's serialisation at most
                     shard = self.shards.get(shard_no)
                     if shard is None or not shard.dirty:
@@ -231,7 +428,41 @@ class ShardSet:
                     if old != path:
                         old.unlink(missing_ok=True)
                 written += 1
+            manifest = {"position": position, "shards": shard_nos, "dim": self.dim}
+            atomic_write(self.directory / MANIFEST, json.dumps(manifest).encode())
         return written
+
+    def _load_files(self) -> bool:
+        """Shards and position from the last persist; False if anything is missing or odd."""
+        try:
+            manifest = json.loads((self.directory / MANIFEST).read_text())
+            position, shard_nos = int(manifest["position"]), [int(n) for n in manifest["shards"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        loaded: dict[int, Shard] = {}
+        for shard_no in shard_nos:
+            files = sorted(
+                self.directory.glob(f"shard-{shard_no:06d}-v*.faiss"),
+                key=lambda p: int(p.stem.rsplit("-v", 1)[1]),
+            )
+            shard = self._load_file(files[-1]) if files else None
+            if shard is None:
+                return False
+            loaded[shard_no] = shard
+        with self.lock:
+            self.shards, self.position = loaded, position
+        return True
+
+    def _load_file(self, path: Path) -> Shard | None:
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError:
+            log.warning("shard file %s unreadable; rebuilding from SQL", path)
+            return None
+        if index.d != self.dim:
+            log.warning("shard file %s has dimension %d, not %d", path, index.d, self.dim)
+            return None
+        return Shard(index=index, version=int(path.stem.rsplit("-v", 1)[1]))
 
     def _empty_index(self) -> faiss.IndexIDMap2:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
