@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.catalog import Catalog
+from app.catalogue import Catalogue
 from app.index.shards import ShardSet
 
 # Neighbours fetched per query vector, per view vector of an image: enough to get past the
@@ -38,15 +38,15 @@ class SimilarProduct:
 
 
 def _neighbours(
-    shards: ShardSet, catalog: Catalog, vectors: np.ndarray, depth: int
+    shards: ShardSet, catalogue: Catalogue, vectors: np.ndarray, depth: int
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     scores, ids = shards.search(np.ascontiguousarray(vectors, dtype=np.float32), depth)
-    return scores, ids, catalog.matches_for(ids.ravel().tolist())
+    return scores, ids, catalogue.matches_for(ids.ravel().tolist())
 
 
 def near_duplicates(
     shards: ShardSet,
-    catalog: Catalog,
+    catalogue: Catalogue,
     sku: str,
     vectors: np.ndarray,
     threshold: float,
@@ -56,7 +56,7 @@ def near_duplicates(
     `threshold`, best first; one warning per (upload, other product)."""
     if len(vectors) == 0 or shards.size == 0:
         return []
-    scores, ids, known = _neighbours(shards, catalog, vectors, DEPTH * vectors_per_image)
+    scores, ids, known = _neighbours(shards, catalogue, vectors, DEPTH * vectors_per_image)
     warnings = []
     for upload, (row_scores, row_ids) in enumerate(zip(scores, ids, strict=True)):
         seen: set[str] = set()
@@ -81,7 +81,7 @@ def near_duplicates(
 
 def similar_products(
     shards: ShardSet,
-    catalog: Catalog,
+    catalogue: Catalogue,
     sku: str,
     image_ids: np.ndarray,
     vectors: np.ndarray,
@@ -92,7 +92,7 @@ def similar_products(
     if len(vectors) == 0 or shards.size == 0:
         return []
     depth = (limit * 8 + len(image_ids)) * vectors_per_image
-    scores, ids, known = _neighbours(shards, catalog, vectors, max(depth, DEPTH))
+    scores, ids, known = _neighbours(shards, catalogue, vectors, max(depth, DEPTH))
     best: dict[str, SimilarProduct] = {}
     for own, row_scores, row_ids in zip(image_ids, scores, ids, strict=True):
         for score, image_id in zip(row_scores, row_ids, strict=True):

@@ -21,7 +21,7 @@ import torch
 
 from app.boxes import Box, pixel_boxes
 from app.encoder.preprocess import decode_image_with_format, eval_transform
-from app.encoder.runtime import Encoder
+from app.encoder.torch_encoder import Encoder
 from app.encoder.views import degraded_views, view_code
 from app.storage.blobs import sha256_hex
 
@@ -45,7 +45,7 @@ class _Job:
     future: asyncio.Future[np.ndarray]
 
 
-class InferenceRuntime:
+class Inference:
     def __init__(
         self,
         encoder: Encoder,

@@ -19,13 +19,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api import catalogues, classify, health, products, references
 from app.api.console import install_console
 from app.api.openapi import allowed_methods, contract_openapi
-from app.catalog import Catalog
+from app.catalogue import Catalogue
 from app.db.migrate import open_database
 from app.db.session import make_session_factory
 from app.encoder.loading import load_service_encoder
 from app.index.shards import ShardSet
-from app.inference import InferenceRuntime
-from app.metrics import Metrics
+from app.inference import Inference
+from app.metrics import ServiceMetrics
 from app.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
@@ -40,7 +40,7 @@ from app.storage.blobs import FileBlobStore
 log = logging.getLogger("retailklip")
 
 
-def build_services(settings: Settings, metrics: Metrics) -> Services:
+def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     """Blocking start-up: schema, model (with warm-up), shards from files or SQL."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(settings.resolved_database_url, settings.auto_migrate)
@@ -59,7 +59,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     log.info("index ready: %d vectors in %d shards", shards.size, len(shards.shards))
     if not shards.complete:
         log.warning("model %s: reindex incomplete; not ready until it finishes", encoder.model_id)
-    inference = InferenceRuntime(
+    inference = Inference(
         encoder,
         settings.max_image_pixels,
         settings.max_batch,
@@ -67,12 +67,12 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         on_batch=metrics.batch_size.observe,
         reference_views=settings.resolved_reference_views(encoder.preprocess),
     )
-    catalog = Catalog(
+    catalogue = Catalogue(
         session_factory, FileBlobStore(settings.resolved_blob_dir), shards, settings.shard_capacity
     )
     scopes = ScopeResolver(session_factory, encoder.model_id)
     return Services(
-        settings, engine, session_factory, encoder, inference, shards, catalog, metrics, scopes
+        settings, engine, session_factory, encoder, inference, shards, catalogue, metrics, scopes
     )
 
 
@@ -94,7 +94,7 @@ async def keep_shards_in_step(services: Services) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    metrics = Metrics()
+    metrics = ServiceMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.metrics import Metrics
+from app.metrics import ServiceMetrics
 
 
 class ApiKeyMiddleware:
@@ -156,7 +156,7 @@ class ConcurrencyLimitMiddleware:
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
 

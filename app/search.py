@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.catalog import Catalog
+from app.catalogue import Catalogue
 from app.index.shards import ShardSet
 
 # One SKU may own many references; fetch this many neighbours per requested SKU so that
@@ -35,7 +35,7 @@ class Verdict:
 
 def classify_vectors(
     shards: ShardSet,
-    catalog: Catalog,
+    catalogue: Catalogue,
     queries: np.ndarray,
     top_k: int,
     threshold: float,
@@ -47,7 +47,7 @@ def classify_vectors(
     # A degraded view's hit comes back as its image: it never shows as a match of its own.
     # `allowed` (a catalogue / metadata scope) is applied inside the index search.
     scores, ids = shards.search(np.ascontiguousarray(queries, dtype=np.float32), k, allowed)
-    known = catalog.matches_for(ids.ravel().tolist())
+    known = catalogue.matches_for(ids.ravel().tolist())
     results = []
     for row_scores, row_ids in zip(scores, ids, strict=True):
         best: dict[str, Hit] = {}

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.catalog import Catalog
-from app.encoder.runtime import Encoder
+from app.catalogue import Catalogue
+from app.encoder.torch_encoder import Encoder
 from app.index.shards import ShardSet
-from app.inference import InferenceRuntime
-from app.metrics import Metrics
+from app.inference import Inference
+from app.metrics import ServiceMetrics
 from app.scopes import ScopeResolver
 from app.settings import Settings
 
@@ -22,8 +22,8 @@ class Services:
     engine: Engine
     session_factory: sessionmaker[Session]
     encoder: Encoder
-    inference: InferenceRuntime
+    inference: Inference
     shards: ShardSet
-    catalog: Catalog
-    metrics: Metrics
+    catalogue: Catalogue
+    metrics: ServiceMetrics
     scopes: ScopeResolver

@@ -5,7 +5,7 @@
 
 `sync` seeds a fresh PostgreSQL database with N reference vectors (1,280-d synthetic unit
 vectors: timing only) through each code base's own schema, then measures, through the public
-ShardSet/Catalog API: start-up from SQL, start-up from the shard files, and the catch-up of a
+ShardSet/Catalogue API: start-up from SQL, start-up from the shard files, and the catch-up of a
 replica after one write made by another process into a shard holding ~N vectors. The "before"
 column runs the same steps on `git archive <base>` (default 7df9e60, the last release with
 per-shard versions instead of the log) in a subprocess, in the same run, so the ratio is what
@@ -115,7 +115,7 @@ def _seed(url: str, refs: int, capacity: int = CAPACITY) -> int:
 
 
 def run_sync(url: str, refs: int, writes: int, work: Path) -> dict[str, object]:
-    from app.catalog import Catalog, NewImage
+    from app.catalogue import Catalogue, NewImage
     from app.db.migrate import upgrade_to_head
     from app.db.session import make_engine, make_session_factory
     from app.index.shards import ShardSet
@@ -140,7 +140,7 @@ def run_sync(url: str, refs: int, writes: int, work: Path) -> dict[str, object]:
     startup_files = time.perf_counter() - begin
     del again
 
-    writer = Catalog(
+    writer = Catalogue(
         writer_factory,
         FileBlobStore(work / "blobs"),
         ShardSet(MODEL, DIM, work / "writer", writer_factory),
@@ -254,7 +254,7 @@ def accuracy_command(args: argparse.Namespace) -> int:
     Queries are a per-class subset (--per-class) so that this fits on a busy CPU; the point is
     the difference between the two rows, which uses identical embeddings."""
     sys.path.insert(0, str(ROOT))
-    from app.encoder.runtime import load_encoder
+    from app.encoder.torch_encoder import load_encoder
     from app.index.shards import as_stored
     from training.data import read_grocery, read_grozi
     from training.evaluate import embed_references, embed_samples, knn_metrics

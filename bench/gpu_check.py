@@ -65,7 +65,7 @@ def photos(folder: Path | None, count: int, work: Path) -> list[Path]:
 
 
 def check_embeddings(model: str, device: str, paths: list[Path]) -> tuple[list[object], bool]:
-    from app.encoder.runtime import load_encoder
+    from app.encoder.torch_encoder import load_encoder
 
     begin = time.perf_counter()
     on_device, on_cpu = load_encoder(model, device), load_encoder(model, "cpu")
@@ -81,7 +81,7 @@ def check_embeddings(model: str, device: str, paths: list[Path]) -> tuple[list[o
 
 
 def check_throughput(model: str, device: str, batches: list[int]) -> list[list[object]]:
-    from app.encoder.runtime import load_encoder
+    from app.encoder.torch_encoder import load_encoder
 
     encoder = load_encoder(model, device)
     size = encoder.preprocess.image_size
@@ -151,7 +151,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def check_training(device: str, work: Path) -> list[object]:
-    from app.encoder.runtime import load_encoder
+    from app.encoder.torch_encoder import load_encoder
     from training.loop import TrainConfig, train
     from training.synthetic import make_synthetic_folder
 

@@ -137,10 +137,10 @@ def serve_instrumented() -> None:
     from fastapi.responses import JSONResponse
 
     import app.api.classify as classify_module
-    from app.catalog import Catalog
-    from app.encoder.runtime import Encoder
+    from app.catalogue import Catalogue
+    from app.encoder.torch_encoder import Encoder
     from app.index.shards import ShardSet
-    from app.inference import InferenceRuntime
+    from app.inference import Inference
     from app.main import create_app
     from app.settings import Settings
 
@@ -166,16 +166,16 @@ def serve_instrumented() -> None:
 
         return wrapper
 
-    InferenceRuntime._decode = timed("decode+preprocess (in pool)", InferenceRuntime._decode)
-    InferenceRuntime.decode = timed_async("decode await (incl. hop)", InferenceRuntime.decode)
-    InferenceRuntime.embed = timed_async("embed await (queue+forward)", InferenceRuntime.embed)
-    if hasattr(InferenceRuntime, "classify_one"):
-        InferenceRuntime.classify_one = timed_async(
-            "classify_one await (all stages, hops incl.)", InferenceRuntime.classify_one
+    Inference._decode = timed("decode+preprocess (in pool)", Inference._decode)
+    Inference.decode = timed_async("decode await (incl. hop)", Inference.decode)
+    Inference.embed = timed_async("embed await (queue+forward)", Inference.embed)
+    if hasattr(Inference, "classify_one"):
+        Inference.classify_one = timed_async(
+            "classify_one await (all stages, hops incl.)", Inference.classify_one
         )
     Encoder.embed_tensor = timed("forward (in model thread)", Encoder.embed_tensor)
     ShardSet.search = timed("faiss search", ShardSet.search)
-    Catalog.matches_for = timed("SQL matches_for", Catalog.matches_for)
+    Catalogue.matches_for = timed("SQL matches_for", Catalogue.matches_for)
     classify_module.classify_vectors = timed(
         "classify_vectors (in thread)", classify_module.classify_vectors
     )

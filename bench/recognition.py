@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.encoder.loading import load_service_encoder  # noqa: E402
-from app.encoder.runtime import Encoder, override_pipeline  # noqa: E402
+from app.encoder.torch_encoder import Encoder, override_pipeline  # noqa: E402
 from app.encoder.views import VIEWS, parse_views  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from training.data import Sample, load_image, read_grocery, read_grozi  # noqa: E402

@@ -14,15 +14,15 @@ import pytest
 from sqlalchemy import func, select
 
 from app import changelog
-from app.catalog import Catalog, NewImage
+from app.catalogue import Catalogue, NewImage
+from app.commands.models import run_drop_model
+from app.commands.reindex import _store
 from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage
 from app.index.shards import ShardSet, decode_vectors
-from app.model_rows import run_drop_model
-from app.reindex import _store
 from app.search import classify_vectors
 from app.settings import Settings
 from app.storage.blobs import sha256_hex
-from tests.test_storage import DIM, make_catalog, new_images, unit
+from tests.test_storage import DIM, make_catalogue, new_images, unit
 
 
 def index_contents(shards: ShardSet) -> dict[int, np.ndarray]:
@@ -43,16 +43,16 @@ def assert_same_index(a: ShardSet, b: ShardSet) -> None:
         np.testing.assert_array_equal(vector, right[key])
 
 
-def skus(catalog: Catalog, query: np.ndarray) -> list[str]:
-    result = classify_vectors(catalog.shards, catalog, query[None], 10, 0.0)[0]
+def skus(catalogue: Catalogue, query: np.ndarray) -> list[str]:
+    result = classify_vectors(catalogue.shards, catalogue, query[None], 10, 0.0)[0]
     return [m.sku for m in result.matches]
 
 
 def test_a_delete_is_invisible_to_the_next_search_on_every_replica(
     db_url: str, tmp_path: Path
 ) -> None:
-    a = make_catalog(db_url, tmp_path / "a")
-    b = make_catalog(db_url, tmp_path / "b")
+    a = make_catalogue(db_url, tmp_path / "a")
+    b = make_catalogue(db_url, tmp_path / "b")
     images = new_images(4, "d")
     a.create_product("keep", "Keep", {}, images[:2])
     a.create_product("gone", "Gone", {}, images[2:])
@@ -72,8 +72,8 @@ def test_a_delete_is_invisible_to_the_next_search_on_every_replica(
 def test_a_replica_that_missed_entries_catches_up_without_rebuilding(
     db_url: str, tmp_path: Path
 ) -> None:
-    writer = make_catalog(db_url, tmp_path / "w", capacity=5)
-    reader = make_catalog(db_url, tmp_path / "r", capacity=5)
+    writer = make_catalogue(db_url, tmp_path / "w", capacity=5)
+    reader = make_catalogue(db_url, tmp_path / "r", capacity=5)
     reader.shards.persist_dirty()
     products = [writer.create_product(f"p{i}", "P", {}, new_images(3, f"p{i}")) for i in range(6)]
     writer.delete_image("p1", products[1].images[0].id)
@@ -94,8 +94,8 @@ def test_a_replica_that_missed_entries_catches_up_without_rebuilding(
 
 
 def test_a_replica_behind_the_logs_retention_rebuilds(db_url: str, tmp_path: Path) -> None:
-    writer = make_catalog(db_url, tmp_path / "w")
-    reader = make_catalog(db_url, tmp_path / "r")
+    writer = make_catalogue(db_url, tmp_path / "w")
+    reader = make_catalogue(db_url, tmp_path / "r")
     writer.create_product("p", "P", {}, new_images(2, "a"))
     reader.shards.sync()
     assert reader.shards.rebuilds == 1 and reader.shards.position == 1
@@ -115,13 +115,13 @@ def test_a_replica_behind_the_logs_retention_rebuilds(db_url: str, tmp_path: Pat
 def test_sequence_numbers_commit_in_order(db_url: str, tmp_path: Path) -> None:
     """The hazard a plain sequence has: n+1 committed and read while n is still open, so a
     replica moves past n for good. The counter row makes the second writer wait instead."""
-    catalog = make_catalog(db_url, tmp_path)
-    first = catalog.session_factory()
+    catalogue = make_catalogue(db_url, tmp_path)
+    first = catalogue.session_factory()
     seq_first = changelog.append(first, "m", "add", np.array([8]))
     got: list[int] = []
 
     def second_writer() -> None:
-        with catalog.session_factory() as session:
+        with catalogue.session_factory() as session:
             got.append(changelog.append(session, "m", "add", np.array([16])))
             session.commit()
 
@@ -129,29 +129,29 @@ def test_sequence_numbers_commit_in_order(db_url: str, tmp_path: Path) -> None:
     thread.start()
     time.sleep(1.0)
     assert not got  # waiting on the first writer's counter row
-    with catalog.session_factory() as reader:
+    with catalogue.session_factory() as reader:
         assert changelog.entries_after(reader, "m", 0, 10) == []
     first.commit()
     first.close()
     thread.join(30)
     assert got == [seq_first + 1]
-    with catalog.session_factory() as reader:
+    with catalogue.session_factory() as reader:
         assert [e.seq for e in changelog.entries_after(reader, "m", 0, 10)] == [1, 2]
 
 
 def test_concurrent_writers_and_a_following_replica_agree_with_sql(
     db_url: str, tmp_path: Path
 ) -> None:
-    writers = [make_catalog(db_url, tmp_path / f"w{i}") for i in range(3)]
-    follower = make_catalog(db_url, tmp_path / "f")
+    writers = [make_catalogue(db_url, tmp_path / f"w{i}") for i in range(3)]
+    follower = make_catalogue(db_url, tmp_path / "f")
     done = threading.Event()
 
     def write(i: int) -> None:
-        catalog = writers[i]
+        catalogue = writers[i]
         for n in range(8):
-            product = catalog.create_product(f"w{i}-{n}", "P", {}, new_images(2, f"w{i}-{n}"))
+            product = catalogue.create_product(f"w{i}-{n}", "P", {}, new_images(2, f"w{i}-{n}"))
             if n % 3 == 0:
-                catalog.delete_image(product.sku, product.images[0].id)
+                catalogue.delete_image(product.sku, product.images[0].id)
 
     def follow() -> None:
         while not done.is_set():
@@ -181,13 +181,13 @@ def test_concurrent_writers_and_a_following_replica_agree_with_sql(
 def test_reindex_to_another_model_leaves_the_old_answers_until_the_switch(
     db_url: str, tmp_path: Path
 ) -> None:
-    old = make_catalog(db_url, tmp_path / "old")
+    old = make_catalogue(db_url, tmp_path / "old")
     products = [old.create_product(f"p{i}", "P", {}, new_images(3, f"p{i}")) for i in range(4)]
     queries = unit(6)
     before = [skus(old, q) for q in queries]
     rebuilds = old.shards.rebuilds
     # A replica on the new model starts before the reindex: it reports not ready.
-    new = Catalog(
+    new = Catalogue(
         old.session_factory,
         old.blobs,
         ShardSet("new-model", DIM, tmp_path / "new", old.session_factory),
@@ -238,11 +238,11 @@ def test_reindex_to_another_model_leaves_the_old_answers_until_the_switch(
 
 
 def test_float16_vectors_round_trip_to_unit_length(db_url: str, tmp_path: Path) -> None:
-    catalog = make_catalog(db_url, tmp_path)
+    catalogue = make_catalogue(db_url, tmp_path)
     vector = unit(1)[0]
     data = b"f16"
-    catalog.create_product("p", "P", {}, [NewImage(data, sha256_hex(data), "PNG", 1, 1, vector)])
-    with catalog.session_factory() as session:
+    catalogue.create_product("p", "P", {}, [NewImage(data, sha256_hex(data), "PNG", 1, 1, vector)])
+    with catalogue.session_factory() as session:
         blob = session.scalar(select(Embedding.vector))
     assert len(blob) == DIM * 2
     stored = decode_vectors([blob], DIM)[0]

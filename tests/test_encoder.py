@@ -15,7 +15,7 @@ from app.encoder import backbones
 from app.encoder.backbones import ModelLoadError, load_offline_backbone, offline_preprocess
 from app.encoder.checkpoint import load_checkpoint, save_checkpoint
 from app.encoder.preprocess import to_batch
-from app.encoder.runtime import load_encoder
+from app.encoder.torch_encoder import load_encoder
 
 # ImageNet-1k class indices of fruit that the Grocery Store data set photographs.
 GRANNY_SMITH, LEMON, BANANA = 948, 951, 954

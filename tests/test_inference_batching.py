@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from app.encoder.preprocess import ImageDecodeError, PreprocessConfig
-from app.inference import InferenceRuntime
+from app.inference import Inference
 from tests.conftest import GROCERY
 
 
@@ -34,7 +34,7 @@ def photos(count: int) -> list[bytes]:
     return [p.read_bytes() for p in sorted((GROCERY / "test/Fruit/Banana").glob("*.jpg"))[:count]]
 
 
-async def classify_like(runtime: InferenceRuntime, data: bytes) -> np.ndarray:
+async def classify_like(runtime: Inference, data: bytes) -> np.ndarray:
     decoded = await runtime.decode(data)
     return await runtime.embed([decoded.tensor])
 
@@ -42,7 +42,7 @@ async def classify_like(runtime: InferenceRuntime, data: bytes) -> np.ndarray:
 def test_a_lone_request_is_embedded_without_the_batch_wait() -> None:
     async def scenario() -> tuple[float, list[int]]:
         encoder = CountingEncoder()
-        runtime = InferenceRuntime(encoder, 10**8, max_batch=32, batch_wait_ms=2000)
+        runtime = Inference(encoder, 10**8, max_batch=32, batch_wait_ms=2000)
         runtime.start()
         try:
             data = photos(1)[0]
@@ -63,7 +63,7 @@ def test_a_lone_request_is_embedded_without_the_batch_wait() -> None:
 def test_concurrent_requests_share_forward_passes() -> None:
     async def scenario() -> list[int]:
         encoder = CountingEncoder(delay_s=0.05)
-        runtime = InferenceRuntime(encoder, 10**8, max_batch=32, batch_wait_ms=200)
+        runtime = Inference(encoder, 10**8, max_batch=32, batch_wait_ms=200)
         runtime.start()
         try:
             vectors = await asyncio.gather(*(classify_like(runtime, d) for d in photos(8)))
@@ -90,7 +90,7 @@ def test_requests_queued_behind_a_busy_model_go_in_one_pass() -> None:
             return original(batch)
 
         encoder.embed_tensor = slow_first  # type: ignore[method-assign]
-        runtime = InferenceRuntime(encoder, 10**8, max_batch=32, batch_wait_ms=0)
+        runtime = Inference(encoder, 10**8, max_batch=32, batch_wait_ms=0)
         runtime.start()
         try:
             data = photos(1)[0]
@@ -111,7 +111,7 @@ def test_requests_queued_behind_a_busy_model_go_in_one_pass() -> None:
 def test_classify_one_runs_alone_in_one_call_on_the_model_thread() -> None:
     async def scenario() -> tuple[list[str], list[int]]:
         encoder = CountingEncoder()
-        runtime = InferenceRuntime(encoder, 10**8, max_batch=32, batch_wait_ms=2000)
+        runtime = Inference(encoder, 10**8, max_batch=32, batch_wait_ms=2000)
         runtime.start()
         threads: list[str] = []
 

@@ -13,7 +13,7 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
-from app.catalog import Catalog
+from app.catalogue import Catalogue
 from app.db.migrate import alembic_config, upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.encoder.views import vector_id
@@ -122,8 +122,8 @@ def test_0003_moves_0002_data_and_back(db_url: str, tmp_path: Path) -> None:
     _, hits = shards.search(vectors[[1, 3, 6]], 1)
     assert hits[:, 0].tolist() == [1, 3, 2]  # the view (row 6) finds its image
     # Writes after the migration go through the log, and deletes cascade from images.
-    catalog = Catalog(factory, FileBlobStore(tmp_path / "blobs"), shards, 1000)
-    catalog.delete_image("sku-1", 2)
+    catalogue = Catalogue(factory, FileBlobStore(tmp_path / "blobs"), shards, 1000)
+    catalogue.delete_image("sku-1", 2)
     assert shards.size == 2 and shards.position == 1
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM reference_images WHERE id = 4"))

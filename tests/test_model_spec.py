@@ -14,7 +14,7 @@ from app.encoder.model_spec import (
     ModelSpec,
     parse_model_spec,
 )
-from app.encoder.runtime import load_tower
+from app.encoder.torch_encoder import load_tower
 from training.towers import start_tower
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from app.encoder.backbones import GeM, TowerConfig, load_offline_backbone, offli
 from app.encoder.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from app.encoder.model_spec import BUILTIN_CHECKPOINTS
 from app.encoder.preprocess import PreprocessConfig, eval_transform, pad_to_square
-from app.encoder.runtime import load_encoder, override_pipeline
+from app.encoder.torch_encoder import load_encoder, override_pipeline
 from training.augment import make_train_transform
 from training.loop import interpolate_weights
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from app.catalog import Catalog, NewImage
+from app.catalogue import Catalogue, NewImage
 from app.db.models import Embedding, ReferenceImage
 from app.encoder.views import (
     VIEWS,
@@ -23,7 +23,7 @@ from app.encoder.views import (
     view_code,
 )
 from app.storage.blobs import sha256_hex
-from tests.test_storage import count, make_catalog, unit
+from tests.test_storage import count, make_catalogue, unit
 
 CODES = (view_code("thumb48"), view_code("blur"))
 
@@ -38,53 +38,53 @@ def with_views(n: int, tag: str) -> list[NewImage]:
     return out
 
 
-def search_one(catalog: Catalog, vector: np.ndarray) -> tuple[float, int]:
-    scores, ids = catalog.shards.search(vector[None].astype(np.float32), 1)
+def search_one(catalogue: Catalogue, vector: np.ndarray) -> tuple[float, int]:
+    scores, ids = catalogue.shards.search(vector[None].astype(np.float32), 1)
     return float(scores[0, 0]), int(ids[0, 0])
 
 
 def test_views_are_searched_as_their_image_and_never_counted(db_url: str, tmp_path: Path) -> None:
-    catalog = make_catalog(db_url, tmp_path)
+    catalogue = make_catalogue(db_url, tmp_path)
     images = with_views(2, "a")
-    product = catalog.create_product("p", "P", {}, images)
+    product = catalogue.create_product("p", "P", {}, images)
     assert len(product.images) == 2  # the API's image count: views are not images
-    assert count(catalog, ReferenceImage) == 2 and count(catalog, Embedding) == 6
-    assert catalog.shards.size == 6
-    with catalog.session_factory() as session:
+    assert count(catalogue, ReferenceImage) == 2 and count(catalogue, Embedding) == 6
+    assert catalogue.shards.size == 6
+    with catalogue.session_factory() as session:
         signatures = session.scalars(select(Embedding.views).where(Embedding.code == 0)).all()
     assert signatures == ["1,3", "1,3"]
     # A query equal to a degraded view finds the image that view belongs to.
-    score, hit = search_one(catalog, images[1].view_embeddings[1])
+    score, hit = search_one(catalogue, images[1].view_embeddings[1])
     assert hit == product.images[1].id and score == pytest.approx(1.0, abs=1e-5)
     # Another process builds the same index from SQL alone, views included.
-    other = make_catalog(db_url, tmp_path / "other")
+    other = make_catalogue(db_url, tmp_path / "other")
     assert other.shards.size == 6
     assert search_one(other, images[0].view_embeddings[0])[1] == product.images[0].id
 
 
 def test_views_leave_with_their_image_and_product(db_url: str, tmp_path: Path) -> None:
-    catalog = make_catalog(db_url, tmp_path)
+    catalogue = make_catalogue(db_url, tmp_path)
     images = with_views(2, "a")
-    product = catalog.create_product("p", "P", {}, images)
-    other = catalog.create_product("q", "Q", {}, with_views(1, "b"))
-    catalog.delete_image("p", product.images[0].id)
-    assert count(catalog, Embedding) == 6 and catalog.shards.size == 6
-    assert search_one(catalog, images[0].view_embeddings[0])[1] != product.images[0].id
-    catalog.delete_product("p")
-    assert count(catalog, Embedding) == 3 and catalog.shards.size == 3
+    product = catalogue.create_product("p", "P", {}, images)
+    other = catalogue.create_product("q", "Q", {}, with_views(1, "b"))
+    catalogue.delete_image("p", product.images[0].id)
+    assert count(catalogue, Embedding) == 6 and catalogue.shards.size == 6
+    assert search_one(catalogue, images[0].view_embeddings[0])[1] != product.images[0].id
+    catalogue.delete_product("p")
+    assert count(catalogue, Embedding) == 3 and catalogue.shards.size == 3
     # What is left is exactly the other product's image and its two views.
-    left = catalog.shards.search(unit(1), 10)[1][0]  # image ids, views folded in
+    left = catalogue.shards.search(unit(1), 10)[1][0]  # image ids, views folded in
     assert set(left[left >= 0]) == {other.images[0].id}
     # A replica that loaded before the delete catches up from SQL.
-    replica = make_catalog(db_url, tmp_path / "replica")
+    replica = make_catalogue(db_url, tmp_path / "replica")
     assert replica.shards.size == 3
 
 
 def test_shard_files_count_views(db_url: str, tmp_path: Path) -> None:
-    catalog = make_catalog(db_url, tmp_path)
-    catalog.create_product("p", "P", {}, with_views(3, "a"))
-    assert catalog.shards.persist_dirty() == 1
-    reopened = make_catalog(db_url, tmp_path)  # same shard dir: the file is trusted
+    catalogue = make_catalogue(db_url, tmp_path)
+    catalogue.create_product("p", "P", {}, with_views(3, "a"))
+    assert catalogue.shards.persist_dirty() == 1
+    reopened = make_catalogue(db_url, tmp_path)  # same shard dir: the file is trusted
     assert reopened.shards.size == 9 and reopened.shards.rebuilds == 0
 
 

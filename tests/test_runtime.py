@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from app.encoder import loading, onnx_runtime
 from app.encoder.loading import load_service_encoder
-from app.encoder.onnx_runtime import graph_path
+from app.encoder.onnx_encoder import graph_path
 from app.encoder.preprocess import decode_image, eval_transform
-from app.encoder.runtime import Encoder
+from app.encoder.torch_encoder import Encoder
 from app.settings import Settings
 from tests.conftest import GROCERY, REPO, LiveServer
 from tests.test_e2e import PRODUCTS, classify_all, register

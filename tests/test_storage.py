@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from app import catalog as catalog_module
-from app.catalog import Catalog, NewImage, NotFound, ProductExists
+from app import catalogue as catalogue_module
+from app.catalogue import Catalogue, NewImage, NotFound, ProductExists
 from app.db.migrate import SchemaOutOfDate, check_at_head, upgrade_to_head
 from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_engine, make_session_factory
@@ -35,16 +35,16 @@ def new_images(n: int, tag: str) -> list[NewImage]:
     return out
 
 
-def make_catalog(url: str, root: Path, capacity: int = 1000) -> Catalog:
+def make_catalogue(url: str, root: Path, capacity: int = 1000) -> Catalogue:
     upgrade_to_head(url)
     factory = make_session_factory(make_engine(url))
     shards = ShardSet("test-model", DIM, root / "shards", factory)
     shards.sync(use_files=True)
-    return Catalog(factory, FileBlobStore(root / "blobs"), shards, capacity)
+    return Catalogue(factory, FileBlobStore(root / "blobs"), shards, capacity)
 
 
-def count(catalog: Catalog, model: type) -> int:
-    with catalog.session_factory() as session:
+def count(catalogue: Catalogue, model: type) -> int:
+    with catalogue.session_factory() as session:
         return session.scalar(select(func.count()).select_from(model)) or 0
 
 
@@ -59,63 +59,65 @@ def test_migrations_reach_head_and_old_schema_is_refused(db_url: str) -> None:
 
 
 def test_register_dedupe_and_search(db_url: str, tmp_path: Path) -> None:
-    catalog = make_catalog(db_url, tmp_path)
+    catalogue = make_catalogue(db_url, tmp_path)
     images = new_images(3, "a")
-    product = catalog.create_product("SKU-1", "Oat milk", {"brand": "Oatly"}, [*images, images[0]])
+    product = catalogue.create_product(
+        "SKU-1", "Oat milk", {"brand": "Oatly"}, [*images, images[0]]
+    )
     assert [i.sha256 for i in product.images] == [i.sha256 for i in images]
     assert product.metadata_ == {"brand": "Oatly"}
-    assert catalog.blobs.get(images[1].sha256) == images[1].data
-    ids, added = catalog.add_images("SKU-1", [images[2], *new_images(1, "b")])
+    assert catalogue.blobs.get(images[1].sha256) == images[1].data
+    ids, added = catalogue.add_images("SKU-1", [images[2], *new_images(1, "b")])
     assert added == 1 and ids[0] == product.images[2].id
-    assert catalog.shards.size == 4
-    scores, hits = catalog.shards.search(images[1].embedding[None], 1)
+    assert catalogue.shards.size == 4
+    scores, hits = catalogue.shards.search(images[1].embedding[None], 1)
     assert hits[0, 0] == product.images[1].id and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ProductExists):
-        catalog.create_product("SKU-1", "again", {}, new_images(1, "c"))
-    assert count(catalog, ReferenceImage) == 4 and count(catalog, Product) == 1
+        catalogue.create_product("SKU-1", "again", {}, new_images(1, "c"))
+    assert count(catalogue, ReferenceImage) == 4 and count(catalogue, Product) == 1
     with pytest.raises(NotFound):
-        catalog.add_images("NOPE", new_images(1, "d"))
+        catalogue.add_images("NOPE", new_images(1, "d"))
 
 
 def test_delete_removes_from_search_at_once(db_url: str, tmp_path: Path) -> None:
-    catalog = make_catalog(db_url, tmp_path)
-    keep = catalog.create_product("keep", "Keep", {}, new_images(2, "k"))
-    gone = catalog.create_product("gone", "Gone", {}, new_images(2, "g"))
-    catalog.delete_product("gone")
-    _, hits = catalog.shards.search(unit(1), 10)
+    catalogue = make_catalogue(db_url, tmp_path)
+    keep = catalogue.create_product("keep", "Keep", {}, new_images(2, "k"))
+    gone = catalogue.create_product("gone", "Gone", {}, new_images(2, "g"))
+    catalogue.delete_product("gone")
+    _, hits = catalogue.shards.search(unit(1), 10)
     assert set(hits[0][hits[0] >= 0]) == {i.id for i in keep.images}
-    catalog.delete_image("keep", keep.images[0].id)
-    assert catalog.shards.size == 1
-    assert count(catalog, ReferenceImage) == 1
+    catalogue.delete_image("keep", keep.images[0].id)
+    assert catalogue.shards.size == 1
+    assert count(catalogue, ReferenceImage) == 1
     with pytest.raises(NotFound):
-        catalog.delete_image("keep", gone.images[0].id)
+        catalogue.delete_image("keep", gone.images[0].id)
 
 
 def test_a_failed_write_leaves_nothing(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    catalog = make_catalog(db_url, tmp_path)
-    catalog.create_product("first", "First", {}, new_images(1, "f"))
+    catalogue = make_catalogue(db_url, tmp_path)
+    catalogue.create_product("first", "First", {}, new_images(1, "f"))
 
     def explode(*args: object, **kwargs: object) -> dict[int, int]:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(catalog_module.changelog, "append", explode)
+    monkeypatch.setattr(catalogue_module.changelog, "append", explode)
     with pytest.raises(RuntimeError):
-        catalog.create_product("second", "Second", {}, new_images(2, "s"))
+        catalogue.create_product("second", "Second", {}, new_images(2, "s"))
     with pytest.raises(RuntimeError):
-        catalog.add_images("first", new_images(1, "t"))
-    assert count(catalog, Product) == 1 and count(catalog, ReferenceImage) == 1
-    assert catalog.shards.size == 1
+        catalogue.add_images("first", new_images(1, "t"))
+    assert count(catalogue, Product) == 1 and count(catalogue, ReferenceImage) == 1
+    assert catalogue.shards.size == 1
     monkeypatch.undo()
-    fresh = ShardSet("test-model", DIM, tmp_path / "other", catalog.session_factory)
+    fresh = ShardSet("test-model", DIM, tmp_path / "other", catalogue.session_factory)
     fresh.sync()
     assert fresh.size == 1
 
 
 def test_a_second_process_follows_sql(db_url: str, tmp_path: Path) -> None:
-    writer = make_catalog(db_url, tmp_path / "one")
-    reader = make_catalog(db_url, tmp_path / "two")
+    writer = make_catalogue(db_url, tmp_path / "one")
+    reader = make_catalogue(db_url, tmp_path / "two")
     images = new_images(3, "p")
     product = writer.create_product("p", "P", {}, images)
     assert reader.shards.size == 0
@@ -130,51 +132,51 @@ def test_a_second_process_follows_sql(db_url: str, tmp_path: Path) -> None:
 
 
 def test_shard_files_are_reused_only_when_they_match_sql(db_url: str, tmp_path: Path) -> None:
-    catalog = make_catalog(db_url, tmp_path)
-    catalog.create_product("p", "P", {}, new_images(5, "p"))
-    assert catalog.shards.persist_dirty() == 1
+    catalogue = make_catalogue(db_url, tmp_path)
+    catalogue.create_product("p", "P", {}, new_images(5, "p"))
+    assert catalogue.shards.persist_dirty() == 1
     files = list((tmp_path / "shards").rglob("*.faiss"))
     assert len(files) == 1 and files[0].name == "shard-000000-v1.faiss"
 
-    restarted = ShardSet("test-model", DIM, tmp_path / "shards", catalog.session_factory)
+    restarted = ShardSet("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
     restarted.sync(use_files=True)
     assert restarted.size == 5 and restarted.rebuilds == 0 and restarted.position == 1
 
-    catalog.add_images("p", new_images(1, "q"))  # SQL moves on: the file replays the log
-    behind = ShardSet("test-model", DIM, tmp_path / "shards", catalog.session_factory)
+    catalogue.add_images("p", new_images(1, "q"))  # SQL moves on: the file replays the log
+    behind = ShardSet("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
     behind.sync(use_files=True)
     assert behind.size == 6 and behind.rebuilds == 0 and behind.position == 2
 
     files[0].write_bytes(b"garbage")  # a torn or corrupted file is rebuilt, not trusted
-    corrupt = ShardSet("test-model", DIM, tmp_path / "shards", catalog.session_factory)
+    corrupt = ShardSet("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
     corrupt.sync(use_files=True)
     assert corrupt.size == 6 and corrupt.rebuilds == 1
 
     # A file holding what SQL does not (the database was restored from an older backup,
     # say) is caught by the count check after replay.
-    catalog.shards.persist_dirty()
-    with catalog.session_factory() as session:
+    catalogue.shards.persist_dirty()
+    with catalogue.session_factory() as session:
         session.query(Embedding).filter(Embedding.image_id == 1).delete()
         session.commit()
-    odd = ShardSet("test-model", DIM, tmp_path / "shards", catalog.session_factory)
+    odd = ShardSet("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
     odd.sync(use_files=True)
     assert odd.size == 5 and odd.rebuilds == 1
 
 
 def test_many_shards_merge_top_k_like_brute_force(db_url: str, tmp_path: Path) -> None:
-    catalog = make_catalog(db_url, tmp_path, capacity=7)
+    catalogue = make_catalogue(db_url, tmp_path, capacity=7)
     for p in range(6):
-        catalog.create_product(f"p{p}", f"P{p}", {}, new_images(9, f"p{p}"))
-    with catalog.session_factory() as session:
+        catalogue.create_product(f"p{p}", f"P{p}", {}, new_images(9, f"p{p}"))
+    with catalogue.session_factory() as session:
         shard_count = session.scalar(select(func.count(func.distinct(Embedding.shard))))
         rows = session.execute(select(Embedding.image_id, Embedding.vector)).all()
-    assert shard_count == 8 and len(catalog.shards.shards) == 8  # 54 vectors / 7 per shard
-    assert max(s.index.ntotal for s in catalog.shards.shards.values()) <= 7
+    assert shard_count == 8 and len(catalogue.shards.shards) == 8  # 54 vectors / 7 per shard
+    assert max(s.index.ntotal for s in catalogue.shards.shards.values()) <= 7
     ids = np.array([r[0] for r in rows])
     matrix = decode_vectors([r[1] for r in rows], DIM)  # float16 in SQL, unit float32 searched
     queries = unit(20)
     for k in (1, 5, 30, 54, 60):
-        scores, hits = catalog.shards.search(queries, k)
+        scores, hits = catalogue.shards.search(queries, k)
         brute = queries @ matrix.T
         for q in range(len(queries)):
             order = np.argsort(-brute[q])[:k]
@@ -184,18 +186,18 @@ def test_many_shards_merge_top_k_like_brute_force(db_url: str, tmp_path: Path) -
 
 
 def test_local_writes_apply_out_of_order_without_duplicates(db_url: str, tmp_path: Path) -> None:
-    catalog = make_catalog(db_url, tmp_path)
-    first = catalog.create_product("p", "P", {}, new_images(2, "a"))
-    shards = catalog.shards
+    catalogue = make_catalogue(db_url, tmp_path)
+    first = catalogue.create_product("p", "P", {}, new_images(2, "a"))
+    shards = catalogue.shards
     assert shards.position == 1
     ids = vector_id(np.array([i.id for i in first.images]))  # shards are keyed by vector id
     vectors = unit(2)
     shards.apply_added(0, 1, ids, vectors)  # replayed: already applied, ignored
     assert shards.size == 2
     # Another process's write (entry 2) is not applied here; ours (entry 3) arrives first:
-    other = make_catalog(db_url, tmp_path / "other")
+    other = make_catalogue(db_url, tmp_path / "other")
     other.add_images("p", new_images(1, "b"))
-    catalog.add_images("p", new_images(1, "c"))
+    catalogue.add_images("p", new_images(1, "c"))
     assert shards.size == 3 and shards.position == 1  # searchable now, gap remembered
     shards.apply_added(0, 3, ids, vectors)  # an upsert, never a duplicate
     assert shards.size == 3
@@ -206,20 +208,20 @@ def test_local_writes_apply_out_of_order_without_duplicates(db_url: str, tmp_pat
 def test_gc_deletes_only_old_unreferenced_blobs(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.gc import run_gc
+    from app.commands.gc_blobs import run_gc
     from app.settings import Settings
 
-    catalog = make_catalog(db_url, tmp_path)
+    catalogue = make_catalogue(db_url, tmp_path)
     kept, dropped = new_images(1, "kept"), new_images(1, "dropped")
-    catalog.create_product("kept", "K", {}, kept)
-    catalog.create_product("dropped", "D", {}, dropped)
-    catalog.delete_product("dropped")
+    catalogue.create_product("kept", "K", {}, kept)
+    catalogue.create_product("dropped", "D", {}, dropped)
+    catalogue.delete_product("dropped")
     settings = Settings(database_url=db_url, blob_dir=tmp_path / "blobs", data_dir=tmp_path)
     run_gc(settings, grace_hours=1)  # everything is younger than the grace period
-    assert catalog.blobs.exists(dropped[0].sha256)
+    assert catalogue.blobs.exists(dropped[0].sha256)
     run_gc(settings, grace_hours=0, dry_run=True)
     assert "would delete 1 unreferenced blobs" in capsys.readouterr().out
-    assert catalog.blobs.exists(dropped[0].sha256)
+    assert catalogue.blobs.exists(dropped[0].sha256)
     run_gc(settings, grace_hours=0)
-    assert not catalog.blobs.exists(dropped[0].sha256)
-    assert catalog.blobs.get(kept[0].sha256) == kept[0].data
+    assert not catalogue.blobs.exists(dropped[0].sha256)
+    assert catalogue.blobs.get(kept[0].sha256) == kept[0].data

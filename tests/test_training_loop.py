@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from app.encoder.checkpoint import load_checkpoint, read_metadata
 from app.encoder.preprocess import PreprocessConfig, eval_transform
-from app.encoder.runtime import load_encoder, override_pipeline
+from app.encoder.torch_encoder import load_encoder, override_pipeline
 from training.arcface import RetailKLIPModel, make_arcface
 from training.cli import main as cli_main
 from training.data import ImageDataset, load_image, read_folder

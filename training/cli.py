@@ -130,7 +130,7 @@ def run_train(argv: list[str]) -> int:
 
 def run_eval(argv: list[str]) -> int:
     args = _eval_parser().parse_args(argv)
-    from app.encoder.runtime import load_encoder, override_pipeline
+    from app.encoder.torch_encoder import load_encoder, override_pipeline
     from training.data import read_spec
     from training.evaluate import evaluate_model, write_per_class_csv
     from training.plots import plot_per_class

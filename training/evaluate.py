@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from app.encoder.runtime import Encoder
+from app.encoder.torch_encoder import Encoder
 from app.encoder.views import degraded_views
 from training.data import Sample, load_image
 
@@ -29,7 +29,7 @@ class ClassResult:
 
 
 @dataclass
-class Metrics:
+class KnnMetrics:
     top1: float
     top5: float
     mean_per_class: float
@@ -102,7 +102,7 @@ def knn_metrics(
     queries: np.ndarray,
     query_labels: Sequence[str],
     k: int = 5,
-) -> Metrics:
+) -> KnnMetrics:
     scores, names = class_scores(gallery, gallery_labels, queries)
     ranked = np.argsort(-scores, axis=1)[:, :k]
     index = {n: i for i, n in enumerate(names)}
@@ -115,7 +115,7 @@ def knn_metrics(
         per_class.append(
             ClassResult(name, int(mask.sum()), float(hit1[mask].mean()), float(hitk[mask].mean()))
         )
-    return Metrics(
+    return KnnMetrics(
         top1=float(hit1.mean()),
         top5=float(hitk.mean()),
         mean_per_class=float(np.mean([c.top1 for c in per_class])),
@@ -133,7 +133,7 @@ def leave_one_out_top1(embeddings: np.ndarray, labels: Sequence[int]) -> float:
     return float((labels_arr[sims.argmax(axis=1)] == labels_arr).mean())
 
 
-def write_per_class_csv(path: str | Path, metrics: Metrics) -> Path:
+def write_per_class_csv(path: str | Path, metrics: KnnMetrics) -> Path:
     """Per-class table, worst classes first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ def write_per_class_csv(path: str | Path, metrics: Metrics) -> Path:
 
 def evaluate_model(
     encoder: Encoder, gallery: Sequence[Sample], queries: Sequence[Sample], batch_size: int = 64
-) -> Metrics:
+) -> KnnMetrics:
     g, g_labels = embed_references(encoder, gallery, batch_size)
     q = embed_samples(encoder, queries, batch_size, desc="queries")
     return knn_metrics(g, g_labels, q, [s.label for s in queries])

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from app.encoder.backbones import TowerConfig, set_timm_pool
 from app.encoder.checkpoint import save_checkpoint
 from app.encoder.preprocess import PreprocessConfig, eval_transform
-from app.encoder.runtime import Encoder
+from app.encoder.torch_encoder import Encoder
 from app.encoder.views import parse_views
 from training.arcface import RetailKLIPModel, init_centres, make_arcface
 from training.augment import make_train_transform

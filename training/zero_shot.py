@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.encoder.runtime import load_encoder
+from app.encoder.torch_encoder import load_encoder
 from training.data import read_grocery
 from training.evaluate import evaluate_model, write_per_class_csv
 from training.loop import TrainConfig, train

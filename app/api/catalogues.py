@@ -11,8 +11,8 @@ from app.api.deps import ServicesDep
 from app.api.products import _valid_sku
 from app.api.schemas import CatalogueList, CatalogueOut, ErrorDetail, ProductOut, errors
 from app.api.scope import valid_catalogues
-from app.catalog import NotFound
-from app.catalogues import list_catalogues, set_catalogues
+from app.catalogue import NotFound
+from app.product_sets import list_catalogues, set_catalogues
 
 router = APIRouter(tags=["catalogues"])
 

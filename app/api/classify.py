@@ -69,14 +69,14 @@ def _require_complete(services: Services) -> None:
 
 async def _classify(
     services: Services,
-    blobs: list[bytes],
+    payloads: list[bytes],
     field: str,
     options: ClassifyOptions,
     scope: Scope = UNRESTRICTED,
 ) -> list[ClassifyResult]:
     _require_complete(services)
     allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
-    decoded = await decode_all(services, blobs, field)
+    decoded = await decode_all(services, payloads, field)
     vectors = await services.inference.embed([d.tensor for d in decoded])
     return [ClassifyResult.of(v) for v in await _search(services, vectors, options, allowed)]
 
@@ -87,7 +87,7 @@ async def _search(
     return await run_in_threadpool(
         classify_vectors,
         services.shards,
-        services.catalog,
+        services.catalogue,
         np.asarray(vectors),
         options.top_k,
         options.threshold,
@@ -132,16 +132,16 @@ async def classify(
     image: Annotated[UploadFile, File()],
     boxes: Annotated[str | None, Form()] = None,
 ) -> ClassifyResult | RegionsResult:
-    blobs = await read_all([image], "image", 1)
+    payloads = await read_all([image], "image", 1)
     if boxes is not None:
-        return await _classify_regions(services, blobs[0], boxes, options, scope)
+        return await _classify_regions(services, payloads[0], boxes, options, scope)
     _require_complete(services)
     allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
 
     def answer(vectors: np.ndarray) -> Verdict:
         return classify_vectors(
             services.shards,
-            services.catalog,
+            services.catalogue,
             np.asarray(vectors),
             options.top_k,
             options.threshold,
@@ -151,7 +151,7 @@ async def classify(
 
     try:
         # One hop when the model is idle: decode, forward and lookup on the model thread.
-        verdict = await services.inference.classify_one(blobs[0], answer)
+        verdict = await services.inference.classify_one(payloads[0], answer)
         return ClassifyResult.of(verdict)
     except ImageDecodeError as exc:
         raise HTTPException(exc.status, f"image: {exc}") from exc
@@ -168,6 +168,6 @@ async def classify_batch(
     scope: ScopeDep,
     images: Annotated[list[UploadFile], File()],
 ) -> BatchClassifyResult:
-    blobs = await read_all(images, "images", services.settings.max_images_per_request)
-    results = await _classify(services, blobs, "images", options, scope)
+    payloads = await read_all(images, "images", services.settings.max_images_per_request)
+    results = await _classify(services, payloads, "images", options, scope)
     return BatchClassifyResult(results=results, model=services.shards.model_id)

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from app.metrics import Metrics
+from app.metrics import ServiceMetrics
 from app.services import Services
 
 
-def get_metrics(request: Request) -> Metrics:
+def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
@@ -21,5 +21,5 @@ def get_services(request: Request) -> Services:
     return services
 
 
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ServiceMetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import MetricsDep
+from app.api.deps import ServiceMetricsDep
 from app.api.schemas import HealthOut, ReadyOut, errors
 
 router = APIRouter(tags=["health"])
@@ -55,7 +55,7 @@ async def readyz(request: Request) -> JSONResponse:
     response_class=PlainTextResponse,
     responses={200: {"description": "Prometheus text exposition format"}},
 )
-async def metrics(request: Request, metrics: MetricsDep) -> PlainTextResponse:
+async def metrics(request: Request, metrics: ServiceMetricsDep) -> PlainTextResponse:
     services = getattr(request.app.state, "services", None)
     if services is not None:
         metrics.index_size.set(services.shards.size)

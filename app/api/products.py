@@ -22,7 +22,7 @@ from app.api.schemas import (
 )
 from app.api.scope import valid_catalogues
 from app.api.uploads import embed_uploads, read_all
-from app.catalog import NewImage, NotFound, ProductExists, WriteConflict
+from app.catalogue import NewImage, NotFound, ProductExists, WriteConflict
 from app.hygiene import near_duplicates
 from app.services import Services
 
@@ -79,12 +79,12 @@ async def create_product(
     name = _valid_name(name)
     meta = _valid_metadata(metadata)
     sets = valid_catalogues(catalogues or [], services.settings.max_catalogues_per_product)
-    blobs = await read_all(images, "images", services.settings.max_images_per_request)
-    uploads = await embed_uploads(services, blobs, "images")
+    payloads = await read_all(images, "images", services.settings.max_images_per_request)
+    uploads = await embed_uploads(services, payloads, "images")
     warnings = await duplicate_warnings(services, sku, uploads)
     try:
         product = await run_in_threadpool(
-            services.catalog.create_product, sku, name, meta, uploads, sets
+            services.catalogue.create_product, sku, name, meta, uploads, sets
         )
     except (ProductExists, WriteConflict) as exc:
         raise HTTPException(409, f"product already exists: {sku}") from exc
@@ -100,7 +100,7 @@ async def duplicate_warnings(
     found = await run_in_threadpool(
         near_duplicates,
         services.shards,
-        services.catalog,
+        services.catalogue,
         sku,
         np.stack([u.embedding for u in uploads]),
         services.settings.duplicate_threshold,
@@ -119,11 +119,11 @@ async def add_images(
     services: ServicesDep, sku: str, images: Annotated[list[UploadFile], File()]
 ) -> ImagesAdded:
     _valid_sku(sku)
-    blobs = await read_all(images, "images", services.settings.max_images_per_request)
-    uploads = await embed_uploads(services, blobs, "images")
+    payloads = await read_all(images, "images", services.settings.max_images_per_request)
+    uploads = await embed_uploads(services, payloads, "images")
     warnings = await duplicate_warnings(services, sku, uploads)
     try:
-        ids, added = await run_in_threadpool(services.catalog.add_images, sku, uploads)
+        ids, added = await run_in_threadpool(services.catalogue.add_images, sku, uploads)
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
     except WriteConflict as exc:
@@ -137,7 +137,7 @@ async def list_products(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> ProductPage:
-    products, total = await run_in_threadpool(services.catalog.list_products, limit, offset)
+    products, total = await run_in_threadpool(services.catalogue.list_products, limit, offset)
     return ProductPage(
         items=[ProductOut.of(p) for p in products], total=total, limit=limit, offset=offset
     )
@@ -146,7 +146,7 @@ async def list_products(
 @router.get("/{sku}", operation_id="getProduct", responses=errors(404, 503))
 async def get_product(services: ServicesDep, sku: str) -> ProductOut:
     try:
-        return ProductOut.of(await run_in_threadpool(services.catalog.get_product, sku))
+        return ProductOut.of(await run_in_threadpool(services.catalogue.get_product, sku))
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
 
@@ -154,7 +154,7 @@ async def get_product(services: ServicesDep, sku: str) -> ProductOut:
 @router.delete("/{sku}", status_code=204, operation_id="deleteProduct", responses=errors(404, 503))
 async def delete_product(services: ServicesDep, sku: str) -> Response:
     try:
-        await run_in_threadpool(services.catalog.delete_product, sku)
+        await run_in_threadpool(services.catalogue.delete_product, sku)
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
     return Response(status_code=204)
@@ -170,7 +170,7 @@ async def delete_image(
     services: ServicesDep, sku: str, image_id: Annotated[int, Path(ge=1, le=MAX_ID)]
 ) -> Response:
     try:
-        await run_in_threadpool(services.catalog.delete_image, sku, image_id)
+        await run_in_threadpool(services.catalogue.delete_image, sku, image_id)
     except NotFound as exc:
         raise HTTPException(404, f"image not found: {sku}/{image_id}") from exc
     return Response(status_code=204)

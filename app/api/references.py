@@ -13,10 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import ServicesDep
 from app.api.products import MAX_ID
 from app.api.schemas import SimilarProduct, SimilarProducts, errors
-from app.catalog import NotFound
-from app.catalogues import find_image, product_vectors
+from app.catalogue import NotFound
 from app.encoder.preprocess import decode_image
 from app.hygiene import similar_products
+from app.product_sets import find_image, product_vectors
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -72,7 +72,7 @@ async def get_image(
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    data = await run_in_threadpool(services.catalog.blobs.get, stored.blob_key)
+    data = await run_in_threadpool(services.catalogue.blobs.get, stored.blob_key)
     if size is None:
         return Response(data, media_type=MEDIA_TYPES[stored.image_format], headers=headers)
     small = await run_in_threadpool(thumbnail, data, size, services.settings.max_image_pixels)
@@ -94,7 +94,7 @@ async def get_similar(
     similar = await run_in_threadpool(
         similar_products,
         services.shards,
-        services.catalog,
+        services.catalogue,
         sku,
         ids,
         vectors,

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import HTTPException, UploadFile
 
-from app.catalog import NewImage
+from app.catalogue import NewImage
 from app.encoder.preprocess import ImageDecodeError
 from app.inference import DecodedImage
 from app.services import Services
@@ -21,15 +21,15 @@ async def read_all(files: list[UploadFile], field: str, limit: int) -> list[byte
 
 
 async def decode_all(
-    services: Services, blobs: list[bytes], field: str, with_views: bool = False
+    services: Services, payloads: list[bytes], field: str, with_views: bool = False
 ) -> list[DecodedImage]:
     results = await asyncio.gather(
-        *(services.inference.decode(b, with_views) for b in blobs), return_exceptions=True
+        *(services.inference.decode(b, with_views) for b in payloads), return_exceptions=True
     )
     decoded: list[DecodedImage] = []
     for i, result in enumerate(results):
         if isinstance(result, ImageDecodeError):
-            label = field if len(blobs) == 1 and field == "image" else f"{field}[{i}]"
+            label = field if len(payloads) == 1 and field == "image" else f"{field}[{i}]"
             raise HTTPException(result.status, f"{label}: {result}")
         if isinstance(result, BaseException):
             raise result
@@ -37,9 +37,9 @@ async def decode_all(
     return decoded
 
 
-async def embed_uploads(services: Services, blobs: list[bytes], field: str) -> list[NewImage]:
+async def embed_uploads(services: Services, payloads: list[bytes], field: str) -> list[NewImage]:
     """All-or-nothing: every upload must decode before anything is embedded or written."""
-    decoded = await decode_all(services, blobs, field, with_views=True)
+    decoded = await decode_all(services, payloads, field, with_views=True)
     # Each image and its degraded views go through one micro-batched call.
     vectors = await services.inference.embed(
         [t for d in decoded for t in (d.tensor, *d.view_tensors)]

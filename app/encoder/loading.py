@@ -6,7 +6,7 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from app.encoder.runtime import Encoder, load_encoder
+from app.encoder.torch_encoder import Encoder, load_encoder
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -39,7 +39,7 @@ def load_service_encoder(settings: Settings) -> Encoder:
             encoder.device,
         )
         return encoder
-    from app.encoder.onnx_runtime import load_graph
+    from app.encoder.onnx_encoder import load_graph
 
     runtime = "onnx" if requested == "auto" else requested
     try:

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.catalog import NotFound
+from app.catalogue import NotFound
 from app.db.memberships import add_memberships, bump_catalogue_epoch, drop_memberships
 from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage
 from app.index.shards import decode_vectors

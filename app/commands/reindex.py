@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from app import changelog
-from app.catalog import shard_of
+from app.catalogue import shard_of
 from app.db.migrate import open_database
 from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_session_factory
 from app.encoder.preprocess import decode_image
-from app.encoder.runtime import load_encoder
+from app.encoder.torch_encoder import load_encoder
 from app.encoder.views import VIEW_BITS, degraded_views, view_code
 from app.index.shards import encode_vector
 from app.settings import Settings

@@ -24,7 +24,7 @@ from app.encoder.model_spec import ModelLoadError, parse_model_spec
 from app.encoder.preprocess import PreprocessConfig, to_batch
 
 if TYPE_CHECKING:
-    from app.encoder.onnx_runtime import OnnxGraph
+    from app.encoder.onnx_encoder import OnnxGraph
 
 log = logging.getLogger(__name__)
 

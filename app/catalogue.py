@@ -85,7 +85,7 @@ def embedding_rows(image_id: int, shard: int, model_id: str, image: NewImage) ->
     ]
 
 
-class Catalog:
+class Catalogue:
     def __init__(
         self,
         session_factory: Callable[[], Session],
