@@ -16,7 +16,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from app.encoder import loading, onnx_runtime
+from app.encoder import loading
+from app.encoder import onnx_encoder as onnx_module
 from app.encoder.loading import load_service_encoder
 from app.encoder.onnx_encoder import graph_path
 from app.encoder.preprocess import decode_image, eval_transform
@@ -94,7 +95,7 @@ def test_onnx_export_is_cached_by_model_id_and_matches_pytorch_on_real_photos(
     def no_export(*args: object) -> None:
         raise AssertionError("exported although a valid cached graph exists")
 
-    monkeypatch.setattr(onnx_runtime, "export_graph", no_export)
+    monkeypatch.setattr(onnx_module, "export_graph", no_export)
     again = load_service_encoder(settings(tmp_path, "onnx"))
     assert cached.stat().st_mtime_ns == stamp
     assert (again.embed_tensor(batch[:4]) * ours[:4]).sum(axis=1).min() > 0.9999
