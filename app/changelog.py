@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage, Replica
+from app.db.session import rowcount
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,13 @@ def prune(session: Session, retention_s: float, now: datetime | None = None) -> 
         .group_by(ChangeLogEntry.model_id)
     ).all():
         pruned += (
-            session.execute(
-                delete(ChangeLogEntry).where(
-                    ChangeLogEntry.model_id == model_id, ChangeLogEntry.seq <= through
+            rowcount(
+                session.execute(
+                    delete(ChangeLogEntry).where(
+                        ChangeLogEntry.model_id == model_id, ChangeLogEntry.seq <= through
+                    )
                 )
-            ).rowcount
+            )
             or 0
         )
         session.execute(

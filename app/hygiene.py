@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.catalogue import Catalogue
+from app.catalogue import Catalogue, Match
 from app.index.shards import ShardSet
 
 # Neighbours fetched per query vector, per view vector of an image: enough to get past the
@@ -39,7 +39,7 @@ class SimilarProduct:
 
 def _neighbours(
     shards: ShardSet, catalogue: Catalogue, vectors: np.ndarray, depth: int
-) -> tuple[np.ndarray, np.ndarray, dict]:
+) -> tuple[np.ndarray, np.ndarray, dict[int, Match]]:
     scores, ids = shards.search(np.ascontiguousarray(vectors, dtype=np.float32), depth)
     return scores, ids, catalogue.matches_for(ids.ravel().tolist())
 

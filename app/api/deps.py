@@ -11,11 +11,12 @@ from app.services import Services
 
 
 def get_metrics(request: Request) -> ServiceMetrics:
-    return request.app.state.metrics
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
 
 
 def get_services(request: Request) -> Services:
-    services = getattr(request.app.state, "services", None)
+    services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise HTTPException(503, "service not ready")
     return services

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from PIL import Image
@@ -31,7 +31,7 @@ MIN_THUMB, MAX_THUMB = 16, 1024
 # An image id always names the same bytes while it exists, but SQLite may hand a deleted id
 # out again, so clients revalidate after a while (a cheap 304) instead of caching forever.
 CACHE_CONTROL = "private, max-age=3600"
-IMAGE_RESPONSES = {
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The stored bytes, or a JPEG thumbnail with `size`.",
         "content": {

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from app.db.migrate import open_database
 from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage, Replica
-from app.db.session import make_session_factory
+from app.db.session import make_session_factory, rowcount
 from app.settings import Settings
 
 DROP_BATCH = 5000  # images per DELETE: short transactions, progress to watch
@@ -86,11 +86,13 @@ def run_drop_model(settings: Settings, model_id: str, live_s: float, force: bool
                 )
                 if not batch:
                     break
-                gone = session.execute(
-                    delete(Embedding).where(
-                        Embedding.model_id == model_id, Embedding.image_id.in_(batch)
+                gone = rowcount(
+                    session.execute(
+                        delete(Embedding).where(
+                            Embedding.model_id == model_id, Embedding.image_id.in_(batch)
+                        )
                     )
-                ).rowcount
+                )
                 session.commit()
             dropped += gone or 0
             bar.update(gone or 0)

@@ -6,6 +6,8 @@ this model report not ready until every image has a vector of it (docs/DEPLOYMEN
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sqlalchemy import Row, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -26,7 +28,7 @@ from app.storage.blobs import FileBlobStore
 
 def _store(
     session: Session,
-    rows: list[Row],
+    rows: Sequence[Row[int, int, str]],  # (id, product_id, blob_key)
     vectors: np.ndarray,
     model_id: str,
     codes: tuple[int, ...],

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db.models import CatalogueEpoch, ProductCatalogue
+from app.db.session import rowcount
 
 
 def bump_catalogue_epoch(session: Session) -> None:
@@ -39,5 +40,5 @@ def drop_memberships(session: Session, product_id: int) -> None:
         .where(ProductCatalogue.product_id == product_id)
         .execution_options(synchronize_session=False)
     )
-    if removed.rowcount:
+    if rowcount(removed):
         bump_catalogue_epoch(session)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.encoder.backbones import ModelLoadError
+from app.encoder.model_spec import ModelLoadError
 from app.encoder.preprocess import PreprocessConfig
 from app.storage.files import atomic_path
 
