@@ -19,6 +19,7 @@ from app.db.models import Embedding, Product, ReferenceImage
 from app.encoder.views import VIEW_BITS, vector_id
 from app.index.shards import ShardSet, encode_vector
 from app.storage.blobs import BlobStore
+from app.uploaded import UploadedImage
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +37,32 @@ class WriteConflict(Exception):
 
 
 @dataclass(frozen=True)
-class NewImage:
+class NewImage(UploadedImage):
     """An upload that decoded and embedded fine; nothing is written before all of them do."""
 
-    data: bytes
-    sha256: str
-    image_format: str
-    width: int
-    height: int
     embedding: np.ndarray
     # Derived vectors (degraded views) and their view codes, in the same order.
     view_embeddings: np.ndarray | None = None
     view_codes: tuple[int, ...] = ()
+
+    @classmethod
+    def embedded(
+        cls,
+        upload: UploadedImage,
+        embedding: np.ndarray,
+        view_embeddings: np.ndarray | None = None,
+        view_codes: tuple[int, ...] = (),
+    ) -> NewImage:
+        return cls(
+            upload.data,
+            upload.sha256,
+            upload.image_format,
+            upload.width,
+            upload.height,
+            embedding,
+            view_embeddings,
+            view_codes,
+        )
 
     def vectors(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         """The vector ids and vectors this image puts into the index: itself, then its views."""

@@ -24,17 +24,13 @@ from app.encoder.preprocess import decode_image_with_format, eval_transform
 from app.encoder.torch_encoder import Encoder
 from app.encoder.views import degraded_views, view_code
 from app.storage.blobs import sha256_hex
+from app.uploaded import UploadedImage
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class DecodedImage:
-    data: bytes
-    sha256: str
-    image_format: str
-    width: int
-    height: int
+class DecodedImage(UploadedImage):
     tensor: torch.Tensor
     view_tensors: tuple[torch.Tensor, ...] = ()  # degraded views, for references only
 

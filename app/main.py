@@ -72,7 +72,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     )
     scopes = ScopeResolver(session_factory, encoder.model_id)
     return Services(
-        settings, engine, session_factory, encoder, inference, shards, catalogue, metrics, scopes
+        settings, engine, session_factory, encoder, inference, shards, catalogue, scopes
     )
 
 

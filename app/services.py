@@ -11,7 +11,6 @@ from app.catalogue import Catalogue
 from app.encoder.torch_encoder import Encoder
 from app.index.shards import ShardSet
 from app.inference import Inference
-from app.metrics import ServiceMetrics
 from app.scopes import ScopeResolver
 from app.settings import Settings
 
@@ -25,5 +24,4 @@ class Services:
     inference: Inference
     shards: ShardSet
     catalogue: Catalogue
-    metrics: ServiceMetrics
     scopes: ScopeResolver

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ServicesDep
+from app.api.deps import SessionFactoryDep, SettingsDep
 from app.api.products import _valid_sku
 from app.api.schemas import CatalogueList, CatalogueOut, ErrorDetail, ProductOut, errors
 from app.api.scope import valid_catalogues
@@ -18,8 +18,8 @@ router = APIRouter(tags=["catalogues"])
 
 
 @router.get("/catalogues", operation_id="listCatalogues", responses=errors(503))
-async def get_catalogues(services: ServicesDep) -> CatalogueList:
-    rows = await run_in_threadpool(list_catalogues, services.session_factory)
+async def get_catalogues(session_factory: SessionFactoryDep) -> CatalogueList:
+    rows = await run_in_threadpool(list_catalogues, session_factory)
     return CatalogueList(items=[CatalogueOut(name=n, product_count=c) for n, c in rows])
 
 
@@ -32,13 +32,16 @@ async def get_catalogues(services: ServicesDep) -> CatalogueList:
     },
 )
 async def put_catalogues(
-    services: ServicesDep, sku: str, catalogues: Annotated[list[str], Body()]
+    settings: SettingsDep,
+    session_factory: SessionFactoryDep,
+    sku: str,
+    catalogues: Annotated[list[str], Body()],
 ) -> ProductOut:
     """Replace the product's catalogues with this JSON list (`[]`: none)."""
     _valid_sku(sku)
-    names = valid_catalogues(catalogues, services.settings.max_catalogues_per_product)
+    names = valid_catalogues(catalogues, settings.max_catalogues_per_product)
     try:
-        product = await run_in_threadpool(set_catalogues, services.session_factory, sku, names)
+        product = await run_in_threadpool(set_catalogues, session_factory, sku, names)
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
     return ProductOut.of(product)

@@ -1,13 +1,24 @@
-"""Dependencies injected into routes."""
+"""Dependencies injected into routes: each route names the parts of the service it uses.
+
+Everything is built once by the app's lifespan (`Services`); until it is, every dependency
+below answers 503 "service not ready".
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session
 
+from app.catalogue import Catalogue
+from app.index.shards import ShardSet
+from app.inference import Inference
 from app.metrics import ServiceMetrics
+from app.scopes import ScopeResolver
 from app.services import Services
+from app.settings import Settings
 
 
 def get_metrics(request: Request) -> ServiceMetrics:
@@ -22,5 +33,35 @@ def get_services(request: Request) -> Services:
     return services
 
 
+def get_settings(request: Request) -> Settings:
+    return get_services(request).settings
+
+
+def get_catalogue(request: Request) -> Catalogue:
+    return get_services(request).catalogue
+
+
+def get_inference(request: Request) -> Inference:
+    return get_services(request).inference
+
+
+def get_shards(request: Request) -> ShardSet:
+    return get_services(request).shards
+
+
+def get_scopes(request: Request) -> ScopeResolver:
+    return get_services(request).scopes
+
+
+def get_session_factory(request: Request) -> Callable[[], Session]:
+    return get_services(request).session_factory
+
+
 ServiceMetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
+InferenceDep = Annotated[Inference, Depends(get_inference)]
+ShardsDep = Annotated[ShardSet, Depends(get_shards)]
+ScopesDep = Annotated[ScopeResolver, Depends(get_scopes)]
+SessionFactoryDep = Annotated[Callable[[], Session], Depends(get_session_factory)]

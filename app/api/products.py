@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ServicesDep
+from app.api.deps import CatalogueDep, ServicesDep
 from app.api.schemas import (
     DuplicateWarning,
     ImagesAdded,
@@ -133,28 +133,28 @@ async def add_images(
 
 @router.get("", operation_id="listProducts", responses=errors(422, 503))
 async def list_products(
-    services: ServicesDep,
+    catalogue: CatalogueDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> ProductPage:
-    products, total = await run_in_threadpool(services.catalogue.list_products, limit, offset)
+    products, total = await run_in_threadpool(catalogue.list_products, limit, offset)
     return ProductPage(
         items=[ProductOut.of(p) for p in products], total=total, limit=limit, offset=offset
     )
 
 
 @router.get("/{sku}", operation_id="getProduct", responses=errors(404, 503))
-async def get_product(services: ServicesDep, sku: str) -> ProductOut:
+async def get_product(catalogue: CatalogueDep, sku: str) -> ProductOut:
     try:
-        return ProductOut.of(await run_in_threadpool(services.catalogue.get_product, sku))
+        return ProductOut.of(await run_in_threadpool(catalogue.get_product, sku))
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
 
 
 @router.delete("/{sku}", status_code=204, operation_id="deleteProduct", responses=errors(404, 503))
-async def delete_product(services: ServicesDep, sku: str) -> Response:
+async def delete_product(catalogue: CatalogueDep, sku: str) -> Response:
     try:
-        await run_in_threadpool(services.catalogue.delete_product, sku)
+        await run_in_threadpool(catalogue.delete_product, sku)
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
     return Response(status_code=204)
@@ -167,10 +167,10 @@ async def delete_product(services: ServicesDep, sku: str) -> Response:
     responses=errors(404, 422, 503),
 )
 async def delete_image(
-    services: ServicesDep, sku: str, image_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+    catalogue: CatalogueDep, sku: str, image_id: Annotated[int, Path(ge=1, le=MAX_ID)]
 ) -> Response:
     try:
-        await run_in_threadpool(services.catalogue.delete_image, sku, image_id)
+        await run_in_threadpool(catalogue.delete_image, sku, image_id)
     except NotFound as exc:
         raise HTTPException(404, f"image not found: {sku}/{image_id}") from exc
     return Response(status_code=204)

@@ -10,7 +10,13 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ServicesDep
+from app.api.deps import (
+    CatalogueDep,
+    InferenceDep,
+    SessionFactoryDep,
+    SettingsDep,
+    ShardsDep,
+)
 from app.api.products import MAX_ID
 from app.api.schemas import SimilarProduct, SimilarProducts, errors
 from app.catalogue import NotFound
@@ -58,51 +64,58 @@ def thumbnail(data: bytes, size: int, max_pixels: int) -> bytes:
     responses={**IMAGE_RESPONSES, **errors(404, 422, 503)},
 )
 async def get_image(
-    services: ServicesDep,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+    session_factory: SessionFactoryDep,
     request: Request,
     sku: str,
     image_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     size: Annotated[int | None, Query(ge=MIN_THUMB, le=MAX_THUMB)] = None,
 ) -> Response:
     try:
-        stored = await run_in_threadpool(find_image, services.session_factory, sku, image_id)
+        stored = await run_in_threadpool(find_image, session_factory, sku, image_id)
     except NotFound as exc:
         raise HTTPException(404, f"image not found: {sku}/{image_id}") from exc
     etag = f'"{stored.sha256}"' if size is None else f'"{stored.sha256}-{size}"'
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    data = await run_in_threadpool(services.catalogue.blobs.get, stored.blob_key)
+    data = await run_in_threadpool(catalogue.blobs.get, stored.blob_key)
     if size is None:
         return Response(data, media_type=MEDIA_TYPES[stored.image_format], headers=headers)
-    small = await run_in_threadpool(thumbnail, data, size, services.settings.max_image_pixels)
+    small = await run_in_threadpool(thumbnail, data, size, settings.max_image_pixels)
     return Response(small, media_type="image/jpeg", headers=headers)
 
 
 @router.get("/{sku}/similar", operation_id="getSimilar", responses=errors(404, 422, 503))
 async def get_similar(
-    services: ServicesDep, sku: str, limit: Annotated[int, Query(ge=1, le=100)] = 10
+    shards: ShardsDep,
+    catalogue: CatalogueDep,
+    inference: InferenceDep,
+    session_factory: SessionFactoryDep,
+    sku: str,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> SimilarProducts:
     """Other products whose references score highest against this one's: the confusable
     pairs worth photographing better."""
     try:
         ids, vectors = await run_in_threadpool(
-            product_vectors, services.session_factory, sku, services.shards.model_id
+            product_vectors, session_factory, sku, shards.model_id
         )
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
     similar = await run_in_threadpool(
         similar_products,
-        services.shards,
-        services.catalogue,
+        shards,
+        catalogue,
         sku,
         ids,
         vectors,
         limit,
-        1 + len(services.inference.reference_views),
+        1 + len(inference.reference_views),
     )
     return SimilarProducts(
         sku=sku,
         similar=[SimilarProduct(**asdict(s)) for s in similar],
-        model=services.shards.model_id,
+        model=shards.model_id,
     )

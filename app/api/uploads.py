@@ -49,7 +49,5 @@ async def embed_uploads(services: Services, payloads: list[bytes], field: str) -
         own, views = vectors[start], vectors[start + 1 : start + 1 + len(d.view_tensors)]
         start += 1 + len(d.view_tensors)
         codes = services.inference.view_codes if d.view_tensors else ()
-        uploads.append(
-            NewImage(d.data, d.sha256, d.image_format, d.width, d.height, own, views, codes)
-        )
+        uploads.append(NewImage.embedded(d, own, views, codes))
     return uploads
