@@ -1,5 +1,5 @@
-"""`retailklip` command line: serve, migrate, reindex, models, drop-model, import, gc-blobs,
-train, eval."""
+"""`retailklip` command line: serve, migrate, reindex, models, drop-model, import, openapi,
+gc-blobs, train, eval."""
 
 from __future__ import annotations
 
@@ -66,6 +66,19 @@ def _gc(args: argparse.Namespace) -> int:
     return run_gc(Settings(), args.grace_hours, args.dry_run)
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    import json
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    # The document depends on the limits in the settings, and on whether keys are configured
+    # (the X-API-Key scheme and its 401s); nothing is loaded to build it.
+    settings = Settings(api_keys="configured" if args.with_api_keys else "")
+    print(json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True))
+    return 0
+
+
 def _import(args: argparse.Namespace) -> int:
     from app.commands.importer import run_import
 
@@ -124,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     importer.add_argument("--restart", action="store_true", help="ignore earlier progress")
     importer.set_defaults(func=_import)
+    openapi = sub.add_parser("openapi", help="print the HTTP contract (OpenAPI 3 JSON)")
+    openapi.add_argument(
+        "--with-api-keys", action="store_true", help="as served when RETAILKLIP_API_KEYS is set"
+    )
+    openapi.set_defaults(func=_openapi)
     gc = sub.add_parser("gc-blobs", help="delete stored image bytes no reference image uses")
     gc.add_argument("--grace-hours", type=float, default=24.0)
     gc.add_argument("--dry-run", action="store_true")

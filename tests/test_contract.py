@@ -3,6 +3,7 @@ schemathesis run (all checks, stateful phase included) against a live server on 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -121,6 +122,21 @@ def readme_statuses() -> dict[tuple[str, str], set[int]]:
     section = text.split("### Statuses per route", 1)[1].split("\n#", 1)[0]
     rows = re.findall(r"^\| `(\w+) (\S+)` \| ([\d, ]*\d)[^|]* \|$", section, flags=re.MULTILINE)
     return {(m, p): {int(s) for s in codes.split(",")} for m, p, codes in rows}
+
+
+def test_committed_document_is_the_one_served() -> None:
+    # docs/openapi.json is the contract clients are written against; regenerate it with
+    # `retailklip openapi --with-api-keys > docs/openapi.json` after changing a route.
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "openapi", "--with-api-keys"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RETAILKLIP_")},
+    )
+    committed = json.loads((REPO / "docs" / "openapi.json").read_text())
+    assert json.loads(out.stdout) == committed, "docs/openapi.json is stale: regenerate it"
 
 
 def test_readme_status_table_is_the_documents() -> None:

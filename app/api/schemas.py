@@ -1,4 +1,4 @@
-"""Response bodies of the HTTP contract (ARCHITECTURE.md)."""
+"""Response bodies of the HTTP contract (docs/openapi.json)."""
 
 from __future__ import annotations
 
