@@ -46,10 +46,15 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     encoder = load_encoder(settings.model, settings.device)
     log.info("model %s loaded on %s", encoder.model_id, encoder.device)
     shards = ShardSet(
-        encoder.model_id, encoder.embed_dim, settings.resolved_shard_dir, session_factory
+        encoder.model_id,
+        encoder.embed_dim,
+        settings.resolved_shard_dir,
+        session_factory,
+        settings.index_config,
     )
     shards.sync(use_files=True)
     shards.persist_dirty()
+    shards.maintain_in_background()  # ANN training, if due, never delays readiness
     log.info("index ready: %d vectors in %d shards", shards.size, len(shards.shards))
     inference = InferenceRuntime(
         encoder,
@@ -73,6 +78,7 @@ async def keep_shards_in_step(services: Services) -> None:
         await asyncio.sleep(services.settings.sync_interval_s)
         try:
             await run_in_threadpool(services.shards.sync)
+            services.shards.maintain_in_background()
             # Files only speed up the next start (SQL is the truth), so write them rarely.
             if loop.time() - last_persist >= services.settings.shard_persist_interval_s:
                 await run_in_threadpool(services.shards.persist_dirty)

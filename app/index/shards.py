@@ -1,10 +1,12 @@
 """FAISS shards: a cache of the SQL embeddings of one model, kept in step with SQL.
 
-Each shard is an `IndexIDMap2(IndexFlatIP)` whose ids are vector ids: a reference image's id shifted
-left by `VIEW_BITS`, plus the code of a degraded view (0: the image itself; see
-app/encoder/views.py), so a hit maps back to its image without a lookup. SQL holds a version
-per (model, shard) that every write bumps; a shard whose loaded version differs from SQL's is
-rebuilt from SQL, so neither local files nor another process's writes are ever trusted blindly.
+Each shard is a `VectorIndex` (app/index/vector_index.py: exact below a size threshold, IVF
+with compact codes above it, trained in the background by `maintain`) whose ids are vector
+ids: a reference image's id shifted left by `VIEW_BITS`, plus the code of a degraded view
+(0: the image itself; see app/encoder/views.py), so a hit maps back to its image without a
+lookup. SQL holds a version per (model, shard) that every write bumps; a shard whose loaded
+version differs from SQL's is rebuilt from SQL, so neither local files nor another process's
+writes are ever trusted blindly.
 """
 
 from __future__ import annotations
@@ -23,18 +25,19 @@ from sqlalchemy.orm import Session
 
 from app.db.models import ReferenceImage, ReferenceView, ShardVersion
 from app.encoder.views import image_of, vector_id
+from app.index.vector_index import IndexConfig, VectorIndex
 from app.storage.files import atomic_write
 
-# Bumped when what a shard file holds changes meaning (v2: vector ids instead of image ids),
-# so files written by an older release are never loaded as if they were current.
-LAYOUT = "v2"
+# Bumped when what a shard file holds changes meaning (v2: vector ids instead of image ids;
+# v3: VectorIndex files), so files of an older release are never loaded as if they were current.
+LAYOUT = "v3"
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Shard:
-    index: faiss.IndexIDMap2
+    index: VectorIndex
     version: int
     dirty: bool = False  # changed in memory since last written to disk
 
@@ -46,8 +49,10 @@ class ShardSet:
         dim: int,
         shard_dir: Path,
         session_factory: Callable[[], Session],
+        index_config: IndexConfig | None = None,
     ) -> None:
         self.model_id = model_id
+        self.index_config = index_config or IndexConfig()
         self.dim = dim
         self.directory = shard_dir / LAYOUT / re.sub(r"[^A-Za-z0-9._-]", "_", model_id)
         self.session_factory = session_factory
@@ -55,6 +60,7 @@ class ShardSet:
         self.lock = threading.RLock()
         self.persist_lock = threading.Lock()
         self.rebuilds = 0  # for tests and metrics: how often SQL had to be re-read
+        self._maintainer: threading.Thread | None = None
 
     # ---- bringing shards up to date -------------------------------------------------------
     def sync(self, use_files: bool = False) -> int:
@@ -116,9 +122,12 @@ class ShardSet:
         if not path.is_file():
             return None
         try:
-            index = faiss.read_index(str(path))
-        except RuntimeError:
+            index = VectorIndex.from_bytes(path.read_bytes(), self.index_config)
+        except (OSError, ValueError):
             log.warning("shard file %s unreadable; rebuilding from SQL", path)
+            return None
+        if not index.compatible(self.index_config):
+            log.info("shard file %s has another index type than configured; rebuilding", path)
             return None
         with self.session_factory() as session:
             count = sum(
@@ -166,16 +175,19 @@ class ShardSet:
             shard.version = version
 
     # ---- search ------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k vectors over all shards, merged: (scores, image ids) each (n, k), ids -1 where
-        fewer exist. A degraded view's hit is reported as its image, so an image may repeat."""
+        fewer exist. A degraded view's hit is reported as its image, so an image may repeat.
+        `selector` (over vector ids) filters inside each shard's search."""
         n = queries.shape[0]
         scores_parts, id_parts = [], []
         with self.lock:
             for shard in self.shards.values():
                 if shard.index.ntotal == 0:
                     continue
-                scores, ids = shard.index.search(queries, min(k, shard.index.ntotal))
+                scores, ids = shard.index.search(queries, min(k, shard.index.ntotal), selector)
                 scores_parts.append(scores)
                 id_parts.append(ids)
         if not scores_parts:
@@ -197,9 +209,56 @@ class ShardSet:
         # No lock: called on the event loop; a momentarily stale count is fine for probes.
         return sum(s.index.ntotal for s in list(self.shards.values()))
 
+    # ---- background maintenance (index training and compaction) ----------------------------
+    def maintain(self) -> int:
+        """Train, retrain or compact every shard index that is due; returns how many changed.
+        Blocking (k-means over a large shard takes seconds to minutes): never call it from a
+        request; `maintain_in_background` runs it on a thread of its own."""
+        changed = 0
+        with self.lock:
+            shards = list(self.shards.values())
+        for shard in shards:
+            if shard.index.needs_maintenance() and shard.index.maintain():
+                with self.lock:
+                    shard.dirty = True
+                changed += 1
+        return changed
+
+    def maintain_in_background(self) -> bool:
+        """Start `maintain` on a daemon thread unless one is running or nothing is due."""
+        with self.lock:
+            if self._maintainer is not None and self._maintainer.is_alive():
+                return False
+            if not any(s.index.needs_maintenance() for s in self.shards.values()):
+                return False
+            self._maintainer = threading.Thread(
+                target=self._maintain_logged, name="shard-maintenance", daemon=True
+            )
+            self._maintainer.start()
+            return True
+
+    def wait_for_maintenance(self, timeout: float | None = None) -> bool:
+        """For tests, benchmarks and shutdown: True once no maintenance thread runs."""
+        thread = self._maintainer
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
+    def _maintain_logged(self) -> None:
+        try:
+            changed = self.maintain()
+            if changed:
+                log.info("index maintenance: %d shard(s) trained or compacted", changed)
+        except Exception:
+            log.exception("index maintenance failed; the shards keep serving as they were")
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(s.index.memory_bytes() for s in list(self.shards.values()))
+
     # ---- persistence -------------------------------------------------------------------------
     def _path(self, shard_no: int, version: int) -> Path:
-        return self.directory / f"shard-{shard_no:06d}-v{version}.faiss"
+        return self.directory / f"shard-{shard_no:06d}-v{version}.faiss"  # FAISS inside (npz)
 
     def persist_dirty(self) -> int:
         """Write changed shards to disk (atomically), one at a time, and drop older files."""
@@ -210,7 +269,7 @@ class ShardSet:
                     shard = self.shards.get(shard_no)
                     if shard is None or not shard.dirty:
                         continue
-                    version, blob = shard.version, faiss.serialize_index(shard.index)
+                    version, blob = shard.version, shard.index.to_bytes()
                     shard.dirty = False
                 path = self._path(shard_no, version)
                 atomic_write(path, memoryview(blob))
@@ -220,5 +279,5 @@ class ShardSet:
                 written += 1
         return written
 
-    def _empty_index(self) -> faiss.IndexIDMap2:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+    def _empty_index(self) -> VectorIndex:
+        return VectorIndex(self.dim, self.index_config)
