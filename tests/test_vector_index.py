@@ -196,3 +196,20 @@ def test_rebuild_in_background_loses_no_write_made_meanwhile() -> None:
     assert not np.isin(index.search(vectors[:100], 5)[1], np.arange(100)).any()
     assert index.search(replaced, 1)[1][0, 0] == 200
     assert index.search(vectors[200:201], 1)[1][0, 0] != 200
+
+
+def test_retrain_after_growth_keeps_every_vector() -> None:
+    """Past 4x its trained size a shard is retrained on its decoded codes plus the delta."""
+    index, vectors = trained(1_500, IndexConfig(threshold=1_000, nprobe=64, delta_limit=64))
+    more = clustered(5_000, seed=3)
+    more_ids = 1_000_000 + np.arange(5_000, dtype=np.int64)
+    index.add_with_ids(more, more_ids)
+    index.remove_ids(np.arange(0, 80, 8))  # 10 tombstones in the old base
+    old_lists = index.base.nlist
+    assert index.needs_maintenance() and index.maintain()
+    assert index.trained_size == 1_500 - 10 + 5_000 and index.base.nlist > old_lists
+    assert index.ntotal == 6_490 and index.delta.ntotal == 0 and not index.dead_base
+    assert np.array_equal(index.search(more[:200], 1)[1][:, 0], more_ids[:200])
+    _, found = index.search(vectors[10:200], 1)
+    assert (found[:, 0] == np.arange(10, 200) * 8).mean() >= 0.99  # decoded SQ8, not float32
+    assert not np.isin(index.search(vectors[:10], 20)[1], np.arange(0, 80, 8)).any()

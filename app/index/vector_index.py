@@ -27,6 +27,17 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from app.index.layers import (
+    both,
+    contains,
+    flat,
+    flat_contents,
+    ivf_decode,
+    ivf_lists,
+    merge,
+    selector_of,
+)
+
 IndexKind = Literal["auto", "exact", "ivf"]
 FORMAT = 1  # of `to_bytes`; bumped when the layout changes
 MIN_TRAIN = 1_000  # `ivf` kind: fewer vectors than this stay exact (k-means needs data)
@@ -53,68 +64,6 @@ class IndexConfig:
         return int(min(65536, max(64, 2 ** round(np.log2(4 * np.sqrt(max(n, 1)))))))
 
 
-def _flat(d: int) -> faiss.IndexIDMap2:
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(d))
-
-
-def _flat_contents(index: faiss.IndexIDMap2) -> tuple[np.ndarray, np.ndarray]:
-    if index.ntotal == 0:
-        return np.zeros(0, np.int64), np.zeros((0, index.d), np.float32)
-    ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-    return ids, index.index.reconstruct_n(0, index.ntotal)
-
-
-def _ivf_lists(ivf: faiss.IndexIVF) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(list number, ids, codes) of every non-empty inverted list."""
-    out = []
-    lists = ivf.invlists
-    for list_no in range(ivf.nlist):
-        n = lists.list_size(list_no)
-        if n:
-            ids = faiss.rev_swig_ptr(lists.get_ids(list_no), n).copy()
-            codes = faiss.rev_swig_ptr(lists.get_codes(list_no), n * ivf.code_size).copy()
-            out.append((list_no, ids, codes.reshape(n, ivf.code_size)))
-    return out
-
-
-def _ivf_decode(ivf: faiss.IndexIVF, dead: set[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Live ids and their decoded vectors (codes are lossy: SQ8 differs from float32 by ~1e-3)."""
-    id_parts, vec_parts = [], []
-    width = ivf.coarse_code_size()
-    for list_no, ids, codes in _ivf_lists(ivf):
-        keep = ~np.isin(ids, np.fromiter(dead, np.int64, len(dead))) if dead else slice(None)
-        ids, codes = ids[keep], codes[keep]
-        if len(ids) == 0:
-            continue
-        # Stand-alone codes are the list number (little endian) followed by the list's code.
-        prefix = np.frombuffer(int(list_no).to_bytes(width, "little"), np.uint8)
-        standalone = np.hstack([np.broadcast_to(prefix, (len(ids), width)), codes])
-        id_parts.append(ids)
-        vec_parts.append(ivf.sa_decode(np.ascontiguousarray(standalone)))
-    if not id_parts:
-        return np.zeros(0, np.int64), np.zeros((0, ivf.d), np.float32)
-    return np.concatenate(id_parts), np.concatenate(vec_parts)
-
-
-def _selector(ids: set[int]) -> faiss.IDSelector | None:
-    if not ids:
-        return None
-    return faiss.IDSelectorBatch(np.fromiter(ids, np.int64, len(ids)))
-
-
-def _both(a: faiss.IDSelector | None, b: faiss.IDSelector | None) -> faiss.IDSelector | None:
-    if a is None or b is None:
-        return a or b
-    return faiss.IDSelectorAnd(a, b)
-
-
-def _contains(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    if len(sorted_ids) == 0:
-        return np.zeros(len(ids), bool)
-    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return sorted_ids[pos] == ids
-
-
 class VectorIndex:
     def __init__(self, d: int, config: IndexConfig | None = None) -> None:
         self.d = d
@@ -126,7 +75,7 @@ class VectorIndex:
         self.frozen: faiss.IndexIDMap2 | None = None
         self.frozen_ids = np.zeros(0, np.int64)
         self.dead_frozen: set[int] = set()
-        self.delta = _flat(d)
+        self.delta = flat(d)
         self._lock = threading.RLock()  # the layers; held briefly
         self._maintaining = threading.Lock()  # one maintain() at a time
         self._tombstone_filters: tuple[faiss.IDSelector | None, faiss.IDSelector | None] | None
@@ -161,7 +110,7 @@ class VectorIndex:
                 (self.base_ids, self.dead_base),
                 (self.frozen_ids, self.dead_frozen),
             ):
-                hits = [int(i) for i in ids[_contains(layer_ids, ids)] if int(i) not in dead]
+                hits = [int(i) for i in ids[contains(layer_ids, ids)] if int(i) not in dead]
                 dead.update(hits)
                 removed += len(hits)
             if removed:
@@ -178,23 +127,23 @@ class VectorIndex:
         with self._lock:
             if self._tombstone_filters is None:
                 self._tombstone_filters = tuple(  # type: ignore[assignment]
-                    None if not dead else faiss.IDSelectorNot(_selector(dead))
+                    None if not dead else faiss.IDSelectorNot(selector_of(dead))
                     for dead in (self.dead_base, self.dead_frozen)
                 )
             base_filter, frozen_filter = self._tombstone_filters  # type: ignore[misc]
             # Python must keep every selector alive while FAISS holds raw pointers to it.
             keep = (base_filter, frozen_filter, selector)
             if self.base is not None:
-                sel = _both(selector, base_filter)
+                sel = both(selector, base_filter)
                 params = faiss.SearchParametersIVF(sel=sel, nprobe=self.config.nprobe)
                 parts.append(self.base.search(queries, k, params=params))
             if self.frozen is not None and self.frozen.ntotal:
-                sel = _both(selector, frozen_filter)
+                sel = both(selector, frozen_filter)
                 parts.append(self._flat_search(self.frozen, queries, k, sel))
             if self.delta.ntotal or not parts:
                 parts.append(self._flat_search(self.delta, queries, k, selector))
             del keep
-        return _merge(parts, k)
+        return merge(parts, k)
 
     @staticmethod
     def _flat_search(
@@ -226,14 +175,14 @@ class VectorIndex:
                 return False
             with self._lock:
                 # Freeze the delta: new writes go to a fresh one, removals to tombstones.
-                self.frozen, self.delta = self.delta, _flat(self.d)
+                self.frozen, self.delta = self.delta, flat(self.d)
                 self.frozen_ids = np.sort(faiss.vector_to_array(self.frozen.id_map))
                 self.dead_frozen = set()
                 self._tombstone_filters = None
                 base, dead_snapshot = self.base, set(self.dead_base)
                 live = self.ntotal
                 retrain = base is None or live >= self.config.retrain_growth * self.trained_size
-            frozen_ids, frozen_vectors = _flat_contents(self.frozen)
+            frozen_ids, frozen_vectors = flat_contents(self.frozen)
             try:
                 if retrain:
                     self._rebuild(base, dead_snapshot, frozen_ids, frozen_vectors)
@@ -253,7 +202,7 @@ class VectorIndex:
         frozen_vectors: np.ndarray,
     ) -> None:
         if base is not None:
-            old_ids, old_vectors = _ivf_decode(base, dead_snapshot)
+            old_ids, old_vectors = ivf_decode(base, dead_snapshot)
             ids = np.concatenate([old_ids, frozen_ids])
             vectors = np.concatenate([old_vectors, frozen_vectors])
             del old_vectors
@@ -266,7 +215,7 @@ class VectorIndex:
             # Removals made since the snapshot hit rows now inside the new base.
             since = (self.dead_base - dead_snapshot) | self.dead_frozen
             removed = np.fromiter(since, np.int64, len(since))
-            self.dead_base = {int(i) for i in removed[_contains(new_ids, removed)]}
+            self.dead_base = {int(i) for i in removed[contains(new_ids, removed)]}
             self.base, self.base_ids, self.trained_size = ivf, new_ids, len(ids)
             self._clear_frozen()
 
@@ -313,7 +262,7 @@ class VectorIndex:
     def _unfreeze(self) -> None:
         if self.frozen is None:
             return
-        ids, vectors = _flat_contents(self.frozen)
+        ids, vectors = flat_contents(self.frozen)
         keep = ~np.isin(ids, np.fromiter(self.dead_frozen, np.int64))
         newer = faiss.vector_to_array(self.delta.id_map)
         keep &= ~np.isin(ids, newer)  # re-added since: the delta's copy is the current one
@@ -332,9 +281,9 @@ class VectorIndex:
 
     def to_bytes(self) -> bytes:
         with self._lock:
-            ids, vectors = _flat_contents(self.delta)
+            ids, vectors = flat_contents(self.delta)
             if self.frozen is not None:
-                f_ids, f_vectors = _flat_contents(self.frozen)
+                f_ids, f_vectors = flat_contents(self.frozen)
                 keep = ~np.isin(f_ids, np.fromiter(self.dead_frozen, np.int64))
                 keep &= ~np.isin(f_ids, ids)
                 ids = np.concatenate([ids, f_ids[keep]])
@@ -369,7 +318,7 @@ class VectorIndex:
             if len(base):
                 index.base = faiss.deserialize_index(base)  # already its own class
                 index.base_ids = np.sort(
-                    np.concatenate([ids for _, ids, _ in _ivf_lists(index.base)] or [[]])
+                    np.concatenate([ids for _, ids, _ in ivf_lists(index.base)] or [[]])
                 ).astype(np.int64)
                 index.dead_base = {int(i) for i in data["dead"]}
                 index.trained_size = int(data["trained"])
@@ -387,16 +336,3 @@ class VectorIndex:
                 total += len(self.base_ids) * (self.base.code_size + 8 + 8)  # + sorted copy
                 total += self.base.nlist * self.d * 4
             return total + 8 * (len(self.dead_base) + len(self.dead_frozen))
-
-
-def _merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    if len(parts) == 1:
-        scores, ids = parts[0]
-    else:
-        scores = np.concatenate([p[0] for p in parts], axis=1)
-        ids = np.concatenate([p[1] for p in parts], axis=1)
-        scores = np.where(ids < 0, -np.inf, scores)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        scores = np.take_along_axis(scores, order, axis=1)
-        ids = np.take_along_axis(ids, order, axis=1)
-    return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
