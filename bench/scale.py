@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--shard-capacity", type=int, default=100_000, help="images per shard")
     parser.add_argument("--codec", default="SQ8")
-    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--nprobe", type=int, default=16)
     parser.add_argument("--register", type=int, default=64, help="images POSTed (0: skip)")
     parser.add_argument("--skip-formats", action="store_true")
     parser.add_argument("--json", action="store_true")

@@ -49,7 +49,7 @@ class IndexConfig:
     threshold: int = 20_000  # auto: live vectors from which a shard gets an IVF index
     codec: str = "SQ8"  # FAISS codec of the IVF lists: SQ8, SQfp16, SQ4, Flat, PQ<m>
     nlist: int = 0  # IVF lists; 0: about 4 * sqrt(vectors), a power of two
-    nprobe: int = 32  # lists scanned per query
+    nprobe: int = 16  # lists scanned per query
     delta_limit: int = 4096  # exact-searched vectors folded into the IVF index past this
     retrain_growth: float = 4.0  # retrain once live vectors reach this times the trained size
 
