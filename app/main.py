@@ -52,10 +52,12 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
         encoder.embed_dim,
         settings.resolved_shard_dir,
         session_factory,
+        index_config=settings.index_config,
         log_retention_s=settings.change_log_retention_s,
     )
     shards.sync(use_files=True)
     shards.persist_dirty()
+    shards.maintain_in_background()  # ANN training, if due, never delays readiness
     log.info("index ready: %d vectors in %d shards", shards.size, len(shards.shards))
     if not shards.complete:
         log.warning("model %s: reindex incomplete; not ready until it finishes", encoder.model_id)
@@ -84,6 +86,7 @@ async def keep_shards_in_step(services: Services) -> None:
         await asyncio.sleep(services.settings.sync_interval_s)
         try:
             await run_in_threadpool(services.shards.sync)
+            services.shards.maintain_in_background()
             # Files only speed up the next start (SQL is the truth), so write them rarely.
             if loop.time() - last_persist >= services.settings.shard_persist_interval_s:
                 await run_in_threadpool(services.shards.persist_dirty)

@@ -16,6 +16,7 @@ from app.encoder.views import parse_views
 
 if TYPE_CHECKING:
     from app.encoder.preprocess import PreprocessConfig
+    from app.index.vector_index import IndexConfig
 
 DEFAULT_MODEL = "retailklip-lite0-shelf"
 
@@ -70,6 +71,43 @@ class Settings(BaseSettings):
     max_boxes: int = 16
     max_catalogues_per_product: int = 64
     duplicate_threshold: float = 0.9
+    # Shard index (app/index/vector_index.py; trade-off measured in docs/DEPLOYMENT.md):
+    # "auto" = exact below INDEX_THRESHOLD live vectors per shard, IVF above; "exact"; "ivf".
+    index: Literal["auto", "exact", "ivf"] = "auto"
+    index_threshold: int = 20_000  # exact search costs ~5 ms per query here at about this size
+    index_codec: str = "SQ8"  # IVF list codes: SQ8 (1 byte/dim), SQfp16, SQ4, Flat, PQ<m>
+    index_nlist: int = 0  # 0: about 4 * sqrt(vectors in the shard)
+    index_nprobe: int = 16  # lists scanned per query: recall against speed (README)
+    index_delta_limit: int = 4096  # exact-searched new vectors folded into the IVF past this
+
+    @field_validator("index_codec")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        if value not in ("SQ8", "SQfp16", "SQ4", "SQ6", "Flat") and not (
+            value.startswith("PQ") and value[2:].isdigit()
+        ):
+            raise ValueError("must be SQ8, SQfp16, SQ6, SQ4, Flat or PQ<m>")
+        return value
+
+    @field_validator("index_threshold", "index_nprobe", "index_delta_limit")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @property
+    def index_config(self) -> IndexConfig:
+        from app.index.vector_index import IndexConfig  # faiss: not for settings-only commands
+
+        return IndexConfig(
+            kind=self.index,
+            threshold=self.index_threshold,
+            codec=self.index_codec,
+            nlist=self.index_nlist,
+            nprobe=self.index_nprobe,
+            delta_limit=self.index_delta_limit,
+        )
 
     @field_validator("shard_capacity", "max_batch", "default_top_k", "max_upload_bytes")
     @classmethod

@@ -1,8 +1,9 @@
 """FAISS shards: a cache of the SQL embeddings of one model, kept in step with SQL.
 
-Each shard is an `IndexIDMap2(IndexFlatIP)` whose ids are vector ids: a reference image's id shifted
-left by `VIEW_BITS`, plus the code of a degraded view (0: the image itself; see
-app/encoder/views.py), so a hit maps back to its image without a lookup.
+Each shard is a `VectorIndex` (app/index/vector_index.py: exact below a size threshold, IVF
+with compact codes above it, trained in the background by `maintain`) whose ids are vector
+ids: a reference image's id shifted left by `VIEW_BITS`, plus the code of a degraded view (0: the
+image itself; see app/encoder/views.py), so a hit maps back to its image without a lookup.
 
 The set follows the model's change log (app/changelog.py): `position` is the last log entry it
 has applied, and a sync applies only the entries after it, re-reading from SQL the rows of the
@@ -26,17 +27,19 @@ from typing import Any
 
 import faiss
 import numpy as np
+import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import changelog
 from app.db.models import Embedding
 from app.encoder.views import VIEW_BITS, image_of
+from app.index.vector_index import IndexConfig, VectorIndex
 from app.storage.files import atomic_write
 
 # Bumped when what a shard file holds changes meaning (v2: vector ids instead of image ids;
-# v3: log positions instead of per-shard versions), so files written by an older release are
-# never loaded as if they were current.
+# v3: log positions instead of per-shard versions, VectorIndex files), so files written by an
+# older release are never loaded as if they were current.
 LAYOUT = "v3"
 MANIFEST = "manifest.json"
 LOG_BATCH = 2000  # log entries read per round trip while catching up
@@ -49,7 +52,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Shard:
-    index: faiss.IndexIDMap2
+    index: VectorIndex
     version: int  # log position of this shard's last change; names its file
     dirty: bool = False  # changed in memory since last written to disk
 
@@ -88,10 +91,12 @@ class ShardSet:
         dim: int,
         shard_dir: Path,
         session_factory: Callable[[], Session],
+        index_config: IndexConfig | None = None,
         log_retention_s: float = 7 * 86400,
         prune_interval_s: float = 300.0,
     ) -> None:
         self.model_id = model_id
+        self.index_config = index_config or IndexConfig()
         self.dim = dim
         self.directory = shard_dir / LAYOUT / re.sub(r"[^A-Za-z0-9._-]", "_", model_id)
         self.session_factory = session_factory
@@ -111,6 +116,7 @@ class ShardSet:
         self.rebuilds = 0  # for tests and metrics: how often the whole model was read from SQL
         self.applied = 0  # change-log entries applied by sync
         self._last_prune = self._last_beat = -float("inf")
+        self._maintainer: threading.Thread | None = None
 
     # ---- bringing shards up to date -------------------------------------------------------
     def sync(self, use_files: bool = False) -> int:
@@ -212,28 +218,23 @@ class ShardSet:
         format: bytea arrives as raw bytes, not hex text twice their size."""
         connection = session.connection()
         raw = connection.connection.driver_connection
-        if connection.dialect.name == "postgresql" and hasattr(raw, "cursor"):
-            try:
-                import psycopg
-            except ImportError:  # another PostgreSQL driver: the generic path below
-                psycopg = None
-            if psycopg is not None and isinstance(raw, psycopg.Connection):
-                with raw.cursor(name=f"rk_stream_{self.replica_id}", binary=True) as cursor:
-                    cursor.itersize = STREAM_ROWS
-                    cursor.execute(
-                        "SELECT image_id, code, shard, vector FROM embeddings WHERE model_id = %s",
-                        (self.model_id,),
-                    )
-                    while rows := cursor.fetchmany(STREAM_ROWS):
-                        yield self._columns(rows)
-                return
+        if isinstance(raw, psycopg.Connection):  # psycopg 3, the driver the project installs
+            with raw.cursor(name=f"rk_stream_{self.replica_id}", binary=True) as cursor:
+                cursor.itersize = STREAM_ROWS
+                cursor.execute(
+                    "SELECT image_id, code, shard, vector FROM embeddings WHERE model_id = %s",
+                    (self.model_id,),
+                )
+                while rows := cursor.fetchmany(STREAM_ROWS):
+                    yield self._columns(rows)
+            return
         result = connection.execute(
             select(Embedding.image_id, Embedding.code, Embedding.shard, Embedding.vector)
             .where(Embedding.model_id == self.model_id)
             .execution_options(stream_results=True, yield_per=STREAM_ROWS)
         )
-        for rows in result.partitions():
-            yield self._columns(rows)
+        for part in result.partitions():
+            yield self._columns(part)
 
     def _columns(
         self, rows: Sequence[Sequence[Any]]
@@ -368,19 +369,17 @@ class ShardSet:
         scans, so k hits come back whenever k allowed vectors exist."""
         n = queries.shape[0]
         scores_parts, id_parts = [], []
-        params = None
+        selector = None
         if allowed is not None:
             if len(allowed) == 0:
                 return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
             bitmap = allowed_bitmap(allowed)  # must outlive the search: FAISS keeps a pointer
-            params = faiss.SearchParameters(
-                sel=faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-            )
+            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
         with self.lock:
             for shard in self.shards.values():
                 if shard.index.ntotal == 0:
                     continue
-                scores, ids = shard.index.search(queries, min(k, shard.index.ntotal), params=params)
+                scores, ids = shard.index.search(queries, min(k, shard.index.ntotal), selector)
                 scores_parts.append(scores)
                 id_parts.append(ids)
         if not scores_parts:
@@ -402,9 +401,56 @@ class ShardSet:
         # No lock: called on the event loop; a momentarily stale count is fine for probes.
         return sum(s.index.ntotal for s in list(self.shards.values()))
 
+    # ---- background maintenance (index training and compaction) ----------------------------
+    def maintain(self) -> int:
+        """Train, retrain or compact every shard index that is due; returns how many changed.
+        Blocking (k-means over a large shard takes seconds to minutes): never call it from a
+        request; `maintain_in_background` runs it on a thread of its own."""
+        changed = 0
+        with self.lock:
+            shards = list(self.shards.values())
+        for shard in shards:
+            if shard.index.needs_maintenance() and shard.index.maintain():
+                with self.lock:
+                    shard.dirty = True
+                changed += 1
+        return changed
+
+    def maintain_in_background(self) -> bool:
+        """Start `maintain` on a daemon thread unless one is running or nothing is due."""
+        with self.lock:
+            if self._maintainer is not None and self._maintainer.is_alive():
+                return False
+            if not any(s.index.needs_maintenance() for s in self.shards.values()):
+                return False
+            self._maintainer = threading.Thread(
+                target=self._maintain_logged, name="shard-maintenance", daemon=True
+            )
+            self._maintainer.start()
+            return True
+
+    def wait_for_maintenance(self, timeout: float | None = None) -> bool:
+        """For tests, benchmarks and shutdown: True once no maintenance thread runs."""
+        thread = self._maintainer
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
+    def _maintain_logged(self) -> None:
+        try:
+            changed = self.maintain()
+            if changed:
+                log.info("index maintenance: %d shard(s) trained or compacted", changed)
+        except Exception:
+            log.exception("index maintenance failed; the shards keep serving as they were")
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(s.index.memory_bytes() for s in list(self.shards.values()))
+
     # ---- persistence -------------------------------------------------------------------------
     def _path(self, shard_no: int, version: int) -> Path:
-        return self.directory / f"shard-{shard_no:06d}-v{version}.faiss"
+        return self.directory / f"shard-{shard_no:06d}-v{version}.faiss"  # FAISS inside (npz)
 
     def persist_dirty(self) -> int:
         """Write changed shards to disk (atomically), one at a time, and drop older files;
@@ -420,7 +466,7 @@ class ShardSet:
                     shard = self.shards.get(shard_no)
                     if shard is None or not shard.dirty:
                         continue
-                    version, blob = shard.version, faiss.serialize_index(shard.index)
+                    version, blob = shard.version, shard.index.to_bytes()
                     shard.dirty = False
                 path = self._path(shard_no, version)
                 atomic_write(path, memoryview(blob))
@@ -455,17 +501,20 @@ class ShardSet:
 
     def _load_file(self, path: Path) -> Shard | None:
         try:
-            index = faiss.read_index(str(path))
-        except RuntimeError:
+            index = VectorIndex.from_bytes(path.read_bytes(), self.index_config)
+        except (OSError, ValueError):
             log.warning("shard file %s unreadable; rebuilding from SQL", path)
+            return None
+        if not index.compatible(self.index_config):
+            log.info("shard file %s has another index type than configured; rebuilding", path)
             return None
         if index.d != self.dim:
             log.warning("shard file %s has dimension %d, not %d", path, index.d, self.dim)
             return None
         return Shard(index=index, version=int(path.stem.rsplit("-v", 1)[1]))
 
-    def _empty_index(self) -> faiss.IndexIDMap2:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+    def _empty_index(self) -> VectorIndex:
+        return VectorIndex(self.dim, self.index_config)
 
 
 def allowed_bitmap(image_ids: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         directory = directory.parent
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes | memoryview) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
