@@ -10,7 +10,7 @@ model) replicated with small noise to N vectors; queries are real held-out photo
 - index memory per replica (exact float32 against the ANN codes);
 - start-up from SQL (`ShardSet.sync` on PostgreSQL; ready means searchable, exact until the
   background training finishes, whose time is shown too) and from the shard files;
-- catch-up: a second replica (its own Catalog and ShardSet) writes one image, the first syncs;
+- catch-up: a second replica (its own Catalogue and ShardSet) writes one image, the first syncs;
 - registration through HTTP (`retailklip serve`, POST /products) against the encoder's own
   throughput on the same images (with the degraded views the service stores);
 - what each compact vector format costs in top-1 / top-5 on both shared data sets.
@@ -40,8 +40,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.catalog import Catalog, NewImage  # noqa: E402
-
+from app.catalogue import Catalogue, NewImage  # noqa: E402
 from app.db.session import make_engine, make_session_factory  # noqa: E402
 from app.index.shards import ShardSet  # noqa: E402
 from app.index.vector_index import IndexConfig  # noqa: E402
@@ -98,9 +97,9 @@ def catchup(url: str, shards: ShardSet, vector: np.ndarray, blob_dir: Path, capa
     engine = make_engine(url)
     factory = make_session_factory(engine)
     other = ShardSet(shards.model_id, shards.dim, blob_dir / "other-shards", factory)
-    catalog = Catalog(factory, FileBlobStore(blob_dir), other, shard_capacity=capacity)
+    catalogue = Catalogue(factory, FileBlobStore(blob_dir), other, shard_capacity=capacity)
     image = NewImage(os.urandom(64), os.urandom(32).hex(), "jpeg", 10, 10, vector)
-    catalog.create_product("scale-catchup", "written by the other replica", {}, [image])
+    catalogue.create_product("scale-catchup", "written by the other replica", {}, [image])
     begin = time.perf_counter()
     shards.sync()
     elapsed = 1000 * (time.perf_counter() - begin)
@@ -113,8 +112,7 @@ def catchup(url: str, shards: ShardSet, vector: np.ndarray, blob_dir: Path, capa
 def registration(n: int, concurrency: int = 4) -> dict[str, float]:
     """Images per second through POST /products (fresh PostgreSQL, shipped model) and through
     the encoder alone (each image with its degraded views, as the service embeds it)."""
-    from app.encoder.runtime import load_encoder
-
+    from app.encoder.torch_encoder import load_encoder
     from app.encoder.views import degraded_views
     from training.data import load_image, read_grocery
 

@@ -25,8 +25,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.encoder.runtime import Encoder, load_encoder  # noqa: E402
-
+from app.encoder.torch_encoder import Encoder, load_encoder  # noqa: E402
 from bench.recognition import ImageCache, embeddings, load_splits  # noqa: E402
 from training.augment import shelf_transform  # noqa: E402
 from training.data import Sample, load_image, read_grocery, read_grozi  # noqa: E402

@@ -57,47 +57,30 @@ def bulk_load(url: str, vectors: np.ndarray, model_id: str, shard_capacity: int)
         ) as copy:
             for pid in range(1, n_images // IMAGES_PER_PRODUCT + 2):
                 copy.write_row((pid, f"sku-{pid:07d}", f"product {pid}", "{}", now, now))
-        cols = "id, product_id, sha256, blob_key, image_format, width, height, embedding, "
-        cols += "model_id, shard, views, created_at"
+        cols = "id, product_id, sha256, blob_key, image_format, width, height, created_at"
         own = np.flatnonzero(code == 0)
         with cur.copy(f"COPY reference_images ({cols}) FROM STDIN") as copy:
             for i in tqdm(own, desc="COPY images", leave=False, mininterval=2):
                 img = int(image[i])
                 sha = hashlib.sha256(img.to_bytes(8, "little")).hexdigest()
                 pid = (img - 1) // IMAGES_PER_PRODUCT + 1
-                blob = vectors[i].tobytes()
-                copy.write_row(
-                    (
-                        img,
-                        pid,
-                        sha,
-                        sha,
-                        "jpeg",
-                        100,
-                        100,
-                        blob,
-                        model_id,
-                        int(shard[i]),
-                        "4,5",
-                        now,
-                    )
-                )
-        derived = np.flatnonzero(code != 0)
+                copy.write_row((img, pid, sha, sha, "jpeg", 100, 100, now))
+        # Every vector, the image's own and its views', as the service stores them: float16.
         with cur.copy(
-            "COPY reference_views (image_id, code, embedding, model_id, shard) FROM STDIN"
+            "COPY embeddings (model_id, image_id, code, shard, vector, views) FROM STDIN"
         ) as copy:
-            for i in tqdm(derived, desc="COPY views", leave=False, mininterval=2):
-                copy.write_row(
-                    (int(image[i]), int(code[i]), vectors[i].tobytes(), model_id, int(shard[i]))
-                )
+            for i in tqdm(range(len(vectors)), desc="COPY vectors", leave=False, mininterval=2):
+                views = "4,5" if code[i] == 0 else ""
+                half = vectors[i].astype("<f2").tobytes()
+                copy.write_row((model_id, int(image[i]), int(code[i]), int(shard[i]), half, views))
         for table in ("products", "reference_images"):
             cur.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                 f"(SELECT max(id) FROM {table}))"
             )
-        for s in np.unique(shard):
-            cur.execute(
-                "INSERT INTO shard_versions (model_id, shard, version) VALUES (%s, %s, 1)",
-                (model_id, int(s)),
-            )
+        # An empty change log at position 0: what a replica reads after the rows.
+        cur.execute(
+            "INSERT INTO log_heads (model_id, last_seq, pruned_seq) VALUES (%s, 0, 0)",
+            (model_id,),
+        )
         conn.commit()

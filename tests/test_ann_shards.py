@@ -8,8 +8,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from app.catalog import Catalog, NewImage
 
+from app.catalogue import Catalogue, NewImage
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.encoder.views import vector_id
@@ -35,42 +35,42 @@ def images(vectors: np.ndarray, tag: str) -> list[NewImage]:
     ]
 
 
-def replica(url: str, root: Path) -> Catalog:
+def replica(url: str, root: Path) -> Catalogue:
     factory = make_session_factory(make_engine(url))
     shards = ShardSet("test-model", DIM, root / "shards", factory, CONFIG)
     shards.sync(use_files=True)
-    return Catalog(factory, FileBlobStore(root / "blobs"), shards, 10_000)
+    return Catalogue(factory, FileBlobStore(root / "blobs"), shards, 10_000)
 
 
-def filled(db_url: str, root: Path) -> tuple[Catalog, dict[str, list[int]], np.ndarray]:
+def filled(db_url: str, root: Path) -> tuple[Catalogue, dict[str, list[int]], np.ndarray]:
     upgrade_to_head(db_url)
-    catalog = replica(db_url, root)
+    catalogue = replica(db_url, root)
     vectors = clustered(1_200, 0)
     ids = {}
     for p in range(12):  # 12 products x 100 images
-        product = catalog.create_product(
+        product = catalogue.create_product(
             f"p{p}", f"P{p}", {}, images(vectors[p * 100 : (p + 1) * 100], f"p{p}")
         )
         ids[f"p{p}"] = [image.id for image in product.images]
-    return catalog, ids, vectors
+    return catalogue, ids, vectors
 
 
-def top1(catalog: Catalog, queries: np.ndarray) -> np.ndarray:
-    return catalog.shards.search(queries, 5)[1][:, 0]
+def top1(catalogue: Catalogue, queries: np.ndarray) -> np.ndarray:
+    return catalogue.shards.search(queries, 5)[1][:, 0]
 
 
 def test_trained_in_background_and_deletes_invisible_at_once(db_url: str, tmp_path: Path) -> None:
-    catalog, ids, vectors = filled(db_url, tmp_path)
-    shards = catalog.shards
+    catalogue, ids, vectors = filled(db_url, tmp_path)
+    shards = catalogue.shards
     all_ids = np.concatenate([ids[f"p{p}"] for p in range(12)])
-    exact = top1(catalog, vectors[::7])
+    exact = top1(catalogue, vectors[::7])
     assert not shards.shards[0].index.is_ann
     assert shards.maintain_in_background() and shards.wait_for_maintenance(60)
     assert shards.shards[0].index.is_ann and shards.shards[0].dirty
-    assert (top1(catalog, vectors[::7]) == exact).mean() >= 0.99
-    assert np.array_equal(top1(catalog, vectors[::7]), all_ids[::7])  # own vector first
+    assert (top1(catalogue, vectors[::7]) == exact).mean() >= 0.99
+    assert np.array_equal(top1(catalogue, vectors[::7]), all_ids[::7])  # own vector first
 
-    catalog.delete_product("p3")
+    catalogue.delete_product("p3")
     gone = set(ids["p3"])
     _, found = shards.search(vectors[300:400], 20)
     assert not gone & set(found.ravel().tolist())
@@ -79,33 +79,33 @@ def test_trained_in_background_and_deletes_invisible_at_once(db_url: str, tmp_pa
     other = replica(db_url, tmp_path / "other")  # another replica, its own files
     _, found = other.shards.search(vectors[300:400], 20)
     assert not gone & set(found.ravel().tolist())
-    catalog.delete_image("p4", ids["p4"][0])
+    catalogue.delete_image("p4", ids["p4"][0])
     other.shards.sync()
-    for view in (catalog, other):
+    for view in (catalogue, other):
         assert ids["p4"][0] not in view.shards.search(vectors[400:401], 10)[1]
 
 
 def test_files_keep_the_trained_index(db_url: str, tmp_path: Path) -> None:
-    catalog, _, vectors = filled(db_url, tmp_path)
-    catalog.shards.maintain()
-    catalog.delete_product("p0")  # a tombstone travels in the file too
-    before = catalog.shards.search(vectors[:50], 10)
-    assert catalog.shards.persist_dirty() == 1
-    restarted = ShardSet("test-model", DIM, tmp_path / "shards", catalog.session_factory, CONFIG)
+    catalogue, _, vectors = filled(db_url, tmp_path)
+    catalogue.shards.maintain()
+    catalogue.delete_product("p0")  # a tombstone travels in the file too
+    before = catalogue.shards.search(vectors[:50], 10)
+    assert catalogue.shards.persist_dirty() == 1
+    restarted = ShardSet("test-model", DIM, tmp_path / "shards", catalogue.session_factory, CONFIG)
     restarted.sync(use_files=True)
     assert restarted.rebuilds == 0 and restarted.shards[0].index.is_ann
     assert restarted.size == 1_100
     after = restarted.search(vectors[:50], 10)
     assert np.array_equal(before[1], after[1])
     exact_only = IndexConfig(kind="exact")  # configured otherwise: rebuilt from SQL, exact
-    other = ShardSet("test-model", DIM, tmp_path / "shards", catalog.session_factory, exact_only)
+    other = ShardSet("test-model", DIM, tmp_path / "shards", catalogue.session_factory, exact_only)
     other.sync(use_files=True)
     assert other.rebuilds == 1 and not other.shards[0].index.is_ann and other.size == 1_100
 
 
 def test_writes_during_a_background_rebuild_are_kept(db_url: str, tmp_path: Path) -> None:
-    catalog, ids, vectors = filled(db_url, tmp_path)
-    index = catalog.shards.shards[0].index
+    catalogue, ids, vectors = filled(db_url, tmp_path)
+    index = catalogue.shards.shards[0].index
     started, release = threading.Event(), threading.Event()
     train = index._train
 
@@ -115,25 +115,25 @@ def test_writes_during_a_background_rebuild_are_kept(db_url: str, tmp_path: Path
         return train(rows)
 
     index._train = slow_train  # type: ignore[method-assign]
-    assert catalog.shards.maintain_in_background()
+    assert catalogue.shards.maintain_in_background()
     assert started.wait(60)
     late = clustered(30, 9)
-    added, _ = catalog.add_images("p1", images(late, "late"))
-    catalog.delete_product("p2")
-    assert top1(catalog, late[:1])[0] == added[0]  # searchable during the rebuild
+    added, _ = catalogue.add_images("p1", images(late, "late"))
+    catalogue.delete_product("p2")
+    assert top1(catalogue, late[:1])[0] == added[0]  # searchable during the rebuild
     release.set()
-    assert catalog.shards.wait_for_maintenance(60) and index.is_ann
-    assert catalog.shards.size == 1_200 + 30 - 100
-    assert np.array_equal(top1(catalog, late), added)
-    _, found = catalog.shards.search(vectors[200:300], 20)
+    assert catalogue.shards.wait_for_maintenance(60) and index.is_ann
+    assert catalogue.shards.size == 1_200 + 30 - 100
+    assert np.array_equal(top1(catalogue, late), added)
+    _, found = catalogue.shards.search(vectors[200:300], 20)
     assert not set(ids["p2"]) & set(found.ravel().tolist())
 
 
 def test_selector_filters_inside_the_search(db_url: str, tmp_path: Path) -> None:
-    catalog, ids, vectors = filled(db_url, tmp_path)
-    catalog.shards.maintain()
+    catalogue, ids, vectors = filled(db_url, tmp_path)
+    catalogue.shards.maintain()
     allowed = np.array(ids["p5"] + ids["p6"])
     selector = faiss.IDSelectorBatch(vector_id(allowed))
-    _, found = catalog.shards.search(vectors[:100], 10, selector)
+    _, found = catalogue.shards.search(vectors[:100], 10, selector)
     assert set(found.ravel().tolist()) <= set(allowed.tolist())
     assert (found >= 0).all()  # a filter costs no results: 10 allowed hits per query

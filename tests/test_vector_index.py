@@ -12,8 +12,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from app.encoder.runtime import load_encoder
 
+from app.encoder.torch_encoder import load_encoder
 from app.index.vector_index import IndexConfig, VectorIndex
 from training.data import load_image, read_grocery, read_grozi
 
