@@ -12,7 +12,6 @@ import numpy as np
 from app.catalogue import Catalogue, NewImage
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
-from app.encoder.views import vector_id
 from app.index.shards import ShardSet
 from app.index.vector_index import IndexConfig
 from app.storage.blobs import FileBlobStore, sha256_hex
@@ -133,7 +132,6 @@ def test_selector_filters_inside_the_search(db_url: str, tmp_path: Path) -> None
     catalogue, ids, vectors = filled(db_url, tmp_path)
     catalogue.shards.maintain()
     allowed = np.array(ids["p5"] + ids["p6"])
-    selector = faiss.IDSelectorBatch(vector_id(allowed))
-    _, found = catalogue.shards.search(vectors[:100], 10, selector)
+    _, found = catalogue.shards.search(vectors[:100], 10, allowed=allowed)
     assert set(found.ravel().tolist()) <= set(allowed.tolist())
     assert (found >= 0).all()  # a filter costs no results: 10 allowed hits per query

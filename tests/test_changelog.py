@@ -29,10 +29,8 @@ def index_contents(shards: ShardSet) -> dict[int, np.ndarray]:
     """vector id -> vector, over every shard (what a replica would answer from)."""
     out: dict[int, np.ndarray] = {}
     for shard in shards.shards.values():
-        index = shard.index
-        ids = [int(index.id_map.at(i)) for i in range(index.ntotal)]
-        vectors = index.index.reconstruct_n(0, index.ntotal) if ids else []
-        out.update(zip(ids, vectors, strict=True))
+        ids, vectors = shard.index.contents()
+        out.update(zip(ids.tolist(), vectors, strict=True))
     return out
 
 

@@ -117,6 +117,18 @@ class VectorIndex:
                 self._tombstone_filters = None
             return removed
 
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every live (id, vector), over all layers; IVF vectors decoded from their codes."""
+        with self._lock:
+            parts = [flat_contents(self.delta)]
+            if self.frozen is not None:
+                ids, vectors = flat_contents(self.frozen)
+                keep = ~np.isin(ids, np.fromiter(self.dead_frozen, np.int64))
+                parts.append((ids[keep], vectors[keep]))
+            if self.base is not None:
+                parts.append(ivf_decode(self.base, self.dead_base))
+        return np.concatenate([i for i, _ in parts]), np.concatenate([v for _, v in parts])
+
     def search(
         self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
