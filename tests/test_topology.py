@@ -14,15 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import (
-    GROCERY,
-    REPO,
-    LiveServer,
-    _create_pg_database,
-    _drop_pg_database,
-    start_server,
-    wait_for,
-)
+from tests.support.databases import create_pg_database, drop_pg_database
+from tests.support.paths import GROCERY, REPO
+from tests.support.servers import LiveServer, start_server, wait_for
 
 ICONIC = GROCERY / "iconic-images-and-descriptions"
 
@@ -40,9 +34,9 @@ def skus_for(client: httpx.Client, photo: Path) -> list[str]:
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    url = _create_pg_database()
+    url = create_pg_database()
     yield url
-    _drop_pg_database(url)
+    drop_pg_database(url)
 
 
 def test_two_replicas_share_one_postgresql(database: str, tmp_path: Path) -> None:
