@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.databases import create_pg_database, drop_pg_database
+from tests.support.databases import backend_database
 from tests.support.paths import GROCERY
-from tests.support.servers import LiveServer, start_server
+from tests.support.servers import LiveServer, running_server
 
 KEY = {"X-API-Key": "secret-2"}
 ICONIC = GROCERY / "iconic-images-and-descriptions"
@@ -29,21 +29,19 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp(f"api-{request.param}")
-    url = create_pg_database() if request.param == "postgresql" else ""
-    live = start_server(
-        root,
-        root / "data",
-        database_url=url,
-        api_keys="secret-1, secret-2",
-        max_upload_bytes=3_000_000,
-        max_image_pixels=5_000_000,
-        batch_wait_ms=40,
-        unknown_threshold=0.5,
-    )
-    yield live
-    live.stop()
-    if url:
-        drop_pg_database(url)
+    with (
+        backend_database(request.param) as url,
+        running_server(
+            root,
+            database_url=url,
+            api_keys="secret-1, secret-2",
+            max_upload_bytes=3_000_000,
+            max_image_pixels=5_000_000,
+            batch_wait_ms=40,
+            unknown_threshold=0.5,
+        ) as live,
+    ):
+        yield live
 
 
 @pytest.fixture

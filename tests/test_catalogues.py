@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from app.index.shards import ShardSet, as_stored
-from tests.support.databases import create_pg_database, drop_pg_database
+from tests.support.databases import backend_database
 from tests.support.paths import GROCERY
-from tests.support.servers import LiveServer, start_server, wait_for
+from tests.support.servers import LiveServer, running_server, wait_for
 
 TRAIN = GROCERY / "train/Packages"
 PRODUCTS = {
@@ -48,12 +48,11 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp(f"catalogues-{request.param}")
-    url = create_pg_database() if request.param == "postgresql" else ""
-    live = start_server(root, root / "data", database_url=url, max_boxes=3, batch_wait_ms=20)
-    yield live
-    live.stop()
-    if url:
-        drop_pg_database(url)
+    with (
+        backend_database(request.param) as url,
+        running_server(root, database_url=url, max_boxes=3, batch_wait_ms=20) as live,
+    ):
+        yield live
 
 
 @pytest.fixture(scope="module")

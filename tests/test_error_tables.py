@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.image_factory import image_bytes, png_bomb, truncated_jpeg
-from tests.support.databases import create_pg_database, drop_pg_database
+from tests.support.databases import backend_database
 from tests.support.inprocess import in_process_client
 from tests.test_api import KEY, OATGHURT
 from tests.test_catalogues import classify, jpeg, photos, register_products
@@ -29,9 +29,9 @@ def client(
 ) -> Iterator[TestClient]:
     """test_api.py's limits and keys, test_catalogues.py's box limit and products."""
     root = tmp_path_factory.mktemp(f"errors-{request.param}")
-    url = create_pg_database() if request.param == "postgresql" else ""
-    try:
-        with in_process_client(
+    with (
+        backend_database(request.param) as url,
+        in_process_client(
             root / "data",
             headers=KEY,
             database_url=url,
@@ -39,12 +39,10 @@ def client(
             max_upload_bytes=3_000_000,
             max_image_pixels=5_000_000,
             max_boxes=3,
-        ) as c:
-            register_products(c)
-            yield c
-    finally:
-        if url:
-            drop_pg_database(url)
+        ) as c,
+    ):
+        register_products(c)
+        yield c
 
 
 @pytest.mark.parametrize(

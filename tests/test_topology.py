@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support.databases import create_pg_database, drop_pg_database
+from tests.support.databases import backend_database
 from tests.support.paths import GROCERY, REPO
 from tests.support.servers import LiveServer, start_server, wait_for
 
@@ -34,9 +34,8 @@ def skus_for(client: httpx.Client, photo: Path) -> list[str]:
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    url = create_pg_database()
-    yield url
-    drop_pg_database(url)
+    with backend_database("postgresql") as url:
+        yield url
 
 
 def test_two_replicas_share_one_postgresql(database: str, tmp_path: Path) -> None:

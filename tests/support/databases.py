@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -31,3 +33,17 @@ def drop_pg_database(url: str) -> None:
 def sqlite_url(directory: Path) -> str:
     """A new SQLite file under `directory` (created on first connect)."""
     return f"sqlite:///{directory / f'db-{uuid.uuid4().hex[:6]}.sqlite'}"
+
+
+@contextmanager
+def backend_database(backend: str) -> Iterator[str]:
+    """The `database_url` setting for a service on `backend`: "" on SQLite (the service's own
+    file in its data dir), a fresh PostgreSQL database on "postgresql", dropped afterwards."""
+    if backend == "sqlite":
+        yield ""
+        return
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,3 +137,13 @@ def start_server(
     env = settings_env(suite_settings(data_dir, **settings))
     server = LiveServer(env=env, log_path=log_dir / f"server-{uuid.uuid4().hex[:6]}.log")
     return server.start(ready=wait_ready)
+
+
+@contextmanager
+def running_server(root: Path, **settings: object) -> Iterator[LiveServer]:
+    """`start_server` with its data dir and log under `root`, stopped when the block ends."""
+    server = start_server(root, root / "data", **settings)
+    try:
+        yield server
+    finally:
+        server.stop()
