@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.image_factory import jpeg
 from tests.support.databases import backend_database
 from tests.support.paths import GROCERY
 from tests.support.servers import LiveServer, running_server
@@ -18,10 +19,6 @@ from tests.support.servers import LiveServer, running_server
 KEY = {"X-API-Key": "secret-2"}
 ICONIC = GROCERY / "iconic-images-and-descriptions"
 OATGHURT = ICONIC / "Packages/Oatghurt/Oatly-Natural-Oatghurt/Oatly-Natural-Oatghurt_Iconic.jpg"
-
-
-def jpeg(path: Path) -> tuple[str, bytes, str]:
-    return (path.name, path.read_bytes(), "image/jpeg")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from app.index.shards import ShardSet, as_stored
+from tests.image_factory import jpeg
 from tests.support.databases import backend_database
 from tests.support.paths import GROCERY
 from tests.support.servers import LiveServer, running_server, wait_for
@@ -37,10 +38,6 @@ PRODUCTS = {
 
 def photos(sku: str) -> list[Path]:
     return sorted((TRAIN / PRODUCTS[sku][0]).glob("*.jpg"))
-
-
-def jpeg(path: Path) -> tuple[str, bytes, str]:
-    return (path.name, path.read_bytes(), "image/jpeg")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

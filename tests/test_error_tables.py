@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.image_factory import image_bytes, png_bomb, truncated_jpeg
+from tests.image_factory import image_bytes, jpeg, png_bomb, truncated_jpeg
 from tests.support.databases import backend_database
 from tests.support.inprocess import in_process_client
 from tests.test_api import KEY, OATGHURT
-from tests.test_catalogues import classify, jpeg, photos, register_products
+from tests.test_catalogues import classify, photos, register_products
 
 METADATA_ERROR = "metadata must be a JSON object"
 
