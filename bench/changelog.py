@@ -28,13 +28,11 @@ import sys
 import tarfile
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN = os.environ.get("RETAILKLIP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 DIM = 1280
 MODEL = "bench-model"
 CAPACITY = 100_000
@@ -172,25 +170,14 @@ def run_sync(url: str, refs: int, writes: int, work: Path) -> dict[str, object]:
     }
 
 
-def _database() -> str:
-    import psycopg
-
-    name = f"retailklip_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
-
-
-def _drop(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-
-
 def one_variant(code: Path, refs: int, writes: int) -> dict[str, object]:
     """Run `run_sync` in a subprocess importing `app` from `code` (this tree or an archive)."""
-    url = _database()
+    # Imported here: the subprocess below imports this file with an archived tree first on
+    # sys.path, which has no tests/support.
+    sys.path.insert(0, str(ROOT))
+    from tests.support.databases import create_pg_database, drop_pg_database
+
+    url = create_pg_database(prefix="retailklip_bench")
     try:
         with tempfile.TemporaryDirectory(prefix="changelog-bench-") as work:
             script = (
@@ -213,7 +200,7 @@ def one_variant(code: Path, refs: int, writes: int) -> dict[str, object]:
             line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
             return json.loads(line[len("RESULT ") :])
     finally:
-        _drop(url)
+        drop_pg_database(url)
 
 
 def sync_command(args: argparse.Namespace) -> int:

@@ -176,7 +176,7 @@ def _restart(server: Server) -> float:
     """Start the killed server again. PostgreSQL is shared: if someone else stopped it just now,
     wait for it (up to 5 min) and start again, rather than call that a crash-safety failure."""
     try:
-        return server.start()
+        return server.start().ready_after_s
     except RuntimeError:
         if pg_ready():
             raise
@@ -186,7 +186,7 @@ def _restart(server: Server) -> float:
         if time.monotonic() > deadline:
             raise RuntimeError("PostgreSQL stayed down for 5 minutes")
         time.sleep(1)
-    return server.start()
+    return server.start().ready_after_s
 
 
 def run(

@@ -12,24 +12,22 @@ import io
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import psycopg
 from PIL import Image
 from sqlalchemy import create_engine, inspect, text
 
-REPO = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get("RETAILKLIP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# The same server, databases and paths as the test suite (tests/support/), not copies of them.
+from tests.support.databases import create_pg_database
+from tests.support.databases import drop_pg_database as drop_database  # noqa: F401 (for the drills)
+from tests.support.paths import GROCERY
+from tests.support.servers import LiveServer, settings_env
+
 PG_HOST, PG_PORT = "127.0.0.1", "5432"
-GROCERY = Path(os.environ.get("RETAILKLIP_GROCERY_DIR", REPO.parent / "shared/data/grocery-store"))
 
 
 def interrupt_on_signals() -> None:
@@ -44,97 +42,34 @@ def interrupt_on_signals() -> None:
         signal.signal(signum, interrupt)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Server(LiveServer):
+    """The suite's `LiveServer` with settings as keywords, logging at warning level (the
+    drills read their own numbers, not the access log), and the process's memory."""
 
-
-@dataclass
-class Server:
-    """`retailklip serve` in a subprocess on 127.0.0.1, settings as RETAILKLIP_* variables."""
-
-    settings: dict[str, object]
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self, timeout: float = 600) -> float:
-        """Start and wait for /readyz; returns the seconds it took."""
-        env = {**os.environ, "RETAILKLIP_LOG_LEVEL": "warning", "RETAILKLIP_PORT": str(self.port)}
-        env.update({f"RETAILKLIP_{k.upper()}": str(v) for k, v in self.settings.items()})
-        begin = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        while time.monotonic() - begin < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited ({self.process.returncode}): {self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return time.monotonic() - begin
-            time.sleep(0.2)
-        self.kill()
-        raise RuntimeError(f"server not ready after {timeout:.0f} s: {self.log_tail()}")
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, as in a power cut or an OOM kill."""
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    def __init__(self, settings: Mapping[str, object], log_path: Path) -> None:
+        super().__init__(
+            env=settings_env({"log_level": "warning", **settings}),
+            log_path=log_path,
+            stop_grace_s=30,
+        )
 
     def peak_rss_mb(self) -> float:
         """VmHWM: the kernel's high-water mark of this process's resident memory."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmHWM in /proc status")
+        return self._status_mb("VmHWM:")
 
     def rss_mb(self) -> float:
+        return self._status_mb("VmRSS:")
+
+    def _status_mb(self, key: str) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS in /proc status")
+        raise RuntimeError(f"no {key} in /proc status")
 
 
 def create_database() -> str:
     """A fresh PostgreSQL database; returns its SQLAlchemy URL."""
-    name = f"retailklip_drill_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    return f"{base}/{name}"
-
-
-def drop_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return create_pg_database(prefix="retailklip_drill")
 
 
 def pg_ready() -> bool:

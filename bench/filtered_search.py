@@ -21,12 +21,10 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import psycopg
 from sqlalchemy import insert
 from tqdm import tqdm
 
@@ -39,10 +37,10 @@ from app.db.models import Product, ProductCatalogue, ReferenceImage  # noqa: E40
 from app.db.session import make_session_factory  # noqa: E402
 from app.index.shards import ShardSet  # noqa: E402
 from app.scopes import Scope, ScopeResolver, parse_filter  # noqa: E402
+from tests.support.databases import create_pg_database, drop_pg_database  # noqa: E402
 
 DIM = 1280
 SHARD_CAPACITY = 100_000
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def median_ms(run: Callable[[], object], repeat: int) -> float:
@@ -156,15 +154,11 @@ def main() -> int:
     lines += ["|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         lines += sql_part(f"sqlite:///{tmp}/bench.sqlite", "SQLite", args.sql, args.repeat)
-    name = f"retailklip_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    url = create_pg_database(prefix="retailklip_bench")
     try:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
         lines += sql_part(url, "PostgreSQL", args.sql, args.repeat)
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_pg_database(url)
     text = "\n".join(lines) + "\n"
     print(text)
     (REPO / "bench/results/filtered_search.md").write_text(text)

@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 hit1 += bool(skus) and skus[0] == f"grozi-{sample.label}"
                 hit5 += f"grozi-{sample.label}" in skus
         finally:
-            server.terminate()
-            server.wait(30)
+            server.stop()
     print(
         f"\nmodel {ready['model']} ({args.model}): {len(catalogue)} products, "
         f"{sum(map(len, catalogue.values()))} catalogue images, {ready['index_vectors']} vectors, "

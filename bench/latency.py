@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from service_bench import DATA, classes, queries  # noqa: E402
+from service_bench import DATA, classes, queries, register_catalogue  # noqa: E402
 
 STAGES_PATH = "/_bench/stages"
 
@@ -325,12 +325,7 @@ def main() -> int:
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120)
             ready = client.get("/readyz").json()
-            for class_id, (name, path) in tqdm(catalogue.items(), desc="register"):
-                client.post(
-                    "/products",
-                    data={"sku": str(class_id), "name": name},
-                    files={"images": (path.name, path.read_bytes())},
-                ).raise_for_status()
+            register_catalogue(client, catalogue)
             for data in blobs[:16]:  # warm-up both sides
                 alone.one(data)
             classify_run(client, blobs[:16], 1)

@@ -10,10 +10,7 @@ latency at concurrency 1 and 8 (the second against the first, measured in the sa
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,39 +22,39 @@ import httpx
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared/data/grocery-store"
+sys.path.insert(0, str(REPO))
+
+from tests.support.paths import GROCERY as DATA  # noqa: E402
+from tests.support.servers import LiveServer, settings_env  # noqa: E402
+from training.data import grocery_classes, read_grocery  # noqa: E402
+from training.plots import plot_per_class  # noqa: E402
 
 
-def start(model: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "RETAILKLIP_DATA_DIR": str(data_dir),
-        "RETAILKLIP_MODEL": model,
-        "RETAILKLIP_PORT": str(port),
-        "RETAILKLIP_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=REPO, env=env)
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("server did not become ready")
+def start(model: str, data_dir: Path, port: int) -> LiveServer:
+    """`retailklip serve` on `port`, ready (the test suite's server; its log in `data_dir`)."""
+    env = settings_env({"data_dir": data_dir, "model": model, "log_level": "warning"})
+    return LiveServer(env=env, port=port, log_path=data_dir / "server.log").start()
 
 
 def classes(root: Path) -> dict[int, tuple[str, Path]]:
-    out = {}
-    with open(root / "classes.csv") as handle:
-        for row in list(csv.reader(handle))[1:]:
-            out[int(row[1])] = (row[0], root / row[4].lstrip("/"))
-    return out
+    """class id -> (name, iconic catalogue image), from the project's Grocery Store reader."""
+    return {c.fine_id: (c.name, root / c.iconic) for c in grocery_classes(root)}
 
 
 def queries(root: Path, split: str) -> list[tuple[Path, int]]:
-    lines = (root / f"{split}.txt").read_text().splitlines()
-    return [(root / p.strip(), int(c)) for p, c, _ in (line.split(",") for line in lines if line)]
+    """(photo, class id) of a Grocery Store split, from the project's reader."""
+    ids = {c.name: c.fine_id for c in grocery_classes(root)}
+    return [(sample.path, ids[sample.label]) for sample in read_grocery(root, split)]
+
+
+def register_catalogue(client: httpx.Client, catalogue: dict[int, tuple[str, Path]]) -> None:
+    """One product per class, its iconic image as the reference (sku = class id)."""
+    for class_id, (name, path) in tqdm(catalogue.items(), desc="register"):
+        client.post(
+            "/products",
+            data={"sku": str(class_id), "name": name},
+            files={"images": (path.name, path.read_bytes())},
+        ).raise_for_status()
 
 
 def latency_run(client: httpx.Client, photos: list[Path], concurrency: int) -> dict[str, float]:
@@ -100,12 +97,7 @@ def main() -> int:
         server = start(args.model, Path(tmp), args.port)
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120)
-            for class_id, (name, path) in tqdm(catalogue.items(), desc="register"):
-                client.post(
-                    "/products",
-                    data={"sku": str(class_id), "name": name},
-                    files={"images": (path.name, path.read_bytes())},
-                ).raise_for_status()
+            register_catalogue(client, catalogue)
             model = client.get("/readyz").json()["model"]
             hits1: dict[int, list[bool]] = defaultdict(list)
             hits5 = 0
@@ -127,8 +119,7 @@ def main() -> int:
             lat1 = latency_run(client, photos, 1)
             lat8 = latency_run(client, photos, 8)
         finally:
-            server.terminate()
-            server.wait(30)
+            server.stop()
     print(
         f"\nmodel {model}: catalogue -> shelf over HTTP, {len(catalogue)} products, "
         f"{len(tests)} shelf photos"
@@ -157,24 +148,10 @@ def main() -> int:
         share = len(answered) / len(best)
         accuracy = sum(answered) / len(answered) if answered else float("nan")
         print(f"| {threshold:.1f} | {100 * share:.1f}% | {100 * accuracy:.1f}% |")
-    plot_per_class(per_class, {c: n for c, (n, _) in catalogue.items()}, args.out / "per_class.png")
-    return 0
-
-
-def plot_per_class(per_class: dict[int, float], names: dict[int, str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    order = sorted(per_class, key=per_class.get)
-    fig, ax = plt.subplots(figsize=(8, 14))
-    ax.barh([names[c] for c in order], [per_class[c] for c in order])
-    ax.set_xlabel("top-1 accuracy (catalogue -> shelf)")
-    ax.tick_params(axis="y", labelsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    rows = [(catalogue[c][0], accuracy) for c, accuracy in per_class.items()]
+    path = plot_per_class(rows, args.out / "per_class.png", "top-1 per class (catalogue -> shelf)")
     print(f"per-class plot: {path}")
+    return 0
 
 
 if __name__ == "__main__":

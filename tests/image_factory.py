@@ -5,8 +5,14 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 from PIL import Image
+
+
+def jpeg(path: Path) -> tuple[str, bytes, str]:
+    """A photo on disk as an httpx upload: (file name, bytes, content type)."""
+    return (path.name, path.read_bytes(), "image/jpeg")
 
 
 def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color: str = "red") -> bytes:

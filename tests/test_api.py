@@ -11,19 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import GROCERY, LiveServer, _create_pg_database, _drop_pg_database, start_server
-from tests.image_factory import image_bytes, png_bomb, truncated_jpeg
+from tests.image_factory import jpeg
+from tests.support.databases import backend_database
+from tests.support.paths import GROCERY
+from tests.support.servers import LiveServer, running_server
 
 KEY = {"X-API-Key": "secret-2"}
 ICONIC = GROCERY / "iconic-images-and-descriptions"
 OATGHURT = ICONIC / "Packages/Oatghurt/Oatly-Natural-Oatghurt/Oatly-Natural-Oatghurt_Iconic.jpg"
-
-
-METADATA_ERROR = "metadata must be a JSON object"
-
-
-def jpeg(path: Path) -> tuple[str, bytes, str]:
-    return (path.name, path.read_bytes(), "image/jpeg")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -31,21 +26,19 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp(f"api-{request.param}")
-    url = _create_pg_database() if request.param == "postgresql" else ""
-    live = start_server(
-        root,
-        root / "data",
-        database_url=url,
-        api_keys="secret-1, secret-2",
-        max_upload_bytes=3_000_000,
-        max_image_pixels=5_000_000,
-        batch_wait_ms=40,
-        unknown_threshold=0.5,
-    )
-    yield live
-    live.stop()
-    if url:
-        _drop_pg_database(url)
+    with (
+        backend_database(request.param) as url,
+        running_server(
+            root,
+            database_url=url,
+            api_keys="secret-1, secret-2",
+            max_upload_bytes=3_000_000,
+            max_image_pixels=5_000_000,
+            batch_wait_ms=40,
+            unknown_threshold=0.5,
+        ) as live,
+    ):
+        yield live
 
 
 @pytest.fixture
@@ -122,64 +115,6 @@ def test_listing_pages(client: httpx.Client) -> None:
     assert client.get("/products", params={"limit": 0}).status_code == 422
     assert client.get("/products", params={"offset": 2**63}).status_code == 422
     assert client.delete(f"/products/page-0/images/{2**63}").status_code == 422
-
-
-@pytest.mark.parametrize(
-    ("fields", "files", "status", "detail"),
-    [
-        (
-            {"sku": "bad sku!", "name": "x"},
-            "good",
-            422,
-            "sku must be 1-64 characters of A-Za-z0-9._-",
-        ),
-        (
-            {"sku": "x" * 65, "name": "x"},
-            "good",
-            422,
-            "sku must be 1-64 characters of A-Za-z0-9._-",
-        ),
-        (
-            {"sku": "ok", "name": "x", "metadata": "[1]"},
-            "good",
-            422,
-            "metadata must be a JSON object",
-        ),
-        (
-            {"sku": "ok", "name": "x", "metadata": "{"},
-            "good",
-            422,
-            "metadata must be a JSON object",
-        ),
-        ({"sku": "ok", "name": "  "}, "good", 422, "name must be 1-255 characters"),
-        ({"sku": "ok", "name": "a\x00b"}, "good", 422, "name must be 1-255 characters"),
-        ({"sku": "ok", "name": "x", "metadata": '{"a": NaN}'}, "good", 422, METADATA_ERROR),
-        ({"sku": "ok", "name": "x", "metadata": "[" * 100_000}, "good", 422, METADATA_ERROR),
-        ({"sku": "ok"}, "good", 422, "name: Field required"),
-        ({"sku": "ok", "name": "x"}, "none", 422, "images: Field required"),
-        ({"sku": "ok", "name": "x"}, "text", 400, "images[1]: file is not a decodable image"),
-        ({"sku": "ok", "name": "x"}, "truncated", 400, "images[1]: image is truncated or corrupt"),
-        ({"sku": "ok", "name": "x"}, "bomb", 422, "images[1]: image has too many pixels"),
-        ({"sku": "ok", "name": "x"}, "tiff", 415, "images[1]: unsupported image format: TIFF"),
-    ],
-)
-def test_bad_registrations_are_refused_and_change_nothing(
-    client: httpx.Client, fields: dict[str, str], files: str, status: int, detail: str
-) -> None:
-    good = ("a.jpg", OATGHURT.read_bytes(), "image/jpeg")
-    second = {
-        "good": good,
-        "text": ("b.jpg", b"hello", "image/jpeg"),
-        "truncated": ("b.jpg", truncated_jpeg(image_bytes("JPEG", (500, 400))), "image/jpeg"),
-        "bomb": ("b.png", png_bomb(3000, 3000), "image/png"),
-        "tiff": ("b.tif", image_bytes("TIFF"), "image/tiff"),
-    }.get(files)
-    upload = [] if files == "none" else [("images", good), ("images", second)]
-    before = client.get("/products").json()["total"]
-    response = client.post("/products", data=fields, files=upload)
-    assert (response.status_code, response.json()) == (status, {"detail": detail})
-    assert client.get("/products").json()["total"] == before
-    assert client.get(f"/products/{fields['sku']}").status_code in (404, 422)
 
 
 def test_oversized_bodies_get_413(client: httpx.Client, server: LiveServer) -> None:

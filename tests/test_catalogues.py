@@ -14,14 +14,10 @@ import pytest
 from PIL import Image
 
 from app.index.shards import ShardSet, as_stored
-from tests.conftest import (
-    GROCERY,
-    LiveServer,
-    _create_pg_database,
-    _drop_pg_database,
-    start_server,
-    wait_for,
-)
+from tests.image_factory import jpeg
+from tests.support.databases import backend_database
+from tests.support.paths import GROCERY
+from tests.support.servers import LiveServer, running_server, wait_for
 
 TRAIN = GROCERY / "train/Packages"
 PRODUCTS = {
@@ -44,40 +40,40 @@ def photos(sku: str) -> list[Path]:
     return sorted((TRAIN / PRODUCTS[sku][0]).glob("*.jpg"))
 
 
-def jpeg(path: Path) -> tuple[str, bytes, str]:
-    return (path.name, path.read_bytes(), "image/jpeg")
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp(f"catalogues-{request.param}")
-    url = _create_pg_database() if request.param == "postgresql" else ""
-    live = start_server(root, root / "data", database_url=url, max_boxes=3, batch_wait_ms=20)
-    yield live
-    live.stop()
-    if url:
-        _drop_pg_database(url)
+    with (
+        backend_database(request.param) as url,
+        running_server(root, database_url=url, max_boxes=3, batch_wait_ms=20) as live,
+    ):
+        yield live
 
 
 @pytest.fixture(scope="module")
 def client(server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=120) as c:
-        for sku, (_, metadata, catalogues) in PRODUCTS.items():
-            response = c.post(
-                "/products",
-                data={
-                    "sku": sku,
-                    "name": sku.title(),
-                    "metadata": json.dumps(metadata),
-                    "catalogues": catalogues,
-                },
-                files=[("images", jpeg(p)) for p in photos(sku)[:2]],
-            )
-            assert response.status_code == 201, response.text
-            assert response.json()["catalogues"] == sorted(catalogues)
+        register_products(c)
         yield c
+
+
+def register_products(client: httpx.Client) -> None:
+    """PRODUCTS, two photos each, with their metadata and catalogues."""
+    for sku, (_, metadata, catalogues) in PRODUCTS.items():
+        response = client.post(
+            "/products",
+            data={
+                "sku": sku,
+                "name": sku.title(),
+                "metadata": json.dumps(metadata),
+                "catalogues": catalogues,
+            },
+            files=[("images", jpeg(p)) for p in photos(sku)[:2]],
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["catalogues"] == sorted(catalogues)
 
 
 def classify(client: httpx.Client, path: Path, **fields: object) -> httpx.Response:
@@ -144,25 +140,6 @@ def test_filters_match_exactly_lists_mean_any_keys_all(client: httpx.Client) -> 
     assert skus(query_param) == ["arla-milk"]
 
 
-def test_bad_scopes_are_clear_4xx(client: httpx.Client) -> None:
-    query = photos("oatly-oat")[5]
-    cases = [
-        ({"catalogue": "store-9"}, 404, "catalogue not found: store-9"),
-        ({"catalogue": "no/slash"}, 422, "catalogue must be 1-64 characters of A-Za-z0-9._-"),
-        ({"filter": {"Brand": "Oatly"}}, 404, 'filter: no product has metadata key "Brand"'),
-        ({"filter": "[1, 2]"}, 422, "filter must be a JSON object"),
-        ({"filter": "{brand: Oatly}"}, 422, "filter must be a JSON object"),
-        ({"filter": {"brand": {"a": 1}}}, 422, 'filter: "brand" must be a string, number, '),
-        ({"filter": {"brand": []}}, 422, 'filter: "brand" must be a string, number, '),
-    ]
-    for fields, status, detail in cases:
-        response = classify(client, query, **fields)
-        assert response.status_code == status, (fields, response.text)
-        assert response.json()["detail"].startswith(detail), response.text
-    query_param = client.post("/classify?catalogue=store-9", files={"image": jpeg(query)})
-    assert query_param.status_code == 404
-
-
 def test_catalogue_changes_apply_to_the_next_search(client: httpx.Client) -> None:
     query = photos("oatly-oat")[5]
     answer = client.put("/products/oatly-oat/catalogues", json=["store-2", "store-3", "store-2"])
@@ -189,22 +166,6 @@ def test_catalogue_changes_apply_to_the_next_search(client: httpx.Client) -> Non
     client.put("/products/oatly-oat/catalogues", json=["store-1"])
     assert skus(classify(client, query, catalogue="store-1", top_k=1).json()) == ["oatly-oat"]
     assert classify(client, query, catalogue="store-3").status_code == 404  # now empty: gone
-
-
-def test_bad_registration_fields_write_nothing(client: httpx.Client) -> None:
-    before = client.get("/catalogues").json()
-    for catalogues, detail in [
-        (["fine", "not fine"], "catalogue must be 1-64 characters of A-Za-z0-9._-"),
-        ([f"c{i}" for i in range(65)], "catalogues: at most 64 per product"),
-    ]:
-        response = client.post(
-            "/products",
-            data={"sku": "never", "name": "Never", "catalogues": catalogues},
-            files=[("images", jpeg(photos("arla-milk")[3]))],
-        )
-        assert (response.status_code, response.json()["detail"]) == (422, detail)
-    assert client.get("/products/never").status_code == 404
-    assert client.get("/catalogues").json() == before
 
 
 def test_boxes_classify_each_region_in_order(client: httpx.Client, tmp_path: Path) -> None:
@@ -234,35 +195,6 @@ def test_boxes_are_in_the_upright_images_pixels(client: httpx.Client) -> None:
     assert ok.status_code == 200 and len(ok.json()["regions"]) == 1
     wide = client.post("/classify", data={"boxes": "[[0, 0, 200, 100]]"}, files=upload)
     assert wide.json() == {"detail": "boxes[0]: outside the image (100x200)"}
-
-
-def test_bad_boxes_are_422(client: httpx.Client) -> None:
-    query = photos("trop-apple")[5]
-    width, height = Image.open(query).size
-    cases = [
-        (f"[[0, 0, 10, 10], [0, 0, {width + 1}, 10]]", f"boxes[1]: outside the image ({width}x"),
-        (f"[[0.5, 1, {width}, {height}]]", None),
-        ("[[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]]", "boxes: at most 3 boxes"),
-        ("[[10, 0, 5, 10]]", "boxes[0]: need 0 <= x0 < x1 and 0 <= y0 < y1"),
-        ("[[-1, 0, 5, 10]]", "boxes[0]: need 0 <= x0 < x1 and 0 <= y0 < y1"),
-        ("[[0, 0, 5]]", "boxes[0]: must be [x0, y0, x1, y1], four numbers"),
-        ('[[0, 0, 5, "9"]]', "boxes[0]: must be [x0, y0, x1, y1], four numbers"),
-        ("[[0, 0, 5, NaN]]", "boxes must be a JSON list of [x0, y0, x1, y1] lists"),
-        ("[]", "boxes must be a JSON list of [x0, y0, x1, y1] lists"),
-        ("[[0, 0, 5, 5]", "boxes must be a JSON list of [x0, y0, x1, y1] lists"),
-    ]
-    for boxes, detail in cases:
-        response = client.post("/classify", data={"boxes": boxes}, files={"image": jpeg(query)})
-        if detail is None:
-            assert response.status_code == 200
-            continue
-        assert response.status_code == 422, (boxes, response.text)
-        assert response.json()["detail"].startswith(detail), response.text
-    # A bad photo is still the photo's error.
-    broken = client.post(
-        "/classify", data={"boxes": "[[0, 0, 1, 1]]"}, files={"image": ("x.jpg", b"nope")}
-    )
-    assert broken.json() == {"detail": "image: file is not a decodable image"}
 
 
 def test_reference_images_over_http(client: httpx.Client) -> None:
@@ -336,8 +268,8 @@ def test_filtered_search_returns_top_k_even_when_the_filter_keeps_few(tmp_path: 
     allowed = image_ids[order[-20:]]  # 1% of the catalogue, the 20 worst matches
     scores, ids = shards.search(query, 10, allowed=allowed)
     assert set(ids[0]) <= set(allowed) and (ids[0] >= 0).all()
-    stored = as_stored(vectors)  # the index holds the float16-rounded vectors SQL holds
-    expected = np.sort(stored[order[-20:]] @ query[0])[::-1][:5]
+    # The index holds what SQL holds (float16, renormalised), so the scores are of those.
+    expected = np.sort(as_stored(vectors[order[-20:]]) @ query[0])[::-1][:5]
     assert np.allclose(scores[0][::2], expected, atol=1e-5)  # each image and its view
     assert (shards.search(query, 5, allowed=np.array([], np.int64))[1] == -1).all()
 

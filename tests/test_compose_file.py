@@ -18,14 +18,12 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.support.dockerfiles import DOCKERFILES, instructions
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
-DOCKERFILES = {
-    "cpu": ROOT / "docker" / "Dockerfile.cpu",
-    "cuda": ROOT / "docker" / "Dockerfile.cuda",
-}
 SERVE_CMD = ["retailklip", "serve", "--host", "0.0.0.0", "--port", "8000"]
 SECRET_WORDS = ("PASSWORD", "API_KEY", "SECRET", "TOKEN")
 
@@ -308,24 +306,6 @@ def test_cpu_override(services: dict[str, Any], cpu_services: dict[str, Any]) ->
 # --------------------------------------------------------------------------------------------
 # Dockerfiles
 # --------------------------------------------------------------------------------------------
-
-
-def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) per logical line: continuations joined, comments dropped."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        logical = (pending + line).strip()
-        pending = ""
-        word, _, rest = logical.partition(" ")
-        out.append((word.upper(), rest.strip()))
-    return out
 
 
 def final_stage(path: Path) -> list[tuple[str, str]]:

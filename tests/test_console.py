@@ -33,7 +33,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import GROCERY, REPO, LiveServer, start_server
+from tests.support.paths import GROCERY, REPO
+from tests.support.servers import LiveServer, start_server
 
 KEY = "console-test-key"
 ICONIC = GROCERY / "iconic-images-and-descriptions"

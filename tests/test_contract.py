@@ -17,7 +17,9 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import REPO, LiveServer, _create_pg_database, _drop_pg_database, start_server
+from tests.support.databases import backend_database
+from tests.support.paths import REPO
+from tests.support.servers import LiveServer, running_server
 
 KEY = "contract-key"
 ERROR_REF = "#/components/schemas/ErrorDetail"
@@ -148,14 +150,12 @@ def test_readme_status_table_is_the_documents() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("contract")
-    url = _create_pg_database()
     # Four images per request keep the near-boundary arrays schemathesis sends cheap to embed.
-    live = start_server(
-        root, root / "data", database_url=url, api_keys=KEY, max_images_per_request=4
-    )
-    yield live
-    live.stop()
-    _drop_pg_database(url)
+    with (
+        backend_database("postgresql") as url,
+        running_server(root, database_url=url, api_keys=KEY, max_images_per_request=4) as live,
+    ):
+        yield live
 
 
 def test_405_names_every_method_of_the_path(server: LiveServer) -> None:

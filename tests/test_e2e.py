@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import GROCERY, REPO, LiveServer, wait_for
+from tests.support.paths import GROCERY, REPO
+from tests.support.servers import LiveServer, wait_for
 
 ICONIC = GROCERY / "iconic-images-and-descriptions"
 PRODUCTS = {

@@ -8,7 +8,6 @@ it looks for that no longer exists, a Dockerfile default it parses that has chan
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -16,35 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.dockerfiles import DOCKERFILES, FLAVOURS, instructions
+from tests.support.paths import GROCERY
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "image_check.sh"
-FLAVOURS = ("cpu", "cuda")
-DOCKERFILES = {flavour: ROOT / "docker" / f"Dockerfile.{flavour}" for flavour in FLAVOURS}
-GROCERY = Path(
-    os.environ.get("RETAILKLIP_GROCERY_DIR", ROOT.parent / "shared" / "data" / "grocery-store")
-)
 
 
 def script() -> str:
     assert SCRIPT.is_file(), "bench/image_check.sh is missing"
     return SCRIPT.read_text()
-
-
-def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) per logical line: continuations joined, comments dropped."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        word, _, rest = (pending + line).strip().partition(" ")
-        pending = ""
-        out.append((word.upper(), rest.strip()))
-    return out
 
 
 def arg_names(rest: str) -> list[str]:

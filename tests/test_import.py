@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import GROCERY, REPO, LiveServer
+from tests.support.paths import GROCERY, REPO
+from tests.support.servers import LiveServer
 
 FOLDERS = sorted(p for p in (GROCERY / "train/Packages/Juice").iterdir() if p.is_dir())[:8]
 

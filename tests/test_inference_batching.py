@@ -13,7 +13,7 @@ import torch
 
 from app.encoder.preprocess import ImageDecodeError, PreprocessConfig
 from app.inference import Inference
-from tests.conftest import GROCERY
+from tests.support.paths import GROCERY
 
 
 @dataclass

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO, LiveServer, wait_for
+from tests.support.paths import REPO
+from tests.support.servers import LiveServer, wait_for
 from tests.test_e2e import PRODUCTS, register, shelf_photos
 
 OLD, NEW = "retailklip-lite0-shelf", "retailklip-lite0-grocery"

@@ -23,7 +23,8 @@ from app.encoder.onnx_encoder import graph_path
 from app.encoder.preprocess import decode_image, eval_transform
 from app.encoder.torch_encoder import Encoder
 from app.settings import Settings
-from tests.conftest import GROCERY, REPO, LiveServer
+from tests.support.paths import GROCERY, REPO
+from tests.support.servers import LiveServer
 from tests.test_e2e import PRODUCTS, classify_all, register
 
 MODEL = "retailklip-lite0-shelf"  # the shipped default

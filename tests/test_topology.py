@@ -14,15 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import (
-    GROCERY,
-    REPO,
-    LiveServer,
-    _create_pg_database,
-    _drop_pg_database,
-    start_server,
-    wait_for,
-)
+from tests.support.databases import backend_database
+from tests.support.paths import GROCERY, REPO
+from tests.support.servers import LiveServer, start_server, wait_for
 
 ICONIC = GROCERY / "iconic-images-and-descriptions"
 
@@ -40,9 +34,8 @@ def skus_for(client: httpx.Client, photo: Path) -> list[str]:
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    url = _create_pg_database()
-    yield url
-    _drop_pg_database(url)
+    with backend_database("postgresql") as url:
+        yield url
 
 
 def test_two_replicas_share_one_postgresql(database: str, tmp_path: Path) -> None:
