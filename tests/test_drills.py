@@ -22,6 +22,7 @@ def test_sigkill_during_writes_loses_nothing_acknowledged() -> None:
         assert row["index = SQL"] == "yes", row
 
 
+@pytest.mark.exclusive  # stops the machine's PostgreSQL: every other test's database with it
 def test_database_outage_answers_503_and_recovers_without_restart() -> None:
     try:
         report = drill_outage.run(outage=6, before=2, after=3, workers=3)

@@ -81,11 +81,11 @@ async def _classify(
     return [ClassifyResult.of(v) for v in await _search(services, vectors, options, allowed)]
 
 
-async def _search(
+def _verdicts(
     services: Services, vectors: np.ndarray, options: ClassifyOptions, allowed: np.ndarray | None
 ) -> list[Verdict]:
-    return await run_in_threadpool(
-        classify_vectors,
+    """Blocking (FAISS + SQL): called off the event loop."""
+    return classify_vectors(
         services.shards,
         services.catalogue,
         np.asarray(vectors),
@@ -94,6 +94,12 @@ async def _search(
         1 + len(services.inference.reference_views),
         allowed,
     )
+
+
+async def _search(
+    services: Services, vectors: np.ndarray, options: ClassifyOptions, allowed: np.ndarray | None
+) -> list[Verdict]:
+    return await run_in_threadpool(_verdicts, services, vectors, options, allowed)
 
 
 async def _classify_regions(
@@ -139,15 +145,7 @@ async def classify(
     allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
 
     def answer(vectors: np.ndarray) -> Verdict:
-        return classify_vectors(
-            services.shards,
-            services.catalogue,
-            np.asarray(vectors),
-            options.top_k,
-            options.threshold,
-            1 + len(services.inference.reference_views),
-            allowed,
-        )[0]
+        return _verdicts(services, vectors, options, allowed)[0]
 
     try:
         # One hop when the model is idle: decode, forward and lookup on the model thread.
