@@ -39,7 +39,10 @@ def parse_boxes(raw: str, limit: int) -> list[Box]:
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
         ):
             raise BoxError(f"boxes[{i}]: must be [x0, y0, x1, y1], four numbers")
-        x0, y0, x1, y1 = (float(v) for v in box)
+        try:
+            x0, y0, x1, y1 = (float(v) for v in box)
+        except OverflowError:  # an integer too large for a float is no coordinate either
+            raise BoxError(f"boxes[{i}]: must be [x0, y0, x1, y1], four numbers") from None
         if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
             raise BoxError(f"boxes[{i}]: must be [x0, y0, x1, y1], four numbers")
         if x0 < 0 or y0 < 0 or x0 >= x1 or y0 >= y1:

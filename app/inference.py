@@ -54,6 +54,8 @@ class Inference:
         self.encoder = encoder
         self.reference_views = reference_views
         self.view_codes = tuple(view_code(name) for name in reference_views)
+        # Vectors each reference image puts into the index: itself and its views.
+        self.vectors_per_image = 1 + len(self.view_codes)
         self.max_pixels = max_pixels
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
@@ -141,8 +143,9 @@ class Inference:
         return await asyncio.to_thread(then, vectors)
 
     def _alone(self, data: bytes, then: Callable[[np.ndarray], T]) -> T:
-        tensor = self._decode(data, False).tensor
-        vectors = self.encoder.embed_tensor(tensor.unsqueeze(0))
+        # A query needs pixels only: no content hash, no record (this runs on the model thread).
+        image, _ = decode_image_with_format(data, self.max_pixels)
+        vectors = self.encoder.embed_tensor(self.transform(image).unsqueeze(0))
         self.on_batch(1)
         return then(vectors)
 

@@ -86,7 +86,8 @@ async def keep_shards_in_step(services: Services) -> None:
         await asyncio.sleep(services.settings.sync_interval_s)
         try:
             await run_in_threadpool(services.shards.sync)
-            services.shards.maintain_in_background()
+            # Off the loop: deciding whether maintenance is due takes the shards' lock.
+            await run_in_threadpool(services.shards.maintain_in_background)
             # Files only speed up the next start (SQL is the truth), so write them rarely.
             if loop.time() - last_persist >= services.settings.shard_persist_interval_s:
                 await run_in_threadpool(services.shards.persist_dirty)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.catalogue import NotFound
-from app.db.memberships import add_memberships, bump_catalogue_epoch, drop_memberships
+from app.db.memberships import add_memberships, drop_memberships
 from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage
 from app.index.shards import decode_vectors
 
@@ -28,7 +28,6 @@ def set_catalogues(session_factory: Callable[[], Session], sku: str, names: list
             raise NotFound(sku)
         drop_memberships(session, product.id)
         add_memberships(session, product.id, names)
-        bump_catalogue_epoch(session)  # also when nothing was or is a member: cheap, and simple
         product.updated_at = datetime.now(UTC)
         session.commit()
         session.expunge(product)  # reload with the memberships just written

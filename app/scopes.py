@@ -107,7 +107,6 @@ class ScopeResolver:
         self.model_id = model_id
         self._cache: OrderedDict[Scope, tuple[tuple[int, int], np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
-        self.misses = 0  # for tests and the benchmark: how often SQL computed an array
 
     def allowed(self, scope: Scope) -> np.ndarray | None:
         """Image ids the scope allows (sorted int64), or None when it restricts nothing."""
@@ -122,7 +121,6 @@ class ScopeResolver:
                     return hit[1]
             ids = self._compute(session, scope)
         with self._lock:
-            self.misses += 1
             self._cache[scope] = (stamp, ids)
             self._cache.move_to_end(scope)
             while len(self._cache) > CACHE_ENTRIES:

@@ -7,14 +7,13 @@ and a stopped PostgreSQL is always started again.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,16 +94,6 @@ def pg_cluster(action: str) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("PostgreSQL did not come back within 60 s")
             time.sleep(0.2)
-
-
-@contextlib.contextmanager
-def postgres_stopped() -> Iterator[None]:
-    """PostgreSQL is down inside the block and always up again after it, even on errors."""
-    pg_cluster("stop")
-    try:
-        yield
-    finally:
-        pg_cluster("start")
 
 
 def noise_jpeg(rng: random.Random, side: int = 40) -> bytes:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from app.db.memberships import bump_catalogue_epoch  # noqa: E402
 from app.db.migrate import open_database  # noqa: E402
-from app.db.models import Product, ProductCatalogue, ReferenceImage  # noqa: E402
+from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage  # noqa: E402
 from app.db.session import make_session_factory  # noqa: E402
 from app.index.shards import ShardSet  # noqa: E402
 from app.scopes import Scope, ScopeResolver, parse_filter  # noqa: E402
@@ -101,8 +101,8 @@ def sql_part(url: str, label: str, n: int, repeat: int) -> list[str]:
         session.commit()
         ids = dict(session.query(Product.sku, Product.id).all())
         for chunk in tqdm(range(0, products, 100), desc=f"sql {label}", unit="100 products"):
-            session.execute(
-                insert(ReferenceImage),
+            image_ids = session.scalars(
+                insert(ReferenceImage).returning(ReferenceImage.id),
                 [
                     {
                         "product_id": ids[f"p{p}"],
@@ -111,12 +111,17 @@ def sql_part(url: str, label: str, n: int, repeat: int) -> list[str]:
                         "image_format": "JPEG",
                         "width": 1,
                         "height": 1,
-                        "embedding": b"\0\0\0\0",
-                        "model_id": "bench",
-                        "shard": 0,
                     }
                     for p in range(chunk, min(products, chunk + 100))
                     for j in range(per)
+                ],
+            ).all()
+            # A scope holds the images with a vector of the model (app/scopes.py): one each.
+            session.execute(
+                insert(Embedding),
+                [
+                    {"model_id": "bench", "image_id": i, "code": 0, "shard": 0, "vector": b"\0\0"}
+                    for i in image_ids
                 ],
             )
         # Catalogue "store-10": every tenth product (10% of the references).

@@ -8,7 +8,6 @@ N / 3 reference images, as the service would store them.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,24 +17,22 @@ import psycopg
 from tqdm import tqdm
 
 from app.db.migrate import upgrade_to_head
+from tests.support.databases import create_pg_database, drop_pg_database
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CODES = (0, 4, 5)  # the image itself, jpeg25, dark
 IMAGES_PER_PRODUCT = 4
 
 
 @contextmanager
-def fresh_database(admin: str = PG_ADMIN) -> Iterator[str]:
-    name = f"retailklip_scale_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{admin.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://")
+def fresh_database() -> Iterator[str]:
+    """A throw-away PostgreSQL database at the schema's head (the suite's helpers, so
+    RETAILKLIP_TEST_PG applies here too)."""
+    url = create_pg_database(prefix="retailklip_scale")
     try:
         upgrade_to_head(url)
         yield url
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_pg_database(url)
 
 
 def layout(n_vectors: int, shard_capacity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

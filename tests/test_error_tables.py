@@ -149,6 +149,8 @@ def test_bad_boxes_are_422(client: TestClient) -> None:
         ("[[-1, 0, 5, 10]]", "boxes[0]: need 0 <= x0 < x1 and 0 <= y0 < y1"),
         ("[[0, 0, 5]]", "boxes[0]: must be [x0, y0, x1, y1], four numbers"),
         ('[[0, 0, 5, "9"]]', "boxes[0]: must be [x0, y0, x1, y1], four numbers"),
+        # An integer too large for a float was a 500 (OverflowError), not a 422.
+        ("[[0, 0, 1" + "0" * 400 + ", 5]]", "boxes[0]: must be [x0, y0, x1, y1], four numbers"),
         ("[[0, 0, 5, NaN]]", "boxes must be a JSON list of [x0, y0, x1, y1] lists"),
         ("[]", "boxes must be a JSON list of [x0, y0, x1, y1] lists"),
         ("[[0, 0, 5, 5]", "boxes must be a JSON list of [x0, y0, x1, y1] lists"),

@@ -26,8 +26,6 @@ from app.scopes import Scope
 from app.search import Verdict, classify_vectors
 from app.services import Services
 
-UNRESTRICTED = Scope()
-
 router = APIRouter(tags=["classify"])
 
 
@@ -61,10 +59,13 @@ def classify_options(
 OptionsDep = Annotated[ClassifyOptions, Depends(classify_options)]
 
 
-def _require_complete(services: Services) -> None:
+async def _searchable(services: Services, scope: Scope) -> np.ndarray | None:
+    """Checks every classify route makes before a forward pass (a bad scope is cheap): the
+    index is complete, and the scope's allowed image ids (None: all)."""
     if not services.shards.complete:
         # Never answer from a half-built index (a reindex to this model is still running).
         raise HTTPException(503, f"index for model {services.shards.model_id} incomplete")
+    return await allowed_ids(services, scope)
 
 
 async def _classify(
@@ -72,10 +73,9 @@ async def _classify(
     payloads: list[bytes],
     field: str,
     options: ClassifyOptions,
-    scope: Scope = UNRESTRICTED,
+    scope: Scope,
 ) -> list[ClassifyResult]:
-    _require_complete(services)
-    allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
+    allowed = await _searchable(services, scope)
     decoded = await decode_all(services, payloads, field)
     vectors = await services.inference.embed([d.tensor for d in decoded])
     return [ClassifyResult.of(v) for v in await _search(services, vectors, options, allowed)]
@@ -91,7 +91,7 @@ def _verdicts(
         np.asarray(vectors),
         options.top_k,
         options.threshold,
-        1 + len(services.inference.reference_views),
+        services.inference.vectors_per_image,
         allowed,
     )
 
@@ -109,8 +109,7 @@ async def _classify_regions(
         boxes = parse_boxes(raw_boxes, services.settings.max_boxes)
     except BoxError as exc:
         raise HTTPException(422, str(exc)) from exc
-    _require_complete(services)
-    allowed = await allowed_ids(services, scope)
+    allowed = await _searchable(services, scope)
     try:
         crops = await services.inference.decode_regions(data, boxes)
     except ImageDecodeError as exc:
@@ -141,8 +140,7 @@ async def classify(
     payloads = await read_all([image], "image", 1)
     if boxes is not None:
         return await _classify_regions(services, payloads[0], boxes, options, scope)
-    _require_complete(services)
-    allowed = await allowed_ids(services, scope)  # before the forward pass: bad scope is cheap
+    allowed = await _searchable(services, scope)
 
     def answer(vectors: np.ndarray) -> Verdict:
         return _verdicts(services, vectors, options, allowed)[0]

@@ -16,7 +16,6 @@ from app.catalogue import Catalogue
 from app.index.shards import ShardSet
 from app.inference import Inference
 from app.metrics import ServiceMetrics
-from app.scopes import ScopeResolver
 from app.services import Services
 from app.settings import Settings
 
@@ -49,10 +48,6 @@ def get_shards(request: Request) -> ShardSet:
     return get_services(request).shards
 
 
-def get_scopes(request: Request) -> ScopeResolver:
-    return get_services(request).scopes
-
-
 def get_session_factory(request: Request) -> Callable[[], Session]:
     return get_services(request).session_factory
 
@@ -63,5 +58,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 InferenceDep = Annotated[Inference, Depends(get_inference)]
 ShardsDep = Annotated[ShardSet, Depends(get_shards)]
-ScopesDep = Annotated[ScopeResolver, Depends(get_scopes)]
 SessionFactoryDep = Annotated[Callable[[], Session], Depends(get_session_factory)]

@@ -104,7 +104,7 @@ async def duplicate_warnings(
         sku,
         np.stack([u.embedding for u in uploads]),
         services.settings.duplicate_threshold,
-        1 + len(services.inference.reference_views),
+        services.inference.vectors_per_image,
     )
     return [DuplicateWarning(**asdict(d)) for d in found]
 

@@ -112,7 +112,7 @@ async def get_similar(
         ids,
         vectors,
         limit,
-        1 + len(inference.reference_views),
+        inference.vectors_per_image,
     )
     return SimilarProducts(
         sku=sku,

@@ -24,6 +24,7 @@ from torch import nn
 
 from app.encoder.model_spec import ModelLoadError
 from app.encoder.preprocess import PreprocessConfig
+from app.encoder.torch_encoder import unit_embeddings, with_mirror
 from app.storage.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,8 @@ class EmbeddingGraph(nn.Module):
         self.flip = flip
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        if not self.flip:
-            return nn.functional.normalize(self.tower(pixels).float(), dim=-1)
         n = pixels.shape[0]
-        features = self.tower(torch.cat([pixels, pixels.flip(-1)])).float()
-        features = nn.functional.normalize(features, dim=-1)
-        return nn.functional.normalize(features[:n] + features[n:], dim=-1)
+        return unit_embeddings(self.tower(with_mirror(pixels, self.flip)), n, self.flip)
 
 
 def graph_path(cache_dir: Path, model_id: str, runtime: str) -> Path:

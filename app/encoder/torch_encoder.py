@@ -29,6 +29,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def with_mirror(pixels: torch.Tensor, flip: bool) -> torch.Tensor:
+    """The batch, followed by its mirror images when the model serves with a mirror view (one
+    forward pass over both directions)."""
+    return torch.cat([pixels, pixels.flip(-1)]) if flip else pixels
+
+
+def unit_embeddings(features: torch.Tensor, n: int, flip: bool) -> torch.Tensor:
+    """L2-normalised embeddings of `n` images from the tower's output over `with_mirror`'s batch:
+    with a mirror view, the normalised mean of the two directions. The PyTorch path and the
+    exported ONNX graph both compute this, so they cannot drift apart."""
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    if flip:
+        features = torch.nn.functional.normalize(features[:n] + features[n:], dim=-1)
+    return features
+
+
 @dataclass
 class Encoder:
     """Image tower in eval mode on its device; `embed` returns L2-normalised float32 rows."""
@@ -47,20 +63,15 @@ class Encoder:
         if self.graph is not None:
             return self.graph.run(batch)
         batch = batch.to(self.device, non_blocking=True)
-        n = batch.shape[0]
-        if self.preprocess.flip:
-            # One forward pass over both views; the embedding is the mean of the two directions.
-            batch = torch.cat([batch, batch.flip(-1)])
+        n, flip = batch.shape[0], self.preprocess.flip
+        batch = with_mirror(batch, flip)
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16):
                 features = self.module(batch)
         else:
             features = self.module(batch)
-        features = torch.nn.functional.normalize(features.float(), dim=-1)
-        if self.preprocess.flip:
-            features = torch.nn.functional.normalize(features[:n] + features[n:], dim=-1)
-        return features.cpu().numpy().astype(np.float32, copy=False)
+        return unit_embeddings(features, n, flip).cpu().numpy().astype(np.float32, copy=False)
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         if not images:

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from app import changelog
 from app.db.models import Embedding
 from app.encoder.views import VIEW_BITS, image_of
+from app.index.layers import merge
 from app.index.vector_index import IndexConfig, VectorIndex
 from app.storage.files import atomic_write
 
@@ -45,6 +46,7 @@ MANIFEST = "manifest.json"
 LOG_BATCH = 2000  # log entries read per round trip while catching up
 ID_BATCH = 5000  # image ids per IN (...) when re-reading the rows entries name
 STREAM_ROWS = 20_000  # rows per fetch when reading a whole model (server-side cursor)
+PRUNE_INTERVAL_S = 300.0  # any replica prunes the log, at most this often
 HEARTBEAT_S = 10.0  # replicas table: `retailklip drop-model` waits minutes, not seconds
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,6 @@ class ShardSet:
         session_factory: Callable[[], Session],
         index_config: IndexConfig | None = None,
         log_retention_s: float = 7 * 86400,
-        prune_interval_s: float = 300.0,
     ) -> None:
         self.model_id = model_id
         self.index_config = index_config or IndexConfig()
@@ -101,7 +102,6 @@ class ShardSet:
         self.directory = shard_dir / LAYOUT / re.sub(r"[^A-Za-z0-9._-]", "_", model_id)
         self.session_factory = session_factory
         self.log_retention_s = log_retention_s
-        self.prune_interval_s = prune_interval_s
         self.shards: dict[int, Shard] = {}
         self.position = 0  # last change-log entry reflected in the shards
         self.loaded = False
@@ -114,9 +114,9 @@ class ShardSet:
         self.apply_lock = threading.RLock()  # one writer of shard state at a time
         self.persist_lock = threading.Lock()
         self.rebuilds = 0  # for tests and metrics: how often the whole model was read from SQL
-        self.applied = 0  # change-log entries applied by sync
         self._last_prune = self._last_beat = -float("inf")
         self._maintainer: threading.Thread | None = None
+        self._bitmap: tuple[np.ndarray, np.ndarray] | None = None  # see _bitmap_for
 
     # ---- bringing shards up to date -------------------------------------------------------
     def sync(self, use_files: bool = False) -> int:
@@ -255,13 +255,14 @@ class ShardSet:
         ids: np.ndarray,
         vectors: np.ndarray,
         position: int,
+        replace: bool,
     ) -> None:
         for shard_no in np.unique(shard_nos):
             mask = shard_nos == shard_no
             shard = shards.get(int(shard_no))
             if shard is None:
                 shard = shards[int(shard_no)] = Shard(self._empty_index(), position)
-            shard.index.add_with_ids(np.ascontiguousarray(vectors[mask]), ids[mask])
+            shard.index.add_with_ids(np.ascontiguousarray(vectors[mask]), ids[mask], replace)
             shard.version = max(shard.version, position)
             shard.dirty = True
 
@@ -279,7 +280,6 @@ class ShardSet:
             touched = np.unique(np.concatenate([e.vector_ids for e in entries]))
             self._refresh(session, touched, entries[-1].seq)
             applied += len(entries)
-            self.applied += len(entries)
             if len(entries) < LOG_BATCH:
                 return applied
 
@@ -302,7 +302,8 @@ class ShardSet:
                 image_ids, codes, shard_nos, blobs = zip(*rows, strict=True)
                 ids = (np.array(image_ids, np.int64) << VIEW_BITS) | np.array(codes, np.int64)
                 vectors = decode_vectors(list(blobs), self.dim)
-                self._add(self.shards, np.array(shard_nos, np.int64), ids, vectors, seq)
+                # Just removed above: nothing to replace.
+                self._add(self.shards, np.array(shard_nos, np.int64), ids, vectors, seq, False)
             self.position = max(self.position, seq)
 
     def _remove(self, vector_ids: np.ndarray, seq: int) -> None:
@@ -327,7 +328,7 @@ class ShardSet:
                 changelog.heartbeat(
                     session, self.replica_id, self.model_id, self.position, self.complete
                 )
-            if now - self._last_prune >= self.prune_interval_s:
+            if now - self._last_prune >= PRUNE_INTERVAL_S:
                 self._last_prune = now
                 changelog.prune(session, self.log_retention_s)
 
@@ -345,8 +346,8 @@ class ShardSet:
         with self.apply_lock, self.lock:
             if self.position >= seq:
                 return  # a sync already applied this write from SQL
-            self._remove(ids, seq)
-            self._add(self.shards, shards, ids, as_stored(vectors), seq)
+            # A vector id lives in one shard (its image's), so replacing there is enough.
+            self._add(self.shards, shards, ids, as_stored(vectors), seq, replace=True)
             if self.position == seq - 1:
                 self.position = seq
 
@@ -373,7 +374,7 @@ class ShardSet:
         if allowed is not None:
             if len(allowed) == 0:
                 return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
-            bitmap = allowed_bitmap(allowed)  # must outlive the search: FAISS keeps a pointer
+            bitmap = self._bitmap_for(allowed)  # must outlive the search: FAISS keeps a pointer
             selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
         with self.lock:
             for shard in self.shards.values():
@@ -384,17 +385,22 @@ class ShardSet:
                 id_parts.append(ids)
         if not scores_parts:
             return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
-        scores = np.concatenate(scores_parts, axis=1)
-        ids = np.concatenate(id_parts, axis=1)
-        scores = np.where(ids < 0, -np.inf, scores)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        top_scores = np.take_along_axis(scores, order, axis=1)
-        top_ids = image_of(np.take_along_axis(ids, order, axis=1))
+        top_scores, top_vector_ids = merge(list(zip(scores_parts, id_parts, strict=True)), k)
+        top_scores = np.where(top_vector_ids < 0, -np.inf, top_scores)  # also for one part
+        top_ids = image_of(top_vector_ids)
         if top_ids.shape[1] < k:
             pad = k - top_ids.shape[1]
             top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
             top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
         return top_scores, top_ids
+
+    def _bitmap_for(self, allowed: np.ndarray) -> np.ndarray:
+        """The FAISS bitmap of an allowed-id array, built once per array: the scope cache
+        (app/scopes.py) hands the same array object to every search until SQL moves."""
+        cached = self._bitmap
+        if cached is None or cached[0] is not allowed:  # the reference pins the identity
+            cached = self._bitmap = (allowed, allowed_bitmap(allowed))
+        return cached[1]
 
     @property
     def size(self) -> int:

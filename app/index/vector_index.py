@@ -93,11 +93,13 @@ class VectorIndex:
     def is_ann(self) -> bool:
         return self.base is not None
 
-    def add_with_ids(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        """Add (or replace: an id that exists loses its old vector) into the exact delta."""
+    def add_with_ids(self, vectors: np.ndarray, ids: np.ndarray, replace: bool = True) -> None:
+        """Add into the exact delta; `replace`: an id that exists loses its old vector (callers
+        that just removed these ids pass False and save a pass over every layer)."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         with self._lock:
-            self.remove_ids(ids)
+            if replace:
+                self.remove_ids(ids)
             self.delta.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
 
     def remove_ids(self, ids: np.ndarray | faiss.IDSelector) -> int:
