@@ -137,8 +137,18 @@ class Catalogue:
             except IntegrityError as exc:
                 raise ProductExists(sku) from exc
             add_memberships(session, product.id, catalogues)
-            self._insert_rows(session, product, fresh, images, existing={})
-            return self._get(session, sku)
+            # The answer is read inside the transaction: a read after commit could fail (database
+            # gone) and turn a committed product into an error the client would retry.
+            created: list[Product] = []
+            self._insert_rows(
+                session,
+                product,
+                fresh,
+                images,
+                existing={},
+                before_commit=lambda: created.append(self._get(session, sku)),
+            )
+            return created[0]
 
     def add_images(self, sku: str, images: list[NewImage]) -> tuple[list[int], int]:
         """The image id of every upload (a duplicate gets the stored id), and how many are new."""
@@ -174,6 +184,7 @@ class Catalogue:
         fresh: dict[str, NewImage],
         images: list[NewImage],
         existing: dict[str, int],
+        before_commit: Callable[[], object] | None = None,
     ) -> tuple[list[int], int]:
         rows = {
             sha: ReferenceImage(
@@ -196,6 +207,8 @@ class Catalogue:
                 ids, vectors = fresh[sha].vectors(row.id)
                 parts.append((np.full(len(ids), shard, np.int64), ids, vectors))
             session.flush()
+            if before_commit is not None:
+                before_commit()  # before the log append, which holds other writers until commit
             seq = None
             if parts:
                 all_ids = np.concatenate([ids for _, ids, _ in parts])
@@ -286,7 +299,11 @@ class Catalogue:
     # ---- reads ---------------------------------------------------------------------------
     def _get(self, session: Session, sku: str) -> Product:
         product = session.scalar(
-            select(Product).where(Product.sku == sku).options(selectinload(Product.images))
+            select(Product)
+            .where(Product.sku == sku)
+            .options(selectinload(Product.images))
+            # Fresh collections even when this session wrote the product (create's answer).
+            .execution_options(populate_existing=True)
         )
         if product is None:
             raise NotFound(sku)

@@ -29,13 +29,18 @@ def set_catalogues(session_factory: Callable[[], Session], sku: str, names: list
         drop_memberships(session, product.id)
         add_memberships(session, product.id, names)
         product.updated_at = datetime.now(UTC)
-        session.commit()
-        session.expunge(product)  # reload with the memberships just written
+        session.flush()
+        # Read the answer before commit: a read after it could fail (database gone) and report
+        # a committed change as an error. populate_existing: reload the memberships just written.
         fresh = session.scalar(
-            select(Product).where(Product.id == product.id).options(selectinload(Product.images))
+            select(Product)
+            .where(Product.id == product.id)
+            .options(selectinload(Product.images), selectinload(Product.catalogue_links))
+            .execution_options(populate_existing=True)
         )
         if fresh is None:
             raise NotFound(sku)
+        session.commit()
         return fresh
 
 

@@ -139,7 +139,7 @@ def _writer(
                     ledger.expected[sku] = "either"
                     ledger.in_doubt.add(sku)
                 else:
-                    ledger.expected[sku] = "absent"
+                    ledger.expected[sku] = "refused"
 
 
 def _check(
@@ -150,7 +150,7 @@ def _check(
     present = state.products
     lost = sum(1 for s, e in ledger.expected.items() if e == "present" and s not in present)
     undeleted = sum(1 for s, e in ledger.expected.items() if e == "absent" and s in present)
-    phantom = sum(1 for s in present if s not in ledger.expected)
+    phantom = sum(1 for s in present if ledger.expected.get(s, "refused") == "refused")
     partial = sum(1 for count in present.values() if count != images)
     committed = sum(1 for s in ledger.in_doubt if s in present)
     keys = set(state.blob_keys)

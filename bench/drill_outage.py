@@ -127,7 +127,7 @@ def _worker(
                         shared.expected[sku] = "present"
                         shared.live.append(sku)
                     else:
-                        shared.expected[sku] = "either" if answer is None else "absent"
+                        shared.expected[sku] = "either" if answer is None else "refused"
             elif roll < 0.4:
                 with shared.lock:
                     if some not in shared.live:
@@ -167,8 +167,9 @@ class OutageReport:
     recovery_s: float  # PostgreSQL up -> /readyz 200
     first_write_s: float  # PostgreSQL up -> first 201 of POST /products
     outage_s: float  # PostgreSQL down (stop done -> start issued)
-    lost: int
-    undeleted: int
+    lost: int  # answered 201, not in SQL
+    undeleted: int  # answered 204 to its delete, still in SQL
+    phantom: int  # its create was refused (4xx/5xx), yet it is in SQL
     partial: int
     same_process: bool
 
@@ -257,6 +258,7 @@ def run(
         outage_s=timeline.start_at - timeline.down_at,
         lost=sum(1 for s, e in expected.items() if e == "present" and s not in present),
         undeleted=sum(1 for s, e in expected.items() if e == "absent" and s in present),
+        phantom=sum(1 for s, e in expected.items() if e == "refused" and s in present),
         partial=sum(1 for count in present.values() if count != 1),
         same_process=same_process and server.pid == pid,
     )
@@ -320,7 +322,7 @@ def problems(report: OutageReport) -> list[str]:
         found.append("the service did not recover")
     if not report.same_process:
         found.append("the server process did not survive the outage")
-    for name in ("lost", "undeleted", "partial"):
+    for name in ("lost", "undeleted", "phantom", "partial"):
         if getattr(report, name):
             found.append(f"{name}: {getattr(report, name)}")
     return found
@@ -353,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
-    print(f"\nlost {report.lost}, undeleted {report.undeleted}, partial {report.partial}")
+    print(
+        f"\nlost {report.lost}, undeleted {report.undeleted}, phantom {report.phantom}, "
+        f"partial {report.partial}"
+    )
     found = problems(report)
     for line in found:
         print("problem:", line)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from app import catalogue as catalogue_module
 from app.catalogue import Catalogue, NewImage, NotFound, ProductExists
@@ -113,6 +114,26 @@ def test_a_failed_write_leaves_nothing(
     fresh = ShardSet("test-model", DIM, tmp_path / "other", catalogue.session_factory)
     fresh.sync()
     assert fresh.size == 1
+
+
+def test_an_answer_that_cannot_be_read_leaves_nothing_committed(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The created product is read for the answer inside the transaction: if that read fails
+    (database gone), the client's error means nothing was written, so a retry is safe."""
+    catalogue = make_catalogue(db_url, tmp_path)
+
+    def database_gone(*args: object, **kwargs: object) -> Product:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(Catalogue, "_get", database_gone)
+    with pytest.raises(OperationalError):
+        catalogue.create_product("late", "Late", {}, new_images(2, "l"))
+    monkeypatch.undo()
+    assert count(catalogue, Product) == 0 and count(catalogue, Embedding) == 0
+    assert catalogue.shards.size == 0
+    created = catalogue.create_product("late", "Late", {}, new_images(2, "l"))  # the retry
+    assert len(created.images) == 2 and created.catalogue_links == []
 
 
 def test_a_second_process_follows_sql(db_url: str, tmp_path: Path) -> None:
