@@ -6,9 +6,13 @@ occupies memory in training or serving.
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from open_clip import get_model_config
@@ -200,11 +204,14 @@ def load_openclip_tower(
         raise ModelLoadError(f"OpenCLIP has no pretrained tag {tag!r} for model {name!r}")
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(download_timeout_s)  # never hang start-up on an unreachable hub
+    unreachable = hub_unreachable(download_timeout_s)
     try:
-        path = download_pretrained(pretrained)
+        with hub_offline(unreachable is not None):  # cached weights still load
+            path = download_pretrained(pretrained)
     except Exception as exc:
+        why = f"; {unreachable}" if unreachable else ""
         raise ModelLoadError(
-            f"could not download OpenCLIP weights {name}/{tag} ({type(exc).__name__}: {exc}). "
+            f"could not download OpenCLIP weights {name}/{tag} ({type(exc).__name__}: {exc}{why}). "
             "This host cannot reach the model hub: set RETAILKLIP_MODEL to a RetailKLIP "
             f"checkpoint file or to {OFFLINE_BACKBONE!r}."
         ) from exc
@@ -221,3 +228,37 @@ def load_openclip_tower(
             f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     return tower, cfg, preprocess
+
+
+def hub_unreachable(timeout_s: float) -> str | None:
+    """Why the model hub cannot be reached, from one quick connection attempt, or None.
+
+    huggingface_hub retries a failed lookup with back-off for about 45 s before giving up; one
+    attempt here lets an air-gapped host fail at once. Behind a proxy the proxy decides: no probe.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    host = endpoint.hostname or ""
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=min(timeout_s, 5.0)).close()
+    except OSError as exc:
+        return f"{host}:{port} is unreachable: {exc}"
+    return None
+
+
+@contextmanager
+def hub_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub's offline mode (cache only) for one download, as HF_HUB_OFFLINE=1 would
+    give; the library reads that variable once, at import."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
