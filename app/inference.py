@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-import torch
+from PIL import Image
 
 from app.boxes import Box, pixel_boxes
-from app.encoder.preprocess import decode_image_with_format, eval_transform
-from app.encoder.torch_encoder import Encoder
+from app.encoder.loading import ServingEncoder
+from app.encoder.preprocess import decode_image_with_format, eval_pixels
 from app.encoder.views import degraded_views, view_code
 from app.storage.blobs import sha256_hex
 from app.uploaded import UploadedImage
@@ -31,20 +31,20 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class DecodedImage(UploadedImage):
-    tensor: torch.Tensor
-    view_tensors: tuple[torch.Tensor, ...] = ()  # degraded views, for references only
+    pixels: np.ndarray  # preprocessed, (3, size, size) float32
+    view_pixels: tuple[np.ndarray, ...] = ()  # degraded views, for references only
 
 
 @dataclass
 class _Job:
-    tensors: list[torch.Tensor]
+    pixels: list[np.ndarray]
     future: asyncio.Future[np.ndarray]
 
 
 class Inference:
     def __init__(
         self,
-        encoder: Encoder,
+        encoder: ServingEncoder,
         max_pixels: int,
         max_batch: int,
         batch_wait_ms: float,
@@ -60,7 +60,6 @@ class Inference:
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
         self.on_batch = on_batch
-        self.transform = eval_transform(encoder.preprocess)
         self.decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
         self.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
@@ -81,6 +80,9 @@ class Inference:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.model_pool.shutdown(wait=True)
 
+    def _pixels(self, image: Image.Image) -> np.ndarray:
+        return eval_pixels(image, self.encoder.preprocess)
+
     def _decode(self, data: bytes, with_views: bool) -> DecodedImage:
         image, fmt = decode_image_with_format(data, self.max_pixels)
         views = degraded_views(image, self.reference_views) if with_views else []
@@ -90,8 +92,8 @@ class Inference:
             fmt,
             image.width,
             image.height,
-            self.transform(image),
-            tuple(self.transform(view) for view in views),
+            self._pixels(image),
+            tuple(self._pixels(view) for view in views),
         )
 
     async def decode(self, data: bytes, with_views: bool = False) -> DecodedImage:
@@ -107,20 +109,20 @@ class Inference:
             self.decoding -= 1
             self.arrivals.set()
 
-    def _decode_regions(self, data: bytes, boxes: list[Box]) -> list[torch.Tensor]:
+    def _decode_regions(self, data: bytes, boxes: list[Box]) -> list[np.ndarray]:
         image, _ = decode_image_with_format(data, self.max_pixels)
-        return [self.transform(image.crop(r)) for r in pixel_boxes(boxes, *image.size)]
+        return [self._pixels(image.crop(r)) for r in pixel_boxes(boxes, *image.size)]
 
-    async def decode_regions(self, data: bytes, boxes: list[Box]) -> list[torch.Tensor]:
+    async def decode_regions(self, data: bytes, boxes: list[Box]) -> list[np.ndarray]:
         """One preprocessed crop per box of the decoded (EXIF-rotated) photo; raises
         ImageDecodeError for the photo, BoxError for a box outside it."""
         return await asyncio.get_running_loop().run_in_executor(
             self.decode_pool, self._decode_regions, data, boxes
         )
 
-    async def embed(self, tensors: list[torch.Tensor]) -> np.ndarray:
+    async def embed(self, pixels: list[np.ndarray]) -> np.ndarray:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Job(tensors, future))
+        self.queue.put_nowait(_Job(pixels, future))
         self.arrivals.set()
         return await future
 
@@ -139,13 +141,13 @@ class Inference:
             finally:
                 self.busy -= 1
         decoded = await self.decode(data)
-        vectors = await self.embed([decoded.tensor])
+        vectors = await self.embed([decoded.pixels])
         return await asyncio.to_thread(then, vectors)
 
     def _alone(self, data: bytes, then: Callable[[np.ndarray], T]) -> T:
         # A query needs pixels only: no content hash, no record (this runs on the model thread).
         image, _ = decode_image_with_format(data, self.max_pixels)
-        vectors = self.encoder.embed_tensor(self.transform(image).unsqueeze(0))
+        vectors = self.encoder.embed_pixels(self._pixels(image)[None])
         self.on_batch(1)
         return then(vectors)
 
@@ -154,13 +156,13 @@ class Inference:
         still being decoded if they come within `batch_wait_ms`. Never waits for nobody."""
         loop = asyncio.get_running_loop()
         jobs = [await self.queue.get()]
-        count = len(jobs[0].tensors)
+        count = len(jobs[0].pixels)
         deadline = loop.time() + self.batch_wait_s
         while count < self.max_batch:
             if not self.queue.empty():
                 job = self.queue.get_nowait()
                 jobs.append(job)
-                count += len(job.tensors)
+                count += len(job.pixels)
                 continue
             if self.decoding == 0:
                 # A request whose decode just ended needs a few loop turns to reach the queue.
@@ -185,9 +187,9 @@ class Inference:
             jobs = await self._collect()
             self.busy += 1
             try:
-                batch = torch.stack([t for job in jobs for t in job.tensors])
+                batch = np.stack([p for job in jobs for p in job.pixels])
                 vectors = await loop.run_in_executor(
-                    self.model_pool, self.encoder.embed_tensor, batch
+                    self.model_pool, self.encoder.embed_pixels, batch
                 )
                 self.on_batch(len(batch))
             except Exception as exc:  # hand the failure to every waiting request; keep serving
@@ -199,7 +201,7 @@ class Inference:
                 self.busy -= 1
             start = 0
             for job in jobs:
-                end = start + len(job.tensors)
+                end = start + len(job.pixels)
                 if not job.future.done():
                     job.future.set_result(vectors[start:end])
                 start = end

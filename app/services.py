@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.catalogue import Catalogue
-from app.encoder.torch_encoder import Encoder
+from app.encoder.loading import ServingEncoder
 from app.index.shards import ShardSet
 from app.inference import Inference
 from app.scopes import ScopeResolver
@@ -20,7 +20,7 @@ class Services:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
-    encoder: Encoder
+    encoder: ServingEncoder
     inference: Inference
     shards: ShardSet
     catalogue: Catalogue

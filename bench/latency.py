@@ -81,31 +81,29 @@ class EncoderAlone:
     """The service's own decode + preprocess + forward, in this process, no HTTP, no queue."""
 
     def __init__(self, model: str, runtime: str, data_dir: Path) -> None:
-        from app.encoder.preprocess import decode_image_with_format, eval_transform
+        from app.encoder.loading import load_service_encoder
+        from app.encoder.preprocess import decode_image_with_format, eval_pixels
         from app.settings import Settings
 
         settings = Settings(model=model, runtime=runtime, data_dir=data_dir, device="cpu")
-        from app.encoder.loading import load_service_encoder
-
         self.encoder = load_service_encoder(settings)
         self.decode = decode_image_with_format
-        self.transform = eval_transform(self.encoder.preprocess)
+        self.pixels = eval_pixels
         self.max_pixels = settings.max_image_pixels
 
     def one(self, data: bytes) -> float:
-        import torch
-
         begin = time.perf_counter()
         image, _ = self.decode(data, self.max_pixels)
-        self.encoder.embed_tensor(torch.stack([self.transform(image)]))
+        self.encoder.embed_pixels(self.pixels(image, self.encoder.preprocess)[None])
         return time.perf_counter() - begin
 
     def batch(self, blobs: list[bytes]) -> float:
-        import torch
+        import numpy as np
 
         begin = time.perf_counter()
-        tensors = [self.transform(self.decode(b, self.max_pixels)[0]) for b in blobs]
-        self.encoder.embed_tensor(torch.stack(tensors))
+        pre = self.encoder.preprocess
+        pixels = [self.pixels(self.decode(b, self.max_pixels)[0], pre) for b in blobs]
+        self.encoder.embed_pixels(np.stack(pixels))
         return time.perf_counter() - begin
 
 
@@ -138,6 +136,7 @@ def serve_instrumented() -> None:
 
     import app.api.classify as classify_module
     from app.catalogue import Catalogue
+    from app.encoder.onnx_graph import GraphEncoder
     from app.encoder.torch_encoder import Encoder
     from app.index.shards import ShardSet
     from app.inference import Inference
@@ -173,7 +172,8 @@ def serve_instrumented() -> None:
         Inference.classify_one = timed_async(
             "classify_one await (all stages, hops incl.)", Inference.classify_one
         )
-    Encoder.embed_tensor = timed("forward (in model thread)", Encoder.embed_tensor)
+    Encoder.embed_pixels = timed("forward (in model thread)", Encoder.embed_pixels)
+    GraphEncoder.embed_pixels = timed("forward (in model thread)", GraphEncoder.embed_pixels)
     ShardSet.search = timed("faiss search", ShardSet.search)
     Catalogue.matches_for = timed("SQL matches_for", Catalogue.matches_for)
     classify_module.classify_vectors = timed(

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from app.encoder import backbones
-from app.encoder.backbones import ModelLoadError, load_offline_backbone, offline_preprocess
+from app.encoder.backbones import ModelLoadError, load_offline_backbone
 from app.encoder.checkpoint import load_checkpoint, save_checkpoint
+from app.encoder.identity import offline_preprocess
 from app.encoder.preprocess import to_batch
 from app.encoder.torch_encoder import load_encoder
 

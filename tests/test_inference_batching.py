@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-import torch
 
 from app.encoder.preprocess import ImageDecodeError, PreprocessConfig
 from app.inference import Inference
@@ -24,7 +23,7 @@ class CountingEncoder:
     batches: list[int] = field(default_factory=list)
     delay_s: float = 0.0
 
-    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
+    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
         time.sleep(self.delay_s)
         self.batches.append(len(batch))
         return np.ones((len(batch), 4), dtype=np.float32)
@@ -36,7 +35,7 @@ def photos(count: int) -> list[bytes]:
 
 async def classify_like(runtime: Inference, data: bytes) -> np.ndarray:
     decoded = await runtime.decode(data)
-    return await runtime.embed([decoded.tensor])
+    return await runtime.embed([decoded.pixels])
 
 
 def test_a_lone_request_is_embedded_without_the_batch_wait() -> None:
@@ -83,21 +82,21 @@ def test_requests_queued_behind_a_busy_model_go_in_one_pass() -> None:
     async def scenario() -> list[int]:
         gate = threading.Event()
         encoder = CountingEncoder()
-        original = encoder.embed_tensor
+        original = encoder.embed_pixels
 
-        def slow_first(batch: torch.Tensor) -> np.ndarray:
+        def slow_first(batch: np.ndarray) -> np.ndarray:
             gate.wait(5)  # the first pass blocks until the others are queued
             return original(batch)
 
-        encoder.embed_tensor = slow_first  # type: ignore[method-assign]
+        encoder.embed_pixels = slow_first  # type: ignore[method-assign]
         runtime = Inference(encoder, 10**8, max_batch=32, batch_wait_ms=0)
         runtime.start()
         try:
             data = photos(1)[0]
             decoded = await runtime.decode(data)
-            first = asyncio.ensure_future(runtime.embed([decoded.tensor]))
+            first = asyncio.ensure_future(runtime.embed([decoded.pixels]))
             await asyncio.sleep(0.05)
-            rest = [asyncio.ensure_future(runtime.embed([decoded.tensor])) for _ in range(5)]
+            rest = [asyncio.ensure_future(runtime.embed([decoded.pixels])) for _ in range(5)]
             await asyncio.sleep(0.05)
             gate.set()
             await asyncio.gather(first, *rest)

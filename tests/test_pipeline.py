@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from app.encoder.backbones import GeM, TowerConfig, load_offline_backbone, offline_preprocess
+from app.encoder.backbones import GeM, TowerConfig, load_offline_backbone
 from app.encoder.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from app.encoder.identity import offline_preprocess
 from app.encoder.model_spec import BUILTIN_CHECKPOINTS
 from app.encoder.preprocess import PreprocessConfig, eval_transform, pad_to_square
 from app.encoder.torch_encoder import load_encoder, override_pipeline

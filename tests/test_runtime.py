@@ -3,6 +3,7 @@ photos, the CUDA rule, and a live server on ONNX Runtime that classifies correct
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -16,11 +17,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from app.encoder import loading
 from app.encoder import onnx_encoder as onnx_module
+from app.encoder import torch_encoder as torch_encoder_module
+from app.encoder.identity import identify
 from app.encoder.loading import load_service_encoder
-from app.encoder.onnx_encoder import graph_path
-from app.encoder.preprocess import decode_image, eval_transform
+from app.encoder.model_spec import ModelLoadError, parse_model_spec
+from app.encoder.onnx_graph import graph_path
+from app.encoder.preprocess import PreprocessConfig, decode_image, eval_pixels, eval_transform
 from app.encoder.torch_encoder import Encoder
 from app.settings import Settings
 from tests.support.paths import GROCERY, REPO
@@ -99,7 +102,7 @@ def test_onnx_export_is_cached_by_model_id_and_matches_pytorch_on_real_photos(
     monkeypatch.setattr(onnx_module, "export_graph", no_export)
     again = load_service_encoder(settings(tmp_path, "onnx"))
     assert cached.stat().st_mtime_ns == stamp
-    assert (again.embed_tensor(batch[:4]) * ours[:4]).sum(axis=1).min() > 0.9999
+    assert (again.embed_pixels(batch[:4].numpy()) * ours[:4]).sum(axis=1).min() > 0.9999
     monkeypatch.undo()
 
     # A damaged cache file (not one we wrote: ours are renamed into place whole) is replaced.
@@ -107,7 +110,7 @@ def test_onnx_export_is_cached_by_model_id_and_matches_pytorch_on_real_photos(
     with caplog.at_level(logging.WARNING):
         repaired = load_service_encoder(settings(tmp_path, "onnx"))
     assert "unusable" in caplog.text
-    assert (repaired.embed_tensor(batch[:4]) * ours[:4]).sum(axis=1).min() > 0.9999
+    assert (repaired.embed_pixels(batch[:4].numpy()) * ours[:4]).sum(axis=1).min() > 0.9999
     assert cached.stat().st_size > 5000
 
 
@@ -129,7 +132,7 @@ def test_int8_graph_is_cached_beside_fp32_and_stays_close(tmp_path: Path) -> Non
     names = sorted(p.name for p in (tmp_path / "onnx").iterdir())
     assert [n.rsplit("-", 1)[1] for n in names] == ["fp32.onnx", "int8.onnx"]
     batch = shelf_batch(torch_encoder, 16)
-    ours, reference = int8.embed_tensor(batch), torch_encoder.embed_tensor(batch)
+    ours, reference = int8.embed_pixels(batch.numpy()), torch_encoder.embed_tensor(batch)
     # Dynamically quantised weights move embeddings (cosine ~0.93 on average; the accuracy cost
     # is measured in the README), but each photo's INT8 embedding is still nearest to its own
     # PyTorch embedding among the others': the same model, not noise.
@@ -141,7 +144,7 @@ def test_int8_graph_is_cached_beside_fp32_and_stays_close(tmp_path: Path) -> Non
 def test_cuda_keeps_pytorch_whatever_the_runtime(tmp_path: Path, monkeypatch, caplog) -> None:
     cpu = load_service_encoder(settings(tmp_path, "torch"))
     on_gpu = replace(cpu, device=torch.device("cuda"))
-    monkeypatch.setattr(loading, "load_encoder", lambda model, device: on_gpu)
+    monkeypatch.setattr(torch_encoder_module, "load_encoder", lambda model, device: on_gpu)
     with caplog.at_level(logging.WARNING):
         encoder = load_service_encoder(settings(tmp_path, "auto"))
     assert encoder.runtime == "torch" and encoder.graph is None
@@ -186,3 +189,68 @@ def test_live_server_on_onnx_runtime_classifies_shelf_photos(live_server, tmp_pa
     top1 = sum(skus[0] == sku for (sku, _), skus in answers.items()) / len(answers)
     assert top1 >= 0.7, answers  # six products; the shipped model gets most shelf photos right
     assert all(sku in skus for (sku, _), skus in answers.items())
+
+
+def test_service_pixels_are_torchvision_pixels_on_real_photos() -> None:
+    """The service preprocesses with PIL and numpy (no torch); training and evaluation with
+    torchvision. Both must give the very same pixels, in every framing mode."""
+    photos = sorted((GROCERY / "test").rglob("*.jpg"))[::150]
+    photos += sorted((GROCERY / "iconic-images-and-descriptions").rglob("*.jpg"))[::40]
+    configs = [
+        identify(parse_model_spec(MODEL)).preprocess,  # the shipped model's: pad
+        PreprocessConfig(),  # crop 0.875
+        PreprocessConfig(image_size=240, crop_pct=1.0),
+    ]
+    for cfg in configs:
+        transform = eval_transform(cfg)
+        for photo in photos:
+            image = decode_image(photo.read_bytes(), 10**8)
+            for framed in (image, image.rotate(90, expand=True), image.crop((0, 0, 97, 31))):
+                expected = transform(framed).numpy()
+                assert np.array_equal(eval_pixels(framed, cfg), expected), (photo, cfg)
+
+
+def test_a_fresh_export_that_disagrees_with_pytorch_is_never_cached(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(onnx_module, "agreement", lambda *args: 0.5)
+    with pytest.raises(ModelLoadError, match="disagrees with PyTorch"):
+        load_service_encoder(settings(tmp_path, "onnx"))
+    assert list((tmp_path / "onnx").iterdir()) == []  # a replica could not trust it later
+
+
+def test_a_cached_graph_serves_without_loading_pytorch(tmp_path: Path) -> None:
+    """A CPU replica whose graph was exported (and checked) before starts from the checkpoint's
+    metadata and the graph alone: no torch in the process, the same embeddings."""
+    torch_encoder = load_service_encoder(settings(tmp_path, "torch"))
+    load_service_encoder(settings(tmp_path, "onnx"))  # the first start exports
+    photos = sorted((GROCERY / "test").rglob("*.jpg"))[::400]
+    script = f"""
+import json, sys
+from PIL import Image
+from app.encoder.loading import load_service_encoder
+from app.encoder.preprocess import decode_image
+from app.settings import Settings
+
+encoder = load_service_encoder(
+    Settings(model={MODEL!r}, device="cpu", runtime="onnx", data_dir={str(tmp_path)!r})
+)
+images = [decode_image(open(p, "rb").read(), 10**8) for p in {[str(p) for p in photos]!r}]
+print(json.dumps({{
+    "kind": type(encoder).__name__,
+    "model": encoder.model_id,
+    "runtime": encoder.runtime,
+    "torch": sorted(m for m in ("torch", "torchvision", "open_clip", "timm") if m in sys.modules),
+    "vectors": encoder.embed(images).tolist(),
+}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["kind"] == "GraphEncoder" and seen["torch"] == []
+    assert (seen["model"], seen["runtime"]) == (torch_encoder.model_id, "onnx")
+    images = [decode_image(p.read_bytes(), 10**8) for p in photos]
+    cosine = (np.array(seen["vectors"]) * torch_encoder.embed(images)).sum(axis=1)
+    assert cosine.min() >= 0.999, cosine

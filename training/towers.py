@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from app.encoder.backbones import (
-    TowerConfig,
-    load_offline_backbone,
-    load_openclip_tower,
-    offline_preprocess,
-)
+from app.encoder.backbones import TowerConfig, load_offline_backbone, load_openclip_tower
 from app.encoder.checkpoint import load_checkpoint
+from app.encoder.identity import offline_preprocess
 from app.encoder.model_spec import parse_model_spec
 from app.encoder.preprocess import PreprocessConfig
 

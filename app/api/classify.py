@@ -77,7 +77,7 @@ async def _classify(
 ) -> list[ClassifyResult]:
     allowed = await _searchable(services, scope)
     decoded = await decode_all(services, payloads, field)
-    vectors = await services.inference.embed([d.tensor for d in decoded])
+    vectors = await services.inference.embed([d.pixels for d in decoded])
     return [ClassifyResult.of(v) for v in await _search(services, vectors, options, allowed)]
 
 

@@ -42,12 +42,12 @@ async def embed_uploads(services: Services, payloads: list[bytes], field: str) -
     decoded = await decode_all(services, payloads, field, with_views=True)
     # Each image and its degraded views go through one micro-batched call.
     vectors = await services.inference.embed(
-        [t for d in decoded for t in (d.tensor, *d.view_tensors)]
+        [t for d in decoded for t in (d.pixels, *d.view_pixels)]
     )
     uploads, start = [], 0
     for d in decoded:
-        own, views = vectors[start], vectors[start + 1 : start + 1 + len(d.view_tensors)]
-        start += 1 + len(d.view_tensors)
-        codes = services.inference.view_codes if d.view_tensors else ()
+        own, views = vectors[start], vectors[start + 1 : start + 1 + len(d.view_pixels)]
+        start += 1 + len(d.view_pixels)
+        codes = services.inference.view_codes if d.view_pixels else ()
         uploads.append(NewImage.embedded(d, own, views, codes))
     return uploads

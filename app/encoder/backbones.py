@@ -20,6 +20,7 @@ from open_clip.model import _build_vision_tower
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 from torch import nn
 
+from app.encoder.identity import OFFLINE_EMBED_DIM
 from app.encoder.model_spec import OFFLINE_BACKBONE, ModelLoadError
 from app.encoder.preprocess import PreprocessConfig
 
@@ -32,7 +33,6 @@ OFFLINE_VISION_CFG: dict[str, Any] = {
     "timm_proj": "none",
     "image_size": 224,
 }
-OFFLINE_EMBED_DIM = 1280
 OFFLINE_TENSOR_COUNT = 296  # tensors in the package's state dict, classifier included
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -178,11 +178,6 @@ def load_offline_backbone(
             )
     trunk.load_state_dict(dict(zip(trunk_keys, trunk_values, strict=True)), strict=True)
     return tower, cfg
-
-
-def offline_preprocess(image_size: int = 224) -> PreprocessConfig:
-    # timm's pretrained config for tf_efficientnet_lite0: mean = std = 0.5, crop 0.875.
-    return PreprocessConfig(image_size=image_size, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.875)
 
 
 def load_openclip_tower(

@@ -10,16 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from app.encoder.backbones import TowerConfig, build_tower
+from app.encoder.identity import CHECKPOINT_FORMAT as FORMAT
+from app.encoder.identity import checkpoint_metadata
 from app.encoder.model_spec import ModelLoadError
 from app.encoder.preprocess import PreprocessConfig
 from app.storage.files import atomic_path
-
-FORMAT = "retailklip-encoder/1"
 
 
 def save_checkpoint(
@@ -44,10 +43,7 @@ def save_checkpoint(
 
 
 def read_metadata(path: str | Path) -> tuple[TowerConfig, PreprocessConfig, dict[str, Any]]:
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format") != FORMAT:
-        raise ModelLoadError(f"{path} is not a RetailKLIP encoder checkpoint ({FORMAT})")
+    metadata = checkpoint_metadata(path)
     return (
         TowerConfig.from_dict(json.loads(metadata["tower"])),
         PreprocessConfig.from_dict(json.loads(metadata["preprocess"])),

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from app.encoder.torch_encoder import Encoder, load_encoder
+import numpy as np
+from PIL import Image
+
+from app.encoder.identity import identify
+from app.encoder.model_spec import parse_model_spec
+from app.encoder.onnx_graph import GraphEncoder, OnnxGraph, cpu_threads, graph_path
+from app.encoder.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -14,8 +21,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_service_encoder(settings: Settings) -> Encoder:
-    """PyTorch always loads the model; an ONNX runtime then serves the graph exported from it.
+class ServingEncoder(Protocol):
+    """What the service needs of an encoder: PyTorch's `Encoder` or ONNX's `GraphEncoder`."""
+
+    preprocess: PreprocessConfig
+    model_id: str
+    embed_dim: int
+    runtime: str
+
+    @property
+    def device(self) -> object: ...
+
+    def embed_pixels(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray: ...
+
+
+def load_service_encoder(settings: Settings) -> ServingEncoder:
+    """ONNX Runtime serves the CPU; PyTorch loads the model when the graph must be made.
 
     ONNX Runtime is the CPU path only. `auto` (the default) means ONNX Runtime on CPU and
     PyTorch (fp16 autocast, channels_last) on CUDA; it also keeps PyTorch, with a warning, for
@@ -25,7 +48,15 @@ def load_service_encoder(settings: Settings) -> Encoder:
 
     Exported graphs are cached in `onnx_dir` (default DATA_DIR/onnx): always writable (the
     package directory may not be, e.g. in the image), and replicas sharing it reuse the export.
+    A CPU replica that finds its graph there (checked against PyTorch when it was exported)
+    serves from it without loading PyTorch at all: seconds less start-up, and no torch in memory.
     """
+    cached = cached_graph_encoder(settings)
+    if cached is not None:
+        log.info("serving %s from its cached ONNX graph %s", cached.model_id, cached.graph.path)
+        return cached
+    from app.encoder.torch_encoder import load_encoder
+
     encoder = load_encoder(settings.model, settings.device)
     requested = settings.runtime
     if requested == "torch" or (requested == "auto" and encoder.device.type != "cpu"):
@@ -56,3 +87,38 @@ def load_service_encoder(settings: Settings) -> Encoder:
         log.warning("no ONNX graph for %s (%s); serving with PyTorch", encoder.model_id, exc)
         return encoder
     return replace(encoder, runtime=runtime, graph=graph)
+
+
+def cached_graph_encoder(settings: Settings) -> GraphEncoder | None:
+    """The CPU encoder from an already exported graph, without PyTorch; None when the settings
+    need PyTorch (a CUDA device, `torch`, an OpenCLIP tower) or the graph is not there yet."""
+    if settings.runtime == "torch" or not cpu_only(settings.device):
+        return None
+    identity = identify(parse_model_spec(settings.model))
+    if identity is None:
+        return None
+    runtime = "onnx" if settings.runtime == "auto" else settings.runtime
+    path = graph_path(settings.resolved_onnx_dir, identity.model_id, runtime)
+    if not path.is_file():
+        return None
+    try:
+        graph = OnnxGraph(path, cpu_threads())
+    except Exception as exc:  # unreadable: the PyTorch path exports it again
+        log.warning("cached ONNX graph %s does not load (%s)", path, exc)
+        return None
+    encoder = GraphEncoder(
+        graph, identity.preprocess, identity.model_id, identity.embed_dim, runtime
+    )
+    out = encoder.embed_pixels(np.zeros((1, 3, *(2 * [identity.preprocess.image_size])), "f4"))
+    if out.shape != (1, identity.embed_dim):
+        log.warning("cached ONNX graph %s gives shape %s; exporting again", path, out.shape)
+        return None
+    return encoder
+
+
+def cpu_only(device: str) -> bool:
+    """The device setting means the CPU: `cpu`, or `auto` on a host without an NVIDIA driver
+    (looked up without importing torch; a GPU host takes the PyTorch path, which decides)."""
+    return device == "cpu" or (
+        device == "auto" and not Path("/proc/driver/nvidia/version").exists()
+    )

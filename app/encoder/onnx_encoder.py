@@ -14,24 +14,20 @@ at worst both export and the last rename wins with identical content.
 from __future__ import annotations
 
 import logging
-import re
+import os
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from app.encoder.model_spec import ModelLoadError
+from app.encoder.onnx_graph import ONNX_RUNTIMES, OnnxGraph, cpu_threads, graph_path
 from app.encoder.preprocess import PreprocessConfig
 from app.encoder.torch_encoder import unit_embeddings, with_mirror
 from app.storage.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-ONNX_RUNTIMES = ("onnx", "onnx-int8")
-# Bump when the exported computation changes, so caches written by an older release are ignored.
-EXPORT_VERSION = 1
 OPSET = 17
 # Start-up check on fixed random pixels: the fp32 graph must give the PyTorch embeddings.
 MIN_COSINE_FP32 = 0.999
@@ -48,12 +44,6 @@ class EmbeddingGraph(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         n = pixels.shape[0]
         return unit_embeddings(self.tower(with_mirror(pixels, self.flip)), n, self.flip)
-
-
-def graph_path(cache_dir: Path, model_id: str, runtime: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)
-    kind = "int8" if runtime == "onnx-int8" else "fp32"
-    return cache_dir / f"{safe}-v{EXPORT_VERSION}-{kind}.onnx"
 
 
 def export_graph(tower: nn.Module, preprocess: PreprocessConfig, path: Path) -> None:
@@ -95,43 +85,24 @@ class _SkipIntegerTensorWarnings(logging.Filter):
         return not str(record.msg).startswith("Inference failed or unsupported type to quantize")
 
 
-class OnnxGraph:
-    """One ONNX Runtime session; `run` takes preprocessed pixels, returns unit float32 rows."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # the same CPU budget PyTorch has
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # No busy-waiting between runs: the decode pool, the event loop and SQL threads need
-        # those cores (spinning workers starved them under a 64-client load).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(self, pixels: torch.Tensor) -> np.ndarray:
-        batch = pixels.detach().cpu().numpy().astype(np.float32, copy=False)
-        out: Any = self.session.run(["embedding"], {"pixels": batch})[0]
-        return np.asarray(out, dtype=np.float32)
-
-
 def load_graph(
     tower: nn.Module, preprocess: PreprocessConfig, model_id: str, runtime: str, cache_dir: Path
 ) -> OnnxGraph:
     """The cached graph for this model and runtime, exported (and quantised) if missing or
-    unusable. The fp32 graph is checked against the PyTorch tower before it serves."""
+    unusable, and checked against the PyTorch tower before it serves.
+
+    A fresh fp32 export is checked before it is renamed into place, so a file in the cache has
+    passed the check once: a replica that finds it can serve it without PyTorch
+    (app/encoder/loading.py)."""
     if runtime not in ONNX_RUNTIMES:
         raise ModelLoadError(f"unknown ONNX runtime {runtime!r}: use one of {ONNX_RUNTIMES}")
-    threads = torch.get_num_threads()
+    threads = cpu_threads()
     fp32 = graph_path(cache_dir, model_id, "onnx")
     target = graph_path(cache_dir, model_id, runtime)
     for attempt in ("cached", "fresh"):
         if attempt == "fresh" or not target.is_file():
             if attempt == "fresh" or not fp32.is_file():
-                log.info("exporting %s to ONNX: %s", model_id, fp32)
-                export_graph(tower, preprocess, fp32)
+                export_checked(tower, preprocess, model_id, fp32, threads)
             if runtime == "onnx-int8":
                 log.info("quantising %s to INT8: %s", model_id, target)
                 quantize_graph(fp32, target)
@@ -144,15 +115,29 @@ def load_graph(
             log.warning("cached ONNX graph %s unusable (%s); exporting again", target, exc)
             continue
         if runtime == "onnx" and cosine < MIN_COSINE_FP32:
-            if attempt == "fresh":
-                raise ModelLoadError(
-                    f"ONNX export of {model_id} disagrees with PyTorch (cosine {cosine:.5f})"
-                )
             log.warning("cached ONNX graph %s is stale (cosine %.5f)", target, cosine)
             continue
         log.info("ONNX %s graph %s: cosine to PyTorch %.5f", runtime, target, cosine)
         return graph
-    raise AssertionError("unreachable")
+    raise ModelLoadError(f"ONNX graph {target} disagrees with PyTorch after a fresh export")
+
+
+def export_checked(
+    tower: nn.Module, preprocess: PreprocessConfig, model_id: str, path: Path, threads: int
+) -> None:
+    """Export the fp32 graph beside `path`, check it against PyTorch, then rename it into place."""
+    log.info("exporting %s to ONNX: %s", model_id, path)
+    staged = path.with_name(f"{path.name}.unchecked")
+    export_graph(tower, preprocess, staged)
+    try:
+        cosine = agreement(OnnxGraph(staged, threads), tower, preprocess)
+        if cosine < MIN_COSINE_FP32:
+            raise ModelLoadError(
+                f"ONNX export of {model_id} disagrees with PyTorch (cosine {cosine:.5f})"
+            )
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def agreement(graph: OnnxGraph, tower: nn.Module, preprocess: PreprocessConfig) -> float:
@@ -161,7 +146,7 @@ def agreement(graph: OnnxGraph, tower: nn.Module, preprocess: PreprocessConfig) 
     pixels = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         reference = EmbeddingGraph(tower, preprocess.flip).eval()(pixels).numpy()
-    out = graph.run(pixels)
+    out = graph.run(pixels.numpy())
     if out.shape != reference.shape:
         raise ModelLoadError(f"ONNX graph gives shape {out.shape}, expected {reference.shape}")
     return float((out * reference).sum(axis=1).min())

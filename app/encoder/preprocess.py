@@ -6,11 +6,14 @@ import contextlib
 import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from PIL import Image, ImageOps
-from torchvision import transforms as T
+
+if TYPE_CHECKING:  # torch and torchvision load only where tensors are made (training, eval)
+    import torch
+    from torchvision import transforms as T
 
 # Formats a product photo realistically arrives in; anything else is refused (415).
 # MPO is how Pillow names the multi-picture JPEGs many phones write; the first frame is used.
@@ -133,7 +136,10 @@ def _framing(cfg: PreprocessConfig) -> list[Callable[[Image.Image], Image.Image]
 
 
 def eval_transform(cfg: PreprocessConfig) -> T.Compose:
-    """The deterministic transform used for every embedding the service stores or searches."""
+    """The deterministic transform of evaluation and training, as torchvision tensors; the
+    service computes the same pixels with `eval_pixels` (tested equal), without torch."""
+    from torchvision import transforms as T
+
     resize_to = round(cfg.image_size / cfg.crop_pct)
     return T.Compose(
         [
@@ -148,6 +154,8 @@ def eval_transform(cfg: PreprocessConfig) -> T.Compose:
 
 def train_transform(cfg: PreprocessConfig) -> T.Compose:
     """Augmentations for finetuning; ends in the same tensor layout and normalisation as eval."""
+    from torchvision import transforms as T
+
     return T.Compose(
         [
             *_framing(cfg),
@@ -163,5 +171,32 @@ def train_transform(cfg: PreprocessConfig) -> T.Compose:
 
 
 def to_batch(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:
+    import torch
+
     transform = eval_transform(cfg)
     return torch.stack([transform(image) for image in images])
+
+
+def eval_pixels(image: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """`eval_transform` in PIL and numpy: the same float32 (3, size, size) pixels, step for step
+    as torchvision computes them (shorter side resized with PIL's bicubic, centre crop rounded as
+    torchvision rounds it, /255, then (x - mean) / std), so serving needs no torch."""
+    for step in _framing(cfg):
+        image = step(image)
+    resize_to = round(cfg.image_size / cfg.crop_pct)
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short != resize_to:
+        other = int(resize_to * long / short)
+        image = image.resize(
+            (resize_to, other) if w <= h else (other, resize_to), Image.Resampling.BICUBIC
+        )
+    w, h = image.size
+    size = cfg.image_size
+    top, left = round((h - size) / 2.0), round((w - size) / 2.0)
+    image = image.crop((left, top, left + size, top + size))
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+    scaled = pixels.astype(np.float32) / np.float32(255)
+    mean = np.asarray(cfg.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(cfg.std, dtype=np.float32)[:, None, None]
+    return np.ascontiguousarray((scaled - mean) / std)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,15 +14,15 @@ from torch import nn
 from app.encoder.backbones import (
     load_offline_backbone,
     load_openclip_tower,
-    offline_preprocess,
     set_timm_pool,
 )
 from app.encoder.checkpoint import load_checkpoint
+from app.encoder.identity import OFFLINE_MODEL_ID, checkpoint_model_id, offline_preprocess
 from app.encoder.model_spec import ModelLoadError, parse_model_spec
 from app.encoder.preprocess import PreprocessConfig, to_batch
 
 if TYPE_CHECKING:
-    from app.encoder.onnx_encoder import OnnxGraph
+    from app.encoder.onnx_graph import OnnxGraph
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ class Encoder:
     @torch.inference_mode()
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         if self.graph is not None:
-            return self.graph.run(batch)
+            return self.graph.run(batch.numpy())
         batch = batch.to(self.device, non_blocking=True)
         n, flip = batch.shape[0], self.preprocess.flip
         batch = with_mirror(batch, flip)
@@ -72,6 +70,10 @@ class Encoder:
         else:
             features = self.module(batch)
         return unit_embeddings(features, n, flip).cpu().numpy().astype(np.float32, copy=False)
+
+    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """`embed_tensor` of pixels as `eval_pixels` makes them (the service's path)."""
+        return self.embed_tensor(torch.from_numpy(batch))
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
@@ -118,24 +120,16 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_tower(model: str) -> tuple[nn.Module, PreprocessConfig, str, int]:
     """The tower a model setting names (see app/encoder/model_spec.py), with its model id."""
     spec = parse_model_spec(model)
     if spec.kind == "checkpoint":
         assert spec.path is not None
         tower, tower_cfg, preprocess, _ = load_checkpoint(spec.path)
-        return tower, preprocess, f"retailklip:{file_digest(spec.path)[:16]}", tower_cfg.embed_dim
+        return tower, preprocess, checkpoint_model_id(spec.path), tower_cfg.embed_dim
     if spec.kind == "offline":
         tower, tower_cfg = load_offline_backbone()
-        return tower, offline_preprocess(), "efficientnet-lite0:in1k", tower_cfg.embed_dim
+        return tower, offline_preprocess(), OFFLINE_MODEL_ID, tower_cfg.embed_dim
     tower, tower_cfg, preprocess = load_openclip_tower(spec.name, spec.tag)
     if spec.tag == "random":
         log.warning("model %s has RANDOM weights: for tests only", model)
