@@ -83,20 +83,22 @@ def shard_of(image_id: int, capacity: int) -> int:
     return (image_id - 1) // capacity
 
 
-def embedding_rows(image_id: int, shard: int, model_id: str, image: NewImage) -> list[Embedding]:
-    """The image's own vector (code 0, naming its views) and one row per degraded view."""
-    ids, vectors = image.vectors(image_id)
-    signature = ",".join(str(c) for c in image.view_codes)
+def embedding_rows(
+    image_id: int, shard: int, model_id: str, vectors: np.ndarray, view_codes: Sequence[int]
+) -> list[Embedding]:
+    """One image's rows for one model: its own vector (code 0, naming its views), then one per
+    degraded view; `vectors` holds them in that order. Registration and reindex both write these."""
+    signature = ",".join(str(c) for c in view_codes)
     return [
         Embedding(
             model_id=model_id,
             image_id=image_id,
-            code=int(vid) & ((1 << VIEW_BITS) - 1),
+            code=code,
             shard=shard,
             vector=encode_vector(vector),
-            views=signature if int(vid) & ((1 << VIEW_BITS) - 1) == 0 else "",
+            views=signature if code == 0 else "",
         )
-        for vid, vector in zip(ids, vectors, strict=True)
+        for code, vector in zip((0, *view_codes), vectors, strict=True)
     ]
 
 
@@ -203,8 +205,9 @@ class Catalogue:
             parts = []  # (shard per vector, vector ids, vectors)
             for sha, row in rows.items():
                 shard = shard_of(row.id, self.shard_capacity)
-                session.add_all(embedding_rows(row.id, shard, self.model_id, fresh[sha]))
                 ids, vectors = fresh[sha].vectors(row.id)
+                codes = [int(c) for c in ids[1:] & ((1 << VIEW_BITS) - 1)]
+                session.add_all(embedding_rows(row.id, shard, self.model_id, vectors, codes))
                 parts.append((np.full(len(ids), shard, np.int64), ids, vectors))
             session.flush()
             if before_commit is not None:

@@ -14,14 +14,13 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from app import changelog
-from app.catalogue import shard_of
+from app.catalogue import embedding_rows, shard_of
 from app.db.migrate import open_database
 from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_session_factory
 from app.encoder.preprocess import decode_image
 from app.encoder.torch_encoder import load_encoder
 from app.encoder.views import VIEW_BITS, degraded_views, view_code
-from app.index.shards import encode_vector
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
 
@@ -50,30 +49,18 @@ def _store(
         )
     )
     per_row = 1 + len(codes)
-    signature = ",".join(str(c) for c in codes)
-    touched: list[int] = []
-    for i, row in enumerate(rows):
-        if row.id not in alive:
-            continue
-        replaced = session.execute(
-            delete(Embedding)
-            .where(Embedding.model_id == model_id, Embedding.image_id == row.id)
-            .returning(Embedding.code)
-        ).scalars()
-        touched += [row.id << VIEW_BITS | code for code in replaced]
-        shard = shard_of(row.id, capacity)
-        for code, vector in zip((0, *codes), vectors[i * per_row : (i + 1) * per_row], strict=True):
-            session.add(
-                Embedding(
-                    model_id=model_id,
-                    image_id=row.id,
-                    code=code,
-                    shard=shard,
-                    vector=encode_vector(vector),
-                    views=signature if code == 0 else "",
-                )
-            )
-            touched.append(row.id << VIEW_BITS | code)
+    kept = [(i, row) for i, row in enumerate(rows) if row.id in alive]
+    # What this model had of these images is replaced: one DELETE, its ids logged with the adds.
+    replaced = session.execute(
+        delete(Embedding)
+        .where(Embedding.model_id == model_id, Embedding.image_id.in_([r.id for _, r in kept]))
+        .returning(Embedding.image_id, Embedding.code)
+    ).all()
+    touched = [image_id << VIEW_BITS | code for image_id, code in replaced]
+    for i, row in kept:
+        own = vectors[i * per_row : (i + 1) * per_row]
+        session.add_all(embedding_rows(row.id, shard_of(row.id, capacity), model_id, own, codes))
+        touched += [row.id << VIEW_BITS | code for code in (0, *codes)]
     session.flush()
     if touched:
         changelog.append(session, model_id, "add", np.unique(np.array(touched, np.int64)))
