@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, inspect, text
 from tests.support.databases import create_pg_database
 from tests.support.databases import drop_pg_database as drop_database  # noqa: F401 (for the drills)
 from tests.support.paths import GROCERY
-from tests.support.servers import LiveServer, settings_env
+from tests.support.servers import SHARED_ONNX_DIR, LiveServer, settings_env
 
 PG_HOST, PG_PORT = "127.0.0.1", "5432"
 
@@ -47,7 +47,7 @@ class Server(LiveServer):
 
     def __init__(self, settings: Mapping[str, object], log_path: Path) -> None:
         super().__init__(
-            env=settings_env({"log_level": "warning", **settings}),
+            env=settings_env({"log_level": "warning", "onnx_dir": SHARED_ONNX_DIR, **settings}),
             log_path=log_path,
             stop_grace_s=30,
         )

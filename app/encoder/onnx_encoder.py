@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from pathlib import Path
 
 import torch
@@ -127,7 +128,8 @@ def export_checked(
 ) -> None:
     """Export the fp32 graph beside `path`, check it against PyTorch, then rename it into place."""
     log.info("exporting %s to ONNX: %s", model_id, path)
-    staged = path.with_name(f"{path.name}.unchecked")
+    # One staging name per export: replicas sharing the cache may export at the same moment.
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}.unchecked")
     export_graph(tower, preprocess, staged)
     try:
         cosine = agreement(OnnxGraph(staged, threads), tower, preprocess)

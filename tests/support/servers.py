@@ -39,6 +39,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The default runtime exports an ONNX graph per model at first start: the suite's servers and the
+# drills' share one export (and, with it, start without PyTorch) instead of paying it in every
+# fresh data dir.
+SHARED_ONNX_DIR = REPO / "runs/test-onnx"
+
+
 def suite_settings(data_dir: Path, **settings: object) -> dict[str, object]:
     """The settings every test service runs with (a live server or an in-process app),
     plus the test's own: the small CPU model, and one ONNX export for the whole suite."""
@@ -46,9 +52,7 @@ def suite_settings(data_dir: Path, **settings: object) -> dict[str, object]:
         "data_dir": data_dir,
         "model": "efficientnet-lite0",
         "device": "cpu",
-        # The default runtime exports an ONNX graph per model at first start: share the export
-        # between the suite's servers (and runs) instead of paying it in every fresh data dir.
-        "onnx_dir": REPO / "runs/test-onnx",
+        "onnx_dir": SHARED_ONNX_DIR,
         **settings,
     }
 
