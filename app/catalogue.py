@@ -17,7 +17,8 @@ from app import changelog
 from app.db.memberships import add_memberships, drop_memberships
 from app.db.models import Embedding, Product, ReferenceImage
 from app.encoder.views import VIEW_BITS, vector_id
-from app.index.shards import ShardSet, encode_vector
+from app.index.shards import ShardSet
+from app.index.stored_vectors import encode_vector
 from app.storage.blobs import BlobStore
 from app.uploaded import UploadedImage
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.catalogue import NotFound
 from app.db.memberships import add_memberships, drop_memberships
 from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage
-from app.index.shards import decode_vectors
+from app.index.stored_vectors import decode_vectors
 
 
 def set_catalogues(session_factory: Callable[[], Session], sku: str, names: list[str]) -> Product:

@@ -242,7 +242,7 @@ def accuracy_command(args: argparse.Namespace) -> int:
     the difference between the two rows, which uses identical embeddings."""
     sys.path.insert(0, str(ROOT))
     from app.encoder.torch_encoder import load_encoder
-    from app.index.shards import as_stored
+    from app.index.stored_vectors import as_stored
     from training.data import read_grocery, read_grozi
     from training.evaluate import embed_references, embed_samples, knn_metrics
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.index.shards import ShardSet, as_stored
+from app.index.shards import ShardSet
+from app.index.stored_vectors import as_stored
 from tests.image_factory import jpeg
 from tests.support.databases import backend_database
 from tests.support.paths import GROCERY

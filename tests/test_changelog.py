@@ -18,7 +18,8 @@ from app.catalogue import Catalogue, NewImage
 from app.commands.models import run_drop_model
 from app.commands.reindex import _store
 from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage
-from app.index.shards import ShardSet, decode_vectors
+from app.index.shards import ShardSet
+from app.index.stored_vectors import decode_vectors
 from app.search import classify_vectors
 from app.settings import Settings
 from app.storage.blobs import sha256_hex

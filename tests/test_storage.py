@@ -15,7 +15,8 @@ from app.db.migrate import SchemaOutOfDate, check_at_head, upgrade_to_head
 from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_engine, make_session_factory
 from app.encoder.views import vector_id
-from app.index.shards import ShardSet, decode_vectors
+from app.index.shards import ShardSet
+from app.index.stored_vectors import decode_vectors
 from app.storage.blobs import FileBlobStore, sha256_hex
 
 DIM = 8

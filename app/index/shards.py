@@ -14,14 +14,11 @@ when the entries it needs were pruned. Shard files record the position they cont
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +32,10 @@ from app import changelog
 from app.db.models import Embedding
 from app.encoder.views import VIEW_BITS, image_of
 from app.index.layers import merge
+from app.index.shard_files import Shard, ShardFiles
+from app.index.stored_vectors import as_stored, decode_stacked, decode_vectors
 from app.index.vector_index import IndexConfig, VectorIndex
-from app.storage.files import atomic_write
 
-# Bumped when what a shard file holds changes meaning (v2: vector ids instead of image ids;
-# v3: log positions instead of per-shard versions, VectorIndex files), so files written by an
-# older release are never loaded as if they were current.
-LAYOUT = "v3"
-MANIFEST = "manifest.json"
 LOG_BATCH = 2000  # log entries read per round trip while catching up
 ID_BATCH = 5000  # image ids per IN (...) when re-reading the rows entries name
 STREAM_ROWS = 20_000  # rows per fetch when reading a whole model (server-side cursor)
@@ -50,40 +43,6 @@ PRUNE_INTERVAL_S = 300.0  # any replica prunes the log, at most this often
 HEARTBEAT_S = 10.0  # replicas table: `retailklip drop-model` waits minutes, not seconds
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Shard:
-    index: VectorIndex
-    version: int  # log position of this shard's last change; names its file
-    dirty: bool = False  # changed in memory since last written to disk
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    # float16 rounding moves a unit vector's length by up to ~1e-3 of itself; scaling back to
-    # length 1 keeps scores cosines (an image's own photo scores 1.0, not 1.0001). In place,
-    # multithreaded: several times faster than numpy's norm on a million rows.
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    faiss.normalize_L2(vectors)
-    return vectors
-
-
-def decode_vectors(blobs: list[bytes], dim: int) -> np.ndarray:
-    """float16 rows from SQL, as the float32 unit vectors the index searches."""
-    if not blobs:
-        return np.zeros((0, dim), np.float32)
-    raw = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(-1, dim)
-    return _unit(raw.astype(np.float32))
-
-
-def encode_vector(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype="<f2").tobytes()
-
-
-def as_stored(vectors: np.ndarray) -> np.ndarray:
-    """What a vector becomes once written to SQL and read back: local writes index exactly
-    this, so every replica holds the same vectors whether it applied a write itself or read it."""
-    return _unit(np.asarray(vectors, dtype="<f2").astype(np.float32))
 
 
 class ShardSet:
@@ -99,7 +58,7 @@ class ShardSet:
         self.model_id = model_id
         self.index_config = index_config or IndexConfig()
         self.dim = dim
-        self.directory = shard_dir / LAYOUT / re.sub(r"[^A-Za-z0-9._-]", "_", model_id)
+        self.files = ShardFiles(shard_dir, model_id, dim, self.index_config)
         self.session_factory = session_factory
         self.log_retention_s = log_retention_s
         self.shards: dict[int, Shard] = {}
@@ -193,7 +152,7 @@ class ShardSet:
         for shard_no in sorted(parts):
             chunks = parts.pop(shard_no)  # float16 until here: half the memory while reading
             ids = np.concatenate([c[0] for c in chunks])
-            vectors = _unit(np.concatenate([c[1] for c in chunks]).astype(np.float32))
+            vectors = decode_stacked(np.concatenate([c[1] for c in chunks]))
             del chunks
             index = self._empty_index()
             index.add_with_ids(vectors, ids)
@@ -454,10 +413,7 @@ class ShardSet:
     def memory_bytes(self) -> int:
         return sum(s.index.memory_bytes() for s in list(self.shards.values()))
 
-    # ---- persistence -------------------------------------------------------------------------
-    def _path(self, shard_no: int, version: int) -> Path:
-        return self.directory / f"shard-{shard_no:06d}-v{version}.faiss"  # FAISS inside (npz)
-
+    # ---- persistence (app/index/shard_files.py) ------------------------------------------------
     def persist_dirty(self) -> int:
         """Write changed shards to disk (atomically), one at a time, and drop older files;
         then the manifest naming the log position every file on disk contains."""
@@ -474,50 +430,18 @@ class ShardSet:
                         continue
                     version, blob = shard.version, shard.index.to_bytes()
                     shard.dirty = False
-                path = self._path(shard_no, version)
-                atomic_write(path, memoryview(blob))
-                for old in self.directory.glob(f"shard-{shard_no:06d}-v*.faiss"):
-                    if old != path:
-                        old.unlink(missing_ok=True)
+                self.files.write_shard(shard_no, version, blob)
                 written += 1
-            manifest = {"position": position, "shards": shard_nos, "dim": self.dim}
-            atomic_write(self.directory / MANIFEST, json.dumps(manifest).encode())
+            self.files.write_manifest(position, shard_nos)
         return written
 
     def _load_files(self) -> bool:
-        """Shards and position from the last persist; False if anything is missing or odd."""
-        try:
-            manifest = json.loads((self.directory / MANIFEST).read_text())
-            position, shard_nos = int(manifest["position"]), [int(n) for n in manifest["shards"]]
-        except (OSError, ValueError, KeyError, TypeError):
+        loaded = self.files.load()
+        if loaded is None:
             return False
-        loaded: dict[int, Shard] = {}
-        for shard_no in shard_nos:
-            files = sorted(
-                self.directory.glob(f"shard-{shard_no:06d}-v*.faiss"),
-                key=lambda p: int(p.stem.rsplit("-v", 1)[1]),
-            )
-            shard = self._load_file(files[-1]) if files else None
-            if shard is None:
-                return False
-            loaded[shard_no] = shard
         with self.lock:
-            self.shards, self.position = loaded, position
+            self.position, self.shards = loaded
         return True
-
-    def _load_file(self, path: Path) -> Shard | None:
-        try:
-            index = VectorIndex.from_bytes(path.read_bytes(), self.index_config)
-        except (OSError, ValueError):
-            log.warning("shard file %s unreadable; rebuilding from SQL", path)
-            return None
-        if not index.compatible(self.index_config):
-            log.info("shard file %s has another index type than configured; rebuilding", path)
-            return None
-        if index.d != self.dim:
-            log.warning("shard file %s has dimension %d, not %d", path, index.d, self.dim)
-            return None
-        return Shard(index=index, version=int(path.stem.rsplit("-v", 1)[1]))
 
     def _empty_index(self) -> VectorIndex:
         return VectorIndex(self.dim, self.index_config)
