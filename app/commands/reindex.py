@@ -18,8 +18,8 @@ from app.catalogue import embedding_rows, shard_of
 from app.db.migrate import open_database
 from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_session_factory
+from app.encoder.loading import load_service_encoder
 from app.encoder.preprocess import decode_image
-from app.encoder.torch_encoder import load_encoder
 from app.encoder.views import VIEW_BITS, degraded_views, view_code
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
@@ -75,7 +75,9 @@ def run_reindex(settings: Settings, batch_size: int = 32) -> int:
     still on the old model registered meanwhile."""
     engine = open_database(settings.resolved_database_url, settings.auto_migrate)
     session_factory = make_session_factory(engine)
-    encoder = load_encoder(settings.model, settings.device)
+    # The encoder the service runs (same runtime, same vectors as a registration would store):
+    # ONNX Runtime from the cached graph on a CPU host, without loading PyTorch.
+    encoder = load_service_encoder(settings)
     blobs = FileBlobStore(settings.resolved_blob_dir)
     views = settings.resolved_reference_views(encoder.preprocess)
     codes = tuple(view_code(v) for v in views)
