@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.cli import retailklip
 from tests.support.paths import GROCERY, REPO
 from tests.support.servers import LiveServer, wait_for
 
@@ -108,14 +109,8 @@ def test_reindex_moves_the_catalogue_to_a_new_model(
         assert ready.status_code == 503 and "incomplete" in ready.json()["detail"]
         answer = client.post("/classify", files={"image": (photo.name, photo.read_bytes())})
         assert answer.status_code == 503 and "incomplete" in answer.json()["detail"]
-        result = subprocess.run(
-            [sys.executable, "-m", "app.cli", "reindex", "--batch-size", "1"],
-            cwd=REPO,
-            env={**os.environ, "RETAILKLIP_DATA_DIR": str(data), **new_model},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        env = {"RETAILKLIP_DATA_DIR": str(data), **new_model}
+        result = retailklip("reindex", "--batch-size", "1", env=env, timeout=300)
         assert result.returncode == 0, result.stderr
         assert "re-embedded 2 images with openclip:ViT-B-32:random; 0 failed" in result.stdout
         # The running server follows the change log the reindex appended to, then is ready.
@@ -149,14 +144,7 @@ def test_import_registers_a_catalogue_folder(
 def reindex(data: Path, **settings: str) -> str:
     env = {"RETAILKLIP_DATA_DIR": str(data), "RETAILKLIP_MODEL": "efficientnet-lite0"}
     env.update({f"RETAILKLIP_{k.upper()}": v for k, v in settings.items()})
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "reindex"],
-        cwd=REPO,
-        env={**os.environ, "RETAILKLIP_DEVICE": "cpu", **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = retailklip("reindex", env={"RETAILKLIP_DEVICE": "cpu", **env}, timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

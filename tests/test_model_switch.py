@@ -5,32 +5,18 @@ once nothing serves it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from tests.support.paths import REPO
+from tests.support.cli import retailklip
 from tests.support.servers import LiveServer, wait_for
 from tests.test_e2e import PRODUCTS, register, shelf_photos
 
 OLD, NEW = "retailklip-lite0-shelf", "retailklip-lite0-grocery"
 SKUS = ("banana", "lemon", "oatly-oatghurt", "cucumber")
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def answers(client: httpx.Client, photos: list[Path]) -> list[tuple[int, list[str]]]:
@@ -80,7 +66,7 @@ def test_two_models_serve_at_once_and_switch_without_failed_answers(
     asker = threading.Thread(target=keep_asking)
     asker.start()
     try:
-        result = cli({**env, "RETAILKLIP_MODEL": NEW}, "reindex", "--batch-size", "1")
+        result = retailklip("reindex", "--batch-size", "1", env={**env, "RETAILKLIP_MODEL": NEW})
     finally:
         stop.set()
         asker.join(300)
@@ -99,12 +85,12 @@ def test_two_models_serve_at_once_and_switch_without_failed_answers(
     # Both models recognise the products (top-1 is the photographed SKU for most photos).
     assert sum(skus[0] == sku for (_, skus), sku in zip(after_new, SKUS, strict=True)) >= 3
 
-    listing = cli(env, "models")
+    listing = retailklip("models", env=env)
     assert old_model in listing.stdout and ready["model"] in listing.stdout, listing.stderr
-    refused = cli(env, "drop-model", old_model)
+    refused = retailklip("drop-model", old_model, env=env)
     assert refused.returncode == 1 and "refusing" in refused.stdout
     old.stop()  # the switch is over: nothing serves the old model
-    dropped = cli(env, "drop-model", old_model, "--live-s", "0")
+    dropped = retailklip("drop-model", old_model, "--live-s", "0", env=env)
     assert dropped.returncode == 0, dropped.stderr
     with httpx.Client(base_url=new.url, timeout=120) as client:
         assert answers(client, photos) == after_new

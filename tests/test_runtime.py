@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -26,6 +25,7 @@ from app.encoder.onnx_graph import graph_path
 from app.encoder.preprocess import PreprocessConfig, decode_image, eval_pixels, eval_transform
 from app.encoder.torch_encoder import Encoder
 from app.settings import Settings
+from tests.support.cli import retailklip
 from tests.support.paths import GROCERY, REPO
 from tests.support.servers import LiveServer
 from tests.test_e2e import PRODUCTS, classify_all, register
@@ -58,15 +58,8 @@ def test_runtime_setting_accepts_the_three_runtimes_and_refuses_others(monkeypat
 
 
 def test_serve_refuses_an_unknown_runtime_at_start_up(tmp_path: Path) -> None:
-    env = {**os.environ, "RETAILKLIP_RUNTIME": "onnx-fp16", "RETAILKLIP_DATA_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {"RETAILKLIP_RUNTIME": "onnx-fp16", "RETAILKLIP_DATA_DIR": str(tmp_path)}
+    done = retailklip("serve", env=env, timeout=120)
     assert done.returncode != 0
     expected = "Input should be 'auto', 'torch', 'onnx' or 'onnx-int8'"
     assert "runtime" in done.stderr and expected in done.stderr

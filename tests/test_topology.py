@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.support.cli import retailklip
 from tests.support.databases import backend_database
-from tests.support.paths import GROCERY, REPO
+from tests.support.paths import GROCERY
 from tests.support.servers import LiveServer, start_server, wait_for
 
 ICONIC = GROCERY / "iconic-images-and-descriptions"
@@ -39,15 +37,7 @@ def database() -> Iterator[str]:
 
 
 def test_two_replicas_share_one_postgresql(database: str, tmp_path: Path) -> None:
-    env = {**os.environ, "RETAILKLIP_DATABASE_URL": database}
-    migrate = subprocess.run(
-        [sys.executable, "-m", "app.cli", "migrate"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    migrate = retailklip("migrate", env={"RETAILKLIP_DATABASE_URL": database}, timeout=120)
     assert migrate.returncode == 0, migrate.stderr
     common = {
         "database_url": database,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app.encoder.preprocess import PreprocessConfig, eval_pixels
+from app.encoder.preprocess import PreprocessConfig, eval_batch
 
 ONNX_RUNTIMES = ("onnx", "onnx-int8")
 # Bump when the exported computation changes, so caches written by an older release are ignored.
@@ -78,4 +78,4 @@ class GraphEncoder:
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        return self.embed_pixels(np.stack([eval_pixels(i, self.preprocess) for i in images]))
+        return self.embed_pixels(eval_batch(images, self.preprocess))

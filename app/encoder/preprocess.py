@@ -200,3 +200,8 @@ def eval_pixels(image: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     mean = np.asarray(cfg.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(cfg.std, dtype=np.float32)[:, None, None]
     return np.ascontiguousarray((scaled - mean) / std)
+
+
+def eval_batch(images: list[Image.Image], cfg: PreprocessConfig) -> np.ndarray:
+    """`eval_pixels` of each image, stacked: what an encoder's `embed` feeds its forward pass."""
+    return np.stack([eval_pixels(image, cfg) for image in images])

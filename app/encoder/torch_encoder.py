@@ -19,7 +19,7 @@ from app.encoder.backbones import (
 from app.encoder.checkpoint import load_checkpoint
 from app.encoder.identity import OFFLINE_MODEL_ID, checkpoint_model_id, offline_preprocess
 from app.encoder.model_spec import ModelLoadError, parse_model_spec
-from app.encoder.preprocess import PreprocessConfig, to_batch
+from app.encoder.preprocess import PreprocessConfig, eval_batch
 
 if TYPE_CHECKING:
     from app.encoder.onnx_graph import OnnxGraph
@@ -78,7 +78,7 @@ class Encoder:
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        return self.embed_tensor(to_batch(images, self.preprocess))
+        return self.embed_pixels(eval_batch(images, self.preprocess))
 
 
 def override_pipeline(
