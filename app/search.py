@@ -7,13 +7,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.catalogue import Catalogue
+from app.catalogue import Catalogue, Match
 from app.index.shards import ShardSet
 
 # One SKU may own many references; fetch this many neighbours per requested SKU so that
 # `top_k` distinct SKUs survive grouping (and hits on just-deleted images can drop out).
 OVERFETCH = 8
 MIN_FETCH = 64
+# Images looked up in SQL at first, per requested SKU: enough for `top_k` SKUs almost always
+# (a few references each), so one short query answers; a deeper round follows only when not.
+# The lookup's cost grows with the ids sent (PostgreSQL above all), the search's hardly.
+LOOKUP_PER_SKU = 4
+MIN_LOOKUP = 16
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,38 @@ class Verdict:
     model: str
 
 
+def _ranked_images(row_ids: np.ndarray) -> list[int]:
+    """Distinct image ids of one query's hits, best first."""
+    return list(dict.fromkeys(int(i) for i in row_ids if i >= 0))
+
+
+def _best(
+    row_scores: np.ndarray,
+    row_ids: np.ndarray,
+    known: dict[int, Match],
+    looked_up: set[int],
+    top_k: int,
+) -> dict[str, Hit] | None:
+    """Each SKU's best hit, up to `top_k` SKUs; None while a hit that could count has not been
+    looked up yet."""
+    best: dict[str, Hit] = {}
+    for score, raw_id in zip(row_scores, row_ids, strict=True):
+        image_id = int(raw_id)
+        if image_id < 0:
+            break  # padding: no more hits
+        if image_id not in looked_up:
+            return None
+        match = known.get(image_id)
+        if match is None or match.sku in best:
+            continue  # deleted meanwhile, or this SKU already has its best reference
+        best[match.sku] = Hit(
+            sku=match.sku, name=match.name, score=round(float(score), 6), image_id=image_id
+        )
+        if len(best) == top_k:
+            break
+    return best
+
+
 def classify_vectors(
     shards: ShardSet,
     catalogue: Catalogue,
@@ -47,20 +84,27 @@ def classify_vectors(
     # A degraded view's hit comes back as its image: it never shows as a match of its own.
     # `allowed` (a catalogue / metadata scope) is applied inside the index search.
     scores, ids = shards.search(np.ascontiguousarray(queries, dtype=np.float32), k, allowed)
-    known = catalogue.matches_for(ids.ravel().tolist())
+    ranked = [_ranked_images(row) for row in ids]
+    known: dict[int, Match] = {}
+    looked_up: set[int] = set()
+    found: list[dict[str, Hit] | None] = [None] * len(ranked)
+    depth = max(top_k * LOOKUP_PER_SKU, MIN_LOOKUP)
+    while any(best is None for best in found):
+        # SQL decides what exists: an image deleted through another replica, still in this
+        # replica's shards, drops out here.
+        wanted = {
+            i for row, best in zip(ranked, found, strict=True) if best is None for i in row[:depth]
+        }
+        known.update(catalogue.matches_for(wanted - looked_up))
+        looked_up |= wanted
+        found = [
+            best if best is not None else _best(row_s, row_i, known, looked_up, top_k)
+            for best, row_s, row_i in zip(found, scores, ids, strict=True)
+        ]
+        depth *= 4
     results = []
-    for row_scores, row_ids in zip(scores, ids, strict=True):
-        best: dict[str, Hit] = {}
-        for score, image_id in zip(row_scores, row_ids, strict=True):
-            match = known.get(int(image_id))
-            if match is None or match.sku in best:
-                continue  # deleted meanwhile, or this SKU already has its best reference
-            best[match.sku] = Hit(
-                sku=match.sku, name=match.name, score=round(float(score), 6), image_id=int(image_id)
-            )
-            if len(best) == top_k:
-                break
-        matches = list(best.values())
+    for best in found:
+        matches = list(best.values()) if best is not None else []
         unknown = not matches or matches[0].score < threshold
         results.append(Verdict(matches=matches, unknown=unknown, model=shards.model_id))
     return results

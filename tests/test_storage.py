@@ -10,13 +10,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from app import catalogue as catalogue_module
-from app.catalogue import Catalogue, NewImage, NotFound, ProductExists
+from app.catalogue import Catalogue, Match, NewImage, NotFound, ProductExists
 from app.db.migrate import SchemaOutOfDate, check_at_head, upgrade_to_head
 from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_engine, make_session_factory
 from app.encoder.views import vector_id
 from app.index.shards import ShardSet
 from app.index.stored_vectors import decode_vectors
+from app.search import classify_vectors
 from app.storage.blobs import FileBlobStore, sha256_hex
 
 DIM = 8
@@ -151,6 +152,58 @@ def test_a_second_process_follows_sql(db_url: str, tmp_path: Path) -> None:
     assert product.images[0].id not in reader.matches_for(hits[0])
     reader.shards.sync()
     assert reader.shards.size == 2
+
+
+def images_near(centre: np.ndarray, n: int, spread: float, tag: str) -> list[NewImage]:
+    vectors = centre + spread * rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [
+        NewImage(f"{tag}-{i}".encode(), sha256_hex(f"{tag}-{i}".encode()), "JPEG", 10, 10, v)
+        for i, v in enumerate(vectors)
+    ]
+
+
+def test_classify_looks_deeper_when_one_product_crowds_the_top(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = make_catalogue(db_url, tmp_path / "one")
+    reader = make_catalogue(db_url, tmp_path / "two")
+    query = unit(1)[0]
+    # 40 references of one product closer to the query than anything else: the first lookup
+    # (16 images for top_k 3) sees that product alone.
+    writer.create_product("crowd", "Crowd", {}, images_near(query, 40, 0.01, "c"))
+    others = [images_near(query, 2, 0.5, f"o{i}") for i in range(5)]
+    for i, images in enumerate(others):
+        writer.create_product(f"other-{i}", f"Other {i}", {}, images)
+    reader.shards.sync()
+    lookups: list[int] = []
+    matches_for = Catalogue.matches_for
+
+    def counted(self: Catalogue, image_ids: list[int]) -> dict[int, Match]:
+        lookups.append(len(list(image_ids)))
+        return matches_for(self, image_ids)
+
+    monkeypatch.setattr(Catalogue, "matches_for", counted)
+    best_other = sorted(
+        (
+            (max(float(query @ i.embedding) for i in images), f"other-{n}")
+            for n, images in enumerate(others)
+        ),
+        reverse=True,
+    )
+    [verdict] = classify_vectors(reader.shards, reader, query[None], 3, 0.5)
+    assert [m.sku for m in verdict.matches] == ["crowd"] + [sku for _, sku in best_other[:2]]
+    assert [m.score for m in verdict.matches[1:]] == pytest.approx(
+        [score for score, _ in best_other[:2]], abs=1e-3
+    )
+    assert lookups == [16, 34]  # the first 16 images, then the other 34 of the 50
+
+    # Deleted through the writer, still in the reader's shards: never returned.
+    writer.delete_product("crowd")
+    lookups.clear()
+    [verdict] = classify_vectors(reader.shards, reader, query[None], 3, 0.5)
+    assert [m.sku for m in verdict.matches] == [sku for _, sku in best_other[:3]]
+    assert reader.shards.size == 50 and len(lookups) == 2
 
 
 def test_shard_files_are_reused_only_when_they_match_sql(db_url: str, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ class ClassifyOptions:
     threshold: float
 
 
-def classify_options(
+async def classify_options(
     services: ServicesDep,
     top_k: Annotated[int | None, Form()] = None,
     min_score: Annotated[float | None, Form()] = None,

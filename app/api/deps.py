@@ -1,7 +1,8 @@
 """Dependencies injected into routes: each route names the parts of the service it uses.
 
 Everything is built once by the app's lifespan (`Services`); until it is, every dependency
-below answers 503 "service not ready".
+below answers 503 "service not ready". They are `async def` although none awaits anything:
+FastAPI runs a plain `def` dependency in its thread pool, a thread hop per dependency per request.
 """
 
 from __future__ import annotations
@@ -20,36 +21,36 @@ from app.services import Services
 from app.settings import Settings
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise HTTPException(503, "service not ready")
     return services
 
 
-def get_settings(request: Request) -> Settings:
-    return get_services(request).settings
+async def get_settings(request: Request) -> Settings:
+    return (await get_services(request)).settings
 
 
-def get_catalogue(request: Request) -> Catalogue:
-    return get_services(request).catalogue
+async def get_catalogue(request: Request) -> Catalogue:
+    return (await get_services(request)).catalogue
 
 
-def get_inference(request: Request) -> Inference:
-    return get_services(request).inference
+async def get_inference(request: Request) -> Inference:
+    return (await get_services(request)).inference
 
 
-def get_shards(request: Request) -> ShardSet:
-    return get_services(request).shards
+async def get_shards(request: Request) -> ShardSet:
+    return (await get_services(request)).shards
 
 
-def get_session_factory(request: Request) -> Callable[[], Session]:
-    return get_services(request).session_factory
+async def get_session_factory(request: Request) -> Callable[[], Session]:
+    return (await get_services(request)).session_factory
 
 
 ServiceMetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]

@@ -29,13 +29,14 @@ def valid_catalogues(names: list[str], limit: int) -> list[str]:
     return sorted({valid_catalogue(n) for n in names})
 
 
-def search_scope(
+async def search_scope(
     catalogue: Annotated[str | None, Form()] = None,
     filter: Annotated[str | None, Form()] = None,
     catalogue_query: Annotated[str | None, Query(alias="catalogue")] = None,
     filter_query: Annotated[str | None, Query(alias="filter")] = None,
 ) -> Scope:
-    """Form field or query parameter (form wins); every value sent is checked."""
+    """Form field or query parameter (form wins); every value sent is checked. (async: no
+    thread hop, see app/api/deps.py.)"""
     for name in (catalogue, catalogue_query):
         if name is not None:
             valid_catalogue(name)
