@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from app import changelog
 from app.db.memberships import add_memberships, drop_memberships
 from app.db.models import Embedding, Product, ReferenceImage
 from app.encoder.views import VIEW_BITS, vector_id
+from app.index.image_owners import Match, head_reached
 from app.index.shards import ShardSet
 from app.index.stored_vectors import encode_vector
 from app.storage.blobs import BlobStore
@@ -72,12 +74,6 @@ class NewImage(UploadedImage):
         if self.view_codes and self.view_embeddings is not None:
             rows.append(self.view_embeddings)
         return vector_id(image_id, codes), np.concatenate(rows).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Match:
-    sku: str
-    name: str
 
 
 # Search hits -> their products: run for every classification.
@@ -337,14 +333,27 @@ class Catalogue:
             ).all()
             return list(products), total
 
-    def matches_for(self, image_ids: Iterable[int]) -> dict[int, Match]:
-        """Look search hits up in SQL: ids deleted elsewhere since the shard loaded drop out.
+    def matches_for(
+        self, image_ids: Iterable[int], head: Future[int] | None = None
+    ) -> dict[int, Match]:
+        """Name search hits: image id -> product; ids deleted since the shards loaded drop out.
 
+        SQL answers, unless `head` (the log head read when the request started, see
+        app/index/image_owners.py) shows the shards had applied every write acknowledged
+        before the request: then the products SQL gave earlier answer for the ids they know.
         Takes image ids, not vector ids (see `app.encoder.views.image_of`)."""
         wanted = sorted({int(i) for i in image_ids if i >= 0})
         if not wanted:
             return {}
-        with self.session_factory() as session:
-            # Core, not ORM execution: half the cost of this per-request query.
-            rows = session.connection().execute(MATCHES, {"ids": wanted}).all()
-        return {row[0]: Match(row[1], row[2]) for row in rows}
+        owners = self.shards.owners
+        known = owners.known(wanted) if head_reached(head, self.shards.position) else {}
+        missing = [i for i in wanted if i not in known]
+        if missing:
+            epoch = owners.epoch  # before the query: a change applied meanwhile voids it
+            with self.session_factory() as session:
+                # Core, not ORM execution: half the cost of this per-request query.
+                rows = session.connection().execute(MATCHES, {"ids": missing}).all()
+            found = {row[0]: Match(row[1], row[2]) for row in rows}
+            owners.remember(found, epoch)
+            known.update(found)
+        return known

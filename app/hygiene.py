@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.catalogue import Catalogue, Match
+from app.catalogue import Catalogue
+from app.index.image_owners import Match
 from app.index.shards import ShardSet
 
 # Neighbours fetched per query vector, per view vector of an image: enough to get past the

@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await syncer
             await services.inference.stop()
+            services.shards.head_reads.close()
             await run_in_threadpool(services.shards.persist_dirty)
             services.engine.dispose()
 

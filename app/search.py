@@ -3,11 +3,13 @@ HTTP answers from it)."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
-from app.catalogue import Catalogue, Match
+from app.catalogue import Catalogue
+from app.index.image_owners import Match
 from app.index.shards import ShardSet
 
 # One SKU may own many references; fetch this many neighbours per requested SKU so that
@@ -78,7 +80,10 @@ def classify_vectors(
     threshold: float,
     vectors_per_image: int = 1,
     allowed: np.ndarray | None = None,
+    head: Future[int] | None = None,
 ) -> list[Verdict]:
+    """`head`: the change log's head as read when the request started (`LogHeadReads.after`);
+    lets the hit lookup trust what SQL said before (`Catalogue.matches_for`)."""
     # An image with degraded views owns several neighbours; fetch deeper to keep top_k SKUs.
     k = max(top_k * OVERFETCH, MIN_FETCH) * vectors_per_image
     # A degraded view's hit comes back as its image: it never shows as a match of its own.
@@ -95,7 +100,7 @@ def classify_vectors(
         wanted = {
             i for row, best in zip(ranked, found, strict=True) if best is None for i in row[:depth]
         }
-        known.update(catalogue.matches_for(wanted - looked_up))
+        known.update(catalogue.matches_for(wanted - looked_up, head))
         looked_up |= wanted
         found = [
             best if best is not None else _best(row_s, row_i, known, looked_up, top_k)

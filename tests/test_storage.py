@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from app import catalogue as catalogue_module
-from app.catalogue import Catalogue, Match, NewImage, NotFound, ProductExists
+from app.catalogue import Catalogue, NewImage, NotFound, ProductExists
 from app.db.migrate import SchemaOutOfDate, check_at_head, upgrade_to_head
 from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_engine, make_session_factory
 from app.encoder.views import vector_id
+from app.index.image_owners import Match
 from app.index.shards import ShardSet
 from app.index.stored_vectors import decode_vectors
 from app.search import classify_vectors
@@ -179,9 +182,11 @@ def test_classify_looks_deeper_when_one_product_crowds_the_top(
     lookups: list[int] = []
     matches_for = Catalogue.matches_for
 
-    def counted(self: Catalogue, image_ids: list[int]) -> dict[int, Match]:
+    def counted(
+        self: Catalogue, image_ids: list[int], head: Future[int] | None = None
+    ) -> dict[int, Match]:
         lookups.append(len(list(image_ids)))
-        return matches_for(self, image_ids)
+        return matches_for(self, image_ids, head)
 
     monkeypatch.setattr(Catalogue, "matches_for", counted)
     best_other = sorted(
@@ -204,6 +209,42 @@ def test_classify_looks_deeper_when_one_product_crowds_the_top(
     [verdict] = classify_vectors(reader.shards, reader, query[None], 3, 0.5)
     assert [m.sku for m in verdict.matches] == [sku for _, sku in best_other[:3]]
     assert reader.shards.size == 50 and len(lookups) == 2
+
+
+def test_hits_are_named_from_memory_only_while_the_shards_hold_every_acknowledged_write(
+    db_url: str, tmp_path: Path
+) -> None:
+    writer = make_catalogue(db_url, tmp_path / "one")
+    reader = make_catalogue(db_url, tmp_path / "two")
+    query = unit(1)[0]
+    writer.create_product("a", "A", {}, images_near(query, 3, 0.05, "a"))
+    writer.create_product("b", "B", {}, images_near(query, 3, 0.3, "b"))
+    reader.shards.sync()
+    lookups: list[str] = []
+
+    def count_lookups(*args: object) -> None:
+        statement = str(args[2])
+        if "FROM reference_images JOIN products" in statement:
+            lookups.append(statement)
+
+    engine = reader.session_factory.kw["bind"]  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", count_lookups)
+
+    def classify() -> list[str]:
+        head = reader.shards.head_reads.after(time.monotonic())
+        head.result(10)
+        [verdict] = classify_vectors(reader.shards, reader, query[None], 2, 0.0, head=head)
+        return [m.sku for m in verdict.matches]
+
+    assert classify() == ["a", "b"] and len(lookups) == 1  # first time: SQL names the hits
+    assert classify() == ["a", "b"] and len(lookups) == 1  # then memory, the shards being current
+    writer.delete_product("a")  # through another replica: the reader's shards still hold it
+    assert classify() == ["b"] and len(lookups) == 2  # the head is past the reader: SQL again
+    reader.shards.sync()
+    assert classify() == ["b"] and len(lookups) == 2  # caught up: memory again, "a" forgotten
+    [verdict] = classify_vectors(reader.shards, reader, query[None], 2, 0.0)
+    assert [m.sku for m in verdict.matches] == ["b"] and len(lookups) == 3  # no head: SQL
+    reader.shards.head_reads.close()
 
 
 def test_shard_files_are_reused_only_when_they_match_sql(db_url: str, tmp_path: Path) -> None:

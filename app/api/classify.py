@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -59,13 +61,22 @@ async def classify_options(
 OptionsDep = Annotated[ClassifyOptions, Depends(classify_options)]
 
 
-async def _searchable(services: Services, scope: Scope) -> np.ndarray | None:
+@dataclass(frozen=True)
+class Searchable:
+    allowed: np.ndarray | None  # image ids the scope allows (None: all)
+    # The change log's head, read from the request's start (beside the forward pass): lets
+    # the hit lookup skip SQL when the shards had applied it (app/index/image_owners.py).
+    head: Future[int]
+
+
+async def _searchable(services: Services, scope: Scope) -> Searchable:
     """Checks every classify route makes before a forward pass (a bad scope is cheap): the
-    index is complete, and the scope's allowed image ids (None: all)."""
+    index is complete, and the scope's allowed image ids."""
     if not services.shards.complete:
         # Never answer from a half-built index (a reindex to this model is still running).
         raise HTTPException(503, f"index for model {services.shards.model_id} incomplete")
-    return await allowed_ids(services, scope)
+    head = services.shards.head_reads.after(time.monotonic())
+    return Searchable(await allowed_ids(services, scope), head)
 
 
 async def _classify(
@@ -75,14 +86,14 @@ async def _classify(
     options: ClassifyOptions,
     scope: Scope,
 ) -> list[ClassifyResult]:
-    allowed = await _searchable(services, scope)
+    searchable = await _searchable(services, scope)
     decoded = await decode_all(services, payloads, field)
     vectors = await services.inference.embed([d.pixels for d in decoded])
-    return [ClassifyResult.of(v) for v in await _search(services, vectors, options, allowed)]
+    return [ClassifyResult.of(v) for v in await _search(services, vectors, options, searchable)]
 
 
 def _verdicts(
-    services: Services, vectors: np.ndarray, options: ClassifyOptions, allowed: np.ndarray | None
+    services: Services, vectors: np.ndarray, options: ClassifyOptions, searchable: Searchable
 ) -> list[Verdict]:
     """Blocking (FAISS + SQL): called off the event loop."""
     return classify_vectors(
@@ -92,14 +103,15 @@ def _verdicts(
         options.top_k,
         options.threshold,
         services.inference.vectors_per_image,
-        allowed,
+        searchable.allowed,
+        searchable.head,
     )
 
 
 async def _search(
-    services: Services, vectors: np.ndarray, options: ClassifyOptions, allowed: np.ndarray | None
+    services: Services, vectors: np.ndarray, options: ClassifyOptions, searchable: Searchable
 ) -> list[Verdict]:
-    return await run_in_threadpool(_verdicts, services, vectors, options, allowed)
+    return await run_in_threadpool(_verdicts, services, vectors, options, searchable)
 
 
 async def _classify_regions(
@@ -109,7 +121,7 @@ async def _classify_regions(
         boxes = parse_boxes(raw_boxes, services.settings.max_boxes)
     except BoxError as exc:
         raise HTTPException(422, str(exc)) from exc
-    allowed = await _searchable(services, scope)
+    searchable = await _searchable(services, scope)
     try:
         crops = await services.inference.decode_regions(data, boxes)
     except ImageDecodeError as exc:
@@ -117,7 +129,7 @@ async def _classify_regions(
     except BoxError as exc:
         raise HTTPException(422, str(exc)) from exc
     vectors = await services.inference.embed(crops)  # every box in one forward pass
-    results = await _search(services, vectors, options, allowed)
+    results = await _search(services, vectors, options, searchable)
     return RegionsResult(
         regions=[
             RegionResult(
@@ -140,10 +152,10 @@ async def classify(
     payloads = await read_all([image], "image", 1)
     if boxes is not None:
         return await _classify_regions(services, payloads[0], boxes, options, scope)
-    allowed = await _searchable(services, scope)
+    searchable = await _searchable(services, scope)
 
     def answer(vectors: np.ndarray) -> Verdict:
-        return _verdicts(services, vectors, options, allowed)[0]
+        return _verdicts(services, vectors, options, searchable)[0]
 
     try:
         # One hop when the model is idle: decode, forward and lookup on the model thread.

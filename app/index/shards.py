@@ -25,12 +25,13 @@ from typing import Any
 import faiss
 import numpy as np
 import psycopg
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from app import changelog
 from app.db.models import Embedding
 from app.encoder.views import VIEW_BITS, image_of
+from app.index.image_owners import ImageOwners, LogHeadReads
 from app.index.layers import merge
 from app.index.shard_files import Shard, ShardFiles
 from app.index.stored_vectors import as_stored, decode_stacked, decode_vectors
@@ -76,6 +77,11 @@ class ShardSet:
         self._last_prune = self._last_beat = -float("inf")
         self._maintainer: threading.Thread | None = None
         self._bitmap: tuple[np.ndarray, np.ndarray] | None = None  # see _bitmap_for
+        # The products of indexed images, and reads of the log head that say when those may
+        # be trusted (app/index/image_owners.py); forgotten wherever the shards change.
+        self.owners = ImageOwners()
+        self._head_reader: changelog.HeadReader | None = None  # made on the reading thread
+        self.head_reads = LogHeadReads(self._read_head, self._close_head_reader)
 
     # ---- bringing shards up to date -------------------------------------------------------
     def sync(self, use_files: bool = False) -> int:
@@ -108,6 +114,18 @@ class ShardSet:
             changed += applied
             self._housekeeping()
             return changed
+
+    def _read_head(self) -> int:
+        if self._head_reader is None:
+            with self.session_factory() as session:
+                engine = session.get_bind()
+            assert isinstance(engine, Engine)
+            self._head_reader = changelog.HeadReader(engine, self.model_id)
+        return self._head_reader()
+
+    def _close_head_reader(self) -> None:
+        if self._head_reader is not None:
+            self._head_reader.close()
 
     def _start(self, use_files: bool) -> int:
         if use_files and self._load_files():
@@ -159,6 +177,7 @@ class ShardSet:
             fresh[shard_no] = Shard(index, position, dirty=True)
         with self.lock:
             self.shards = fresh
+            self.owners.forget_all()
             self.position = position
         self.rebuilds += 1
         log.info(
@@ -216,6 +235,7 @@ class ShardSet:
         position: int,
         replace: bool,
     ) -> None:
+        self.owners.forget(np.unique(image_of(ids)).tolist())
         for shard_no in np.unique(shard_nos):
             mask = shard_nos == shard_no
             shard = shards.get(int(shard_no))
@@ -267,6 +287,7 @@ class ShardSet:
 
     def _remove(self, vector_ids: np.ndarray, seq: int) -> None:
         ids = np.ascontiguousarray(vector_ids, dtype=np.int64)
+        self.owners.forget(np.unique(image_of(ids)).tolist())
         for shard in self.shards.values():
             if shard.index.remove_ids(ids):
                 shard.version = max(shard.version, seq)
@@ -441,6 +462,7 @@ class ShardSet:
             return False
         with self.lock:
             self.position, self.shards = loaded
+            self.owners.forget_all()
         return True
 
     def _empty_index(self) -> VectorIndex:

@@ -1,0 +1,111 @@
+"""Which product each indexed reference image belongs to, as SQL last said, and when that may
+be trusted without asking SQL again.
+
+Every search hit is named from SQL, which is also what makes a deletion through another replica
+vanish at once (docs/DEPLOYMENT.md, "Consistency between replicas"). That lookup costs a query
+per request; these two pieces let most requests skip it without losing the guarantee:
+
+- `ImageOwners` remembers the (sku, name) SQL gave for each image id. The shards forget an
+  image's entry whenever they apply a change to it, and a lookup that raced with such a change
+  is not remembered (the epoch), so an entry is never older than the shards' own state.
+- `LogHeadReads` reads the change log's head in the background when a request starts. If the
+  shards have applied that much by the time the request's hits are named, every write
+  acknowledged before the request (every deletion above all) is in the shards and in
+  `ImageOwners`, so remembered entries are as good as SQL's answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+# Bound on remembered images (~100 bytes each): past it the memory is dropped and refilled.
+MAX_OWNERS = 2_000_000
+
+
+@dataclass(frozen=True)
+class Match:
+    sku: str
+    name: str
+
+
+class ImageOwners:
+    def __init__(self, max_entries: int = MAX_OWNERS) -> None:
+        self._owners: dict[int, Match] = {}
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+        self.epoch = 0  # bumped by every forget: a lookup older than it is not remembered
+
+    def known(self, image_ids: Iterable[int]) -> dict[int, Match]:
+        owners = self._owners
+        return {i: m for i in image_ids if (m := owners.get(i)) is not None}
+
+    def remember(self, owners: dict[int, Match], epoch: int) -> None:
+        """Keep what SQL said, unless the shards changed since `epoch` was read (before the
+        query): the answer may predate that change."""
+        with self._lock:
+            if epoch != self.epoch:
+                return
+            if len(self._owners) + len(owners) > self.max_entries:
+                self._owners.clear()
+            self._owners.update(owners)
+
+    def forget(self, image_ids: Iterable[int]) -> None:
+        with self._lock:
+            self.epoch += 1
+            for image_id in image_ids:
+                self._owners.pop(image_id, None)
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self.epoch += 1
+            self._owners.clear()
+
+
+class LogHeadReads:
+    """Reads of the change log's last sequence number on a thread of their own, shared by the
+    requests that arrive while one waits to start: at most one runs and one waits."""
+
+    def __init__(self, read: Callable[[], int], close: Callable[[], None] = lambda: None) -> None:
+        self._read = read
+        self._close = close
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-head")
+        self._lock = threading.Lock()
+        self._latest: tuple[Future[int], list[float]] | None = None
+
+    def after(self, moment: float) -> Future[int]:
+        """A read that starts no earlier than `moment` (`time.monotonic()`)."""
+        with self._lock:
+            if self._latest is not None:
+                future, started = self._latest
+                if not started or started[0] >= moment:
+                    return future  # still queued, or began after `moment`: it qualifies
+            started = []
+
+            def timed_read() -> int:
+                started.append(time.monotonic())
+                return self._read()
+
+            future = self._pool.submit(timed_read)
+            self._latest = (future, started)
+            return future
+
+    def close(self) -> None:
+        """Stop; `close` runs on the reading thread, after a read in progress (never waited
+        for: during a database outage one may hang until its connect timeout)."""
+        with self._lock:
+            if self._latest is not None:
+                self._latest[0].cancel()  # if not started yet
+            self._pool.submit(self._close)
+            self._pool.shutdown(wait=False)
+
+
+def head_reached(head: Future[int] | None, position: int) -> bool:
+    """True when `head` has been read and the shards' `position` is at or past it. A read still
+    running or failed counts as not reached: the caller asks SQL, as it would anyway."""
+    if head is None or not head.done() or head.cancelled() or head.exception() is not None:
+        return False
+    return head.result() <= position
