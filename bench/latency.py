@@ -87,12 +87,14 @@ def start_server(
 class EncoderAlone:
     """The service's own decode + preprocess + forward, in this process, no HTTP, no queue."""
 
-    def __init__(self, model: str, runtime: str, data_dir: Path) -> None:
+    def __init__(self, model: str, runtime: str, data_dir: Path, onnx_dir: Path) -> None:
         from app.encoder.loading import load_service_encoder
         from app.encoder.preprocess import decode_image_with_format, eval_pixels
         from app.settings import Settings
 
-        settings = Settings(model=model, runtime=runtime, data_dir=data_dir, device="cpu")
+        settings = Settings(
+            model=model, runtime=runtime, data_dir=data_dir, onnx_dir=onnx_dir, device="cpu"
+        )
         self.encoder = load_service_encoder(settings)
         self.decode = decode_image_with_format
         self.pixels = eval_pixels
@@ -419,8 +421,17 @@ def main() -> int:
     walls: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     with tempfile.TemporaryDirectory() as tmp:
-        alone = EncoderAlone(args.model, args.runtime, Path(tmp) / "alone")
-        server = start_server(Path(tmp) / "server", args.port, env, args.stages)
+        # Both sides serve as a replica does after its first start: from the ONNX graph cache
+        # (the first load here exports it), without PyTorch in the server.
+        onnx_dir = Path(tmp) / "onnx"
+        alone = EncoderAlone(args.model, args.runtime, Path(tmp) / "alone", onnx_dir)
+        alone = EncoderAlone(args.model, args.runtime, Path(tmp) / "alone", onnx_dir)
+        server = start_server(
+            Path(tmp) / "server",
+            args.port,
+            {**env, "RETAILKLIP_ONNX_DIR": str(onnx_dir)},
+            args.stages,
+        )
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120)
             ready = client.get("/readyz").json()
@@ -460,7 +471,8 @@ def main() -> int:
     print(
         f"\nmodel {ready['model']} runtime {ready.get('runtime', 'torch')}, "
         f"{len(catalogue)} products registered, {args.rounds} interleaved rounds of "
-        f"{args.per_round} photos, client {args.client}"
+        f"{args.per_round} photos, client {args.client}; encoder alone: "
+        f"{type(alone.encoder).__name__}"
     )
     print("| measurement | p50 ms | throughput /s |\n| --- | --- | --- |")
     print(f"| encoder alone, 1 photo | {enc_p50:.1f} | {1000 / enc_p50:.1f} |")
