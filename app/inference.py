@@ -5,16 +5,20 @@ queue up while a forward pass runs share the next one. The worker waits (at most
 for more only while other uploads are still being decoded: a request that arrives alone is
 embedded at once, with no batching delay; when the model is idle, a single /classify upload is
 decoded, embedded and looked up in one call on the model thread (one thread hop instead of three).
+What follows a forward pass (a classification's search, `AfterForward`) runs on the model thread
+too, once for all requests of a batch that share options: one FAISS call and one lookup instead of
+one per request, and no hop to another thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -26,7 +30,19 @@ from app.encoder.views import degraded_views, view_code
 from app.storage.blobs import sha256_hex
 from app.uploaded import UploadedImage
 
-T = TypeVar("T")
+R = TypeVar("R")
+
+
+class AfterForward(Protocol[R]):
+    """Work on a forward pass's vectors, run on the model thread right after it: requests of
+    one batch whose `key` is equal share one call over all their rows."""
+
+    @property
+    def key(self) -> Hashable: ...
+
+    def __call__(self, vectors: np.ndarray) -> list[R]:
+        """One result per row of `vectors`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,8 @@ class DecodedImage(UploadedImage):
 @dataclass
 class _Job:
     pixels: list[np.ndarray]
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Any]  # the vectors, or `then`'s results for them
+    then: AfterForward[Any] | None = None
 
 
 class Inference:
@@ -121,16 +138,29 @@ class Inference:
         )
 
     async def embed(self, pixels: list[np.ndarray]) -> np.ndarray:
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Job(pixels, future))
-        self.arrivals.set()
-        return await future
+        vectors: np.ndarray = await self._submit(_Job(pixels, self._future()))
+        return vectors
 
-    async def classify_one(self, data: bytes, then: Callable[[np.ndarray], T]) -> T:
-        """Decode and embed one upload, then `then(vectors)` (search + SQL lookup) off the loop.
+    async def embed_then(self, pixels: list[np.ndarray], then: AfterForward[R]) -> list[R]:
+        """`then(vectors)` of these pixels, run on the model thread after their forward pass."""
+        results: list[R] = await self._submit(_Job(pixels, self._future(), then))
+        return results
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, job: _Job) -> Any:
+        self.queue.put_nowait(job)
+        self.arrivals.set()
+        return await job.future
+
+    async def classify_one(self, data: bytes, then: AfterForward[R]) -> R:
+        """Decode and embed one upload, then `then(vectors)` (search + lookup) on the model
+        thread.
 
         With the model idle and no other upload on its way, all of it runs as one call on the
-        model thread: nothing to batch with, so no queue and one thread hop instead of three
+        model thread: nothing to batch with, so no queue and one thread hop instead of two
         (each hop costs a wake-up, dearly on a busy CPU). Otherwise the shared batched path.
         Raises ImageDecodeError as `decode` does."""
         loop = asyncio.get_running_loop()
@@ -141,15 +171,14 @@ class Inference:
             finally:
                 self.busy -= 1
         decoded = await self.decode(data)
-        vectors = await self.embed([decoded.pixels])
-        return await asyncio.to_thread(then, vectors)
+        return (await self.embed_then([decoded.pixels], then))[0]
 
-    def _alone(self, data: bytes, then: Callable[[np.ndarray], T]) -> T:
+    def _alone(self, data: bytes, then: AfterForward[R]) -> R:
         # A query needs pixels only: no content hash, no record (this runs on the model thread).
         image, _ = decode_image_with_format(data, self.max_pixels)
         vectors = self.encoder.embed_pixels(self._pixels(image)[None])
         self.on_batch(1)
-        return then(vectors)
+        return then(vectors)[0]
 
     async def _collect(self) -> list[_Job]:
         """The next batch: every queued job (up to `max_batch` images), plus those of uploads
@@ -188,10 +217,7 @@ class Inference:
             self.busy += 1
             try:
                 batch = np.stack([p for job in jobs for p in job.pixels])
-                vectors = await loop.run_in_executor(
-                    self.model_pool, self.encoder.embed_pixels, batch
-                )
-                self.on_batch(len(batch))
+                outcomes = await loop.run_in_executor(self.model_pool, self._forward, batch, jobs)
             except Exception as exc:  # hand the failure to every waiting request; keep serving
                 for job in jobs:
                     if not job.future.done():
@@ -199,9 +225,41 @@ class Inference:
                 continue
             finally:
                 self.busy -= 1
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
+
+    def _forward(self, batch: np.ndarray, jobs: list[_Job]) -> list[Any]:
+        """On the model thread: one forward pass for the batch, then each job's `then`, once
+        per group of equal keys. Per job: its vectors, its results, or the exception its `then`
+        raised (that fails its own requests only)."""
+        vectors = self.encoder.embed_pixels(batch)
+        self.on_batch(len(batch))
+        outcomes: list[Any] = []
+        start = 0
+        for job in jobs:
+            outcomes.append(vectors[start : start + len(job.pixels)])
+            start += len(job.pixels)
+        groups: dict[Hashable, list[int]] = defaultdict(list)
+        for i, job in enumerate(jobs):
+            if job.then is not None:
+                groups[job.then.key].append(i)
+        for members in groups.values():
+            then = jobs[members[0]].then
+            assert then is not None
+            try:
+                results = then(np.concatenate([outcomes[i] for i in members]))
+            except Exception as exc:
+                for i in members:
+                    outcomes[i] = exc
+                continue
             start = 0
-            for job in jobs:
-                end = start + len(job.pixels)
-                if not job.future.done():
-                    job.future.set_result(vectors[start:end])
-                start = end
+            for i in members:
+                count = len(outcomes[i])
+                outcomes[i] = results[start : start + count]
+                start += count
+        return outcomes

@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from service_bench import DATA, classes, queries, register_catalogue  # noqa: E402
 
 STAGES_PATH = "/_bench/stages"
+KEEP_ALIVE_S = 2.0  # reuse a connection idle at most this long (the server closes at 5 s)
 
 
 def start_server(
@@ -143,9 +144,17 @@ class LeanClient:
         return self.pools.setdefault(concurrency, ThreadPoolExecutor(concurrency))
 
     def _connection(self) -> http.client.HTTPConnection:
+        """This thread's connection, opened anew when it sat idle long enough for the server to
+        close it (uvicorn's keep-alive timeout is 5 s), before any clock starts."""
         connection: http.client.HTTPConnection | None = getattr(self.local, "connection", None)
+        idle = time.monotonic() - getattr(self.local, "used", 0.0)
+        if connection is not None and idle > KEEP_ALIVE_S:
+            connection.close()
+            connection = None
         if connection is None:
-            connection = self.local.connection = http.client.HTTPConnection("127.0.0.1", self.port)
+            connection = http.client.HTTPConnection("127.0.0.1", self.port)
+            connection.connect()
+            self.local.connection = connection
         return connection
 
     @staticmethod
@@ -166,6 +175,7 @@ class LeanClient:
         response = connection.getresponse()
         response.read()
         elapsed = time.perf_counter() - begin
+        self.local.used = time.monotonic()
         if response.status != 200:
             raise RuntimeError(f"/classify answered {response.status}")
         return elapsed

@@ -107,28 +107,80 @@ def test_requests_queued_behind_a_busy_model_go_in_one_pass() -> None:
     assert asyncio.run(scenario()) == [1, 5]
 
 
+@dataclass
+class RowCounter:
+    """An `AfterForward` that records each call: its thread and how many rows it got."""
+
+    key: str = "same"
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    fail: bool = False
+
+    def __call__(self, vectors: np.ndarray) -> list[int]:
+        self.calls.append((threading.current_thread().name, len(vectors)))
+        if self.fail:
+            raise RuntimeError("lookup failed")
+        return [len(self.calls)] * len(vectors)
+
+
 def test_classify_one_runs_alone_in_one_call_on_the_model_thread() -> None:
-    async def scenario() -> tuple[list[str], list[int]]:
+    async def scenario() -> tuple[RowCounter, list[int], list[int]]:
         encoder = CountingEncoder()
         runtime = Inference(encoder, 10**8, max_batch=32, batch_wait_ms=2000)
         runtime.start()
-        threads: list[str] = []
-
-        def then(vectors: np.ndarray) -> int:
-            threads.append(threading.current_thread().name)
-            return len(vectors)
-
+        then = RowCounter()
         try:
             assert await runtime.classify_one(photos(1)[0], then) == 1
             with pytest.raises(ImageDecodeError, match="not a decodable image"):
                 await runtime.classify_one(b"not an image", then)
             # Eight at once: the first goes alone, the others take the batched path.
-            counts = await asyncio.gather(*(runtime.classify_one(d, then) for d in photos(8)))
-            assert counts == [1] * 8
-            return threads, encoder.batches
+            calls = await asyncio.gather(*(runtime.classify_one(d, then) for d in photos(8)))
+            return then, calls, encoder.batches
         finally:
             await runtime.stop()
 
-    threads, batches = asyncio.run(scenario())
-    assert threads[0].startswith("encoder")  # decode, forward and lookup: one hop
+    then, calls, batches = asyncio.run(scenario())
+    # Decode, forward and search of a lone request: one call on the model thread.
+    assert all(thread.startswith("encoder") for thread, _ in then.calls)
     assert sum(batches) == 9 and len(batches) < 9, batches
+    # Each forward pass of the batched path is followed by one search for all its requests.
+    assert [rows for _, rows in then.calls] == batches
+    assert sorted(set(calls)) == list(range(2, len(batches) + 1))
+
+
+def test_searches_of_one_batch_are_grouped_by_key_and_fail_apart() -> None:
+    async def scenario() -> tuple[list[object], list[int]]:
+        gate = threading.Event()
+        encoder = CountingEncoder()
+        original = encoder.embed_pixels
+
+        def slow_first(batch: np.ndarray) -> np.ndarray:
+            gate.wait(5)  # the first pass blocks until the others are queued
+            return original(batch)
+
+        encoder.embed_pixels = slow_first  # type: ignore[method-assign]
+        runtime = Inference(encoder, 10**8, max_batch=32, batch_wait_ms=0)
+        runtime.start()
+        a, b, broken = RowCounter("a"), RowCounter("b"), RowCounter("c", fail=True)
+        try:
+            decoded = await runtime.decode(photos(1)[0])
+            pixels = [decoded.pixels]
+            first = asyncio.ensure_future(runtime.embed(pixels))
+            await asyncio.sleep(0.05)
+            queued = [
+                asyncio.ensure_future(runtime.embed_then(pixels, then))
+                for then in (a, b, a, broken, a, b)
+            ]
+            await asyncio.sleep(0.05)
+            gate.set()
+            await first
+            outcomes = await asyncio.gather(*queued, return_exceptions=True)
+            assert [rows for _, rows in a.calls] == [3] and [rows for _, rows in b.calls] == [2]
+            assert len(broken.calls) == 1
+            return outcomes, encoder.batches
+        finally:
+            await runtime.stop()
+
+    outcomes, batches = asyncio.run(scenario())
+    assert batches == [1, 6]  # one forward pass for the six, then one call per key
+    assert outcomes[:3] == [[1], [1], [1]] and outcomes[4:] == [[1], [1]]
+    assert isinstance(outcomes[3], RuntimeError)  # only the failing group's request fails

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
 from app.api.schemas import (
@@ -79,6 +79,35 @@ async def _searchable(services: Services, scope: Scope) -> Searchable:
     return Searchable(await allowed_ids(services, scope), head)
 
 
+@dataclass(frozen=True)
+class VerdictSearch:
+    """FAISS search and hit lookup for query vectors, run on the model thread right after their
+    forward pass (app/inference.py); requests of one batch with the same options, scope and
+    head read share one call."""
+
+    services: Services
+    options: ClassifyOptions
+    searchable: Searchable
+
+    @property
+    def key(self) -> Hashable:
+        # The scope cache hands out one array per scope, and head reads are shared: identity
+        # says "the same" here.
+        return (self.options, id(self.searchable.allowed), id(self.searchable.head))
+
+    def __call__(self, vectors: np.ndarray) -> list[Verdict]:
+        return classify_vectors(
+            self.services.shards,
+            self.services.catalogue,
+            np.asarray(vectors),
+            self.options.top_k,
+            self.options.threshold,
+            self.services.inference.vectors_per_image,
+            self.searchable.allowed,
+            self.searchable.head,
+        )
+
+
 async def _classify(
     services: Services,
     payloads: list[bytes],
@@ -88,30 +117,9 @@ async def _classify(
 ) -> list[ClassifyResult]:
     searchable = await _searchable(services, scope)
     decoded = await decode_all(services, payloads, field)
-    vectors = await services.inference.embed([d.pixels for d in decoded])
-    return [ClassifyResult.of(v) for v in await _search(services, vectors, options, searchable)]
-
-
-def _verdicts(
-    services: Services, vectors: np.ndarray, options: ClassifyOptions, searchable: Searchable
-) -> list[Verdict]:
-    """Blocking (FAISS + SQL): called off the event loop."""
-    return classify_vectors(
-        services.shards,
-        services.catalogue,
-        np.asarray(vectors),
-        options.top_k,
-        options.threshold,
-        services.inference.vectors_per_image,
-        searchable.allowed,
-        searchable.head,
-    )
-
-
-async def _search(
-    services: Services, vectors: np.ndarray, options: ClassifyOptions, searchable: Searchable
-) -> list[Verdict]:
-    return await run_in_threadpool(_verdicts, services, vectors, options, searchable)
+    search = VerdictSearch(services, options, searchable)
+    verdicts = await services.inference.embed_then([d.pixels for d in decoded], search)
+    return [ClassifyResult.of(v) for v in verdicts]
 
 
 async def _classify_regions(
@@ -128,8 +136,9 @@ async def _classify_regions(
         raise HTTPException(exc.status, f"image: {exc}") from exc
     except BoxError as exc:
         raise HTTPException(422, str(exc)) from exc
-    vectors = await services.inference.embed(crops)  # every box in one forward pass
-    results = await _search(services, vectors, options, searchable)
+    # Every box in one forward pass, searched in one call.
+    search = VerdictSearch(services, options, searchable)
+    results = await services.inference.embed_then(crops, search)
     return RegionsResult(
         regions=[
             RegionResult(
@@ -153,13 +162,10 @@ async def classify(
     if boxes is not None:
         return await _classify_regions(services, payloads[0], boxes, options, scope)
     searchable = await _searchable(services, scope)
-
-    def answer(vectors: np.ndarray) -> Verdict:
-        return _verdicts(services, vectors, options, searchable)[0]
-
     try:
         # One hop when the model is idle: decode, forward and lookup on the model thread.
-        verdict = await services.inference.classify_one(payloads[0], answer)
+        search = VerdictSearch(services, options, searchable)
+        verdict = await services.inference.classify_one(payloads[0], search)
         return ClassifyResult.of(verdict)
     except ImageDecodeError as exc:
         raise HTTPException(exc.status, f"image: {exc}") from exc
