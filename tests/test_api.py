@@ -187,6 +187,43 @@ def test_classify_returns_distinct_skus_best_first(client: httpx.Client) -> None
     assert batch["results"][1]["matches"][0]["sku"] == "cls-banana"
 
 
+def test_the_image_only_shortcut_answers_as_the_declared_route(client: httpx.Client) -> None:
+    """`POST /classify` with just `image` skips FastAPI's parameter machinery (ClassifyRoute);
+    with any other field or query parameter it takes the declared route. Same answers."""
+    assert (
+        register(client, "short-kiwi", [ICONIC / "Fruit/Kiwi/Kiwi_Iconic.jpg"]).status_code == 201
+    )
+    assert (
+        register(client, "short-pear", [ICONIC / "Fruit/Pear/Anjou/Anjou_Iconic.jpg"]).status_code
+        == 201
+    )
+    query = sorted((GROCERY / "test/Fruit/Kiwi").glob("*.jpg"))[0]
+    shortcut = client.post("/classify", files={"image": jpeg(query)})
+    declared = client.post("/classify", files={"image": jpeg(query)}, data={"top_k": "5"})
+    by_query = client.post("/classify", files={"image": jpeg(query)}, params={"top_k": 5})
+    assert shortcut.status_code == declared.status_code == by_query.status_code == 200
+    assert shortcut.json() == declared.json() == by_query.json()
+    assert shortcut.headers["content-type"] == declared.headers["content-type"]
+    assert len(shortcut.json()["matches"]) >= 2  # the default top_k (5), not fewer
+
+    # Faults answer as before, shortcut or not.
+    for extra in ({}, {"top_k": "5"}):
+        empty = client.post("/classify", files={"image": ("x.jpg", b"", "image/jpeg")}, data=extra)
+        assert empty.status_code == 400 and empty.json()["detail"].startswith("image: ")
+    as_text = client.post("/classify", data={"image": "not a file"})
+    assert as_text.status_code == 422 and as_text.json()["detail"].startswith("image: ")
+    twice = client.post("/classify", files=[("image", jpeg(query)), ("image", jpeg(query))])
+    assert twice.status_code == 200 and twice.json() == shortcut.json()  # the last one, as declared
+    broken = client.post(
+        "/classify",
+        content=b"--b\r\nContent-Disposition: form-data; name=image; filename=x\r\n\r\nabc",
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert broken.status_code in (400, 422), broken.text
+    for sku in ("short-kiwi", "short-pear"):
+        assert client.delete(f"/products/{sku}").status_code == 204
+
+
 def test_concurrent_classify_calls_share_forward_passes(
     client: httpx.Client, server: LiveServer
 ) -> None:
