@@ -64,7 +64,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     inference = Inference(
         encoder,
         settings.max_image_pixels,
-        settings.max_batch,
+        settings.resolved_max_batch(str(encoder.device)),
         settings.batch_wait_ms,
         on_batch=metrics.batch_size.observe,
         reference_views=settings.resolved_reference_views(encoder.preprocess),

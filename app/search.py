@@ -40,14 +40,14 @@ class Verdict:
     model: str
 
 
-def _ranked_images(row_ids: np.ndarray) -> list[int]:
+def _ranked_images(row_ids: list[int]) -> list[int]:
     """Distinct image ids of one query's hits, best first."""
-    return list(dict.fromkeys(int(i) for i in row_ids if i >= 0))
+    return list(dict.fromkeys(i for i in row_ids if i >= 0))
 
 
 def _best(
-    row_scores: np.ndarray,
-    row_ids: np.ndarray,
+    row_scores: list[float],
+    row_ids: list[int],
     known: dict[int, Match],
     looked_up: set[int],
     top_k: int,
@@ -55,8 +55,7 @@ def _best(
     """Each SKU's best hit, up to `top_k` SKUs; None while a hit that could count has not been
     looked up yet."""
     best: dict[str, Hit] = {}
-    for score, raw_id in zip(row_scores, row_ids, strict=True):
-        image_id = int(raw_id)
+    for score, image_id in zip(row_scores, row_ids, strict=True):
         if image_id < 0:
             break  # padding: no more hits
         if image_id not in looked_up:
@@ -65,7 +64,7 @@ def _best(
         if match is None or match.sku in best:
             continue  # deleted meanwhile, or this SKU already has its best reference
         best[match.sku] = Hit(
-            sku=match.sku, name=match.name, score=round(float(score), 6), image_id=image_id
+            sku=match.sku, name=match.name, score=round(score, 6), image_id=image_id
         )
         if len(best) == top_k:
             break
@@ -88,7 +87,12 @@ def classify_vectors(
     k = max(top_k * OVERFETCH, MIN_FETCH) * vectors_per_image
     # A degraded view's hit comes back as its image: it never shows as a match of its own.
     # `allowed` (a catalogue / metadata scope) is applied inside the index search.
-    scores, ids = shards.search(np.ascontiguousarray(queries, dtype=np.float32), k, allowed)
+    found_scores, found_ids = shards.search(
+        np.ascontiguousarray(queries, dtype=np.float32), k, allowed
+    )
+    # Python numbers once, in C: the loops below touch each hit as an int / float.
+    scores: list[list[float]] = found_scores.tolist()
+    ids: list[list[int]] = found_ids.tolist()
     ranked = [_ranked_images(row) for row in ids]
     known: dict[int, Match] = {}
     looked_up: set[int] = set()

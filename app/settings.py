@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     # Open connections (idle keep-alive ones too) before uvicorn answers its own plain 503:
     # a guard against connection floods, well above what MAX_CONCURRENCY lets through.
     max_connections: int = 1024
-    max_batch: int = 32
+    # Images per forward pass; unset: 32 on a GPU (batching is where its speed is), 4 on a CPU
+    # (a batch costs about what its images cost alone; smaller batches let decoding overlap the
+    # model's work: bench/latency.py measured 1.02-1.07x the throughput of 32 at concurrency 8).
+    max_batch: int | None = None
     batch_wait_ms: float = 5.0
     # Degraded views stored as extra vectors per reference image: "auto" (what the model's
     # checkpoint recommends), "none", or names from app/encoder/views.py ("thumb48,blur").
@@ -111,10 +114,15 @@ class Settings(BaseSettings):
 
     @field_validator("shard_capacity", "max_batch", "default_top_k", "max_upload_bytes")
     @classmethod
-    def _positive(cls, value: int) -> int:
-        if value < 1:
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
             raise ValueError("must be at least 1")
         return value
+
+    def resolved_max_batch(self, device: str) -> int:
+        if self.max_batch is not None:
+            return self.max_batch
+        return 4 if device == "cpu" else 32
 
     @field_validator("reference_views")
     @classmethod

@@ -12,6 +12,7 @@ import pytest
 
 from app.encoder.preprocess import ImageDecodeError, PreprocessConfig
 from app.inference import Inference
+from app.settings import Settings
 from tests.support.paths import GROCERY
 
 
@@ -184,3 +185,11 @@ def test_searches_of_one_batch_are_grouped_by_key_and_fail_apart() -> None:
     assert batches == [1, 6]  # one forward pass for the six, then one call per key
     assert outcomes[:3] == [[1], [1], [1]] and outcomes[4:] == [[1], [1]]
     assert isinstance(outcomes[3], RuntimeError)  # only the failing group's request fails
+
+
+def test_batch_size_defaults_by_device() -> None:
+    assert Settings().resolved_max_batch("cpu") == 4
+    assert Settings().resolved_max_batch("cuda:0") == 32
+    assert Settings(max_batch=8).resolved_max_batch("cpu") == 8
+    with pytest.raises(ValueError, match="at least 1"):
+        Settings(max_batch=0)
