@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from app import catalogue as catalogue_module
+from app import changelog
 from app.catalogue import Catalogue, NewImage, NotFound, ProductExists
 from app.db.migrate import SchemaOutOfDate, check_at_head, upgrade_to_head
 from app.db.models import Embedding, Product, ReferenceImage
@@ -245,6 +247,27 @@ def test_hits_are_named_from_memory_only_while_the_shards_hold_every_acknowledge
     [verdict] = classify_vectors(reader.shards, reader, query[None], 2, 0.0)
     assert [m.sku for m in verdict.matches] == ["b"] and len(lookups) == 3  # no head: SQL
     reader.shards.head_reads.close()
+
+
+def test_ready_only_once_the_shards_hold_every_image(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = make_catalogue(db_url, tmp_path / "one")
+    writer.create_product("a", "A", {}, new_images(2, "a"))
+    reader = ShardSet("test-model", DIM, tmp_path / "two" / "shards", writer.session_factory)
+    counted = changelog.missing_images
+
+    def a_write_lands_meanwhile(session: Session, model_id: str) -> int:
+        # After the reader's catch-up read, before it counts images without vectors: as when a
+        # reindex is still writing.
+        if not writer.shards.size > 2:
+            writer.create_product("late", "Late", {}, new_images(3, "l"))
+        return counted(session, model_id)
+
+    monkeypatch.setattr(changelog, "missing_images", a_write_lands_meanwhile)
+    reader.sync(use_files=True)
+    assert reader.complete  # every image has a vector, and the shards hold all of them
+    assert reader.size == 5 == count(writer, Embedding)
 
 
 def test_shard_files_are_reused_only_when_they_match_sql(db_url: str, tmp_path: Path) -> None:

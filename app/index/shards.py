@@ -300,8 +300,11 @@ class ShardSet:
         if self.complete and not due_beat:
             return
         with self.session_factory() as session:
-            if not self.complete:
-                self.complete = changelog.missing_images(session, self.model_id) == 0
+            if not self.complete and changelog.missing_images(session, self.model_id) == 0:
+                # Every image had a vector when counted, but entries committed since this
+                # sync's catch-up (a reindex still writing) are not in the shards yet: apply
+                # them first, so that ready means the index holds every image.
+                self.complete = self._catch_up(session) >= 0
                 due_beat = due_beat or self.complete  # report readiness at once
             if due_beat:
                 self._last_beat = now
