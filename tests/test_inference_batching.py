@@ -23,8 +23,11 @@ class CountingEncoder:
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(image_size=32))
     batches: list[int] = field(default_factory=list)
     delay_s: float = 0.0
+    gate: threading.Event | None = None  # the first pass waits for it (others queue meanwhile)
 
     def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
+        if self.gate is not None and not self.batches:
+            self.gate.wait(5)
         time.sleep(self.delay_s)
         self.batches.append(len(batch))
         return np.ones((len(batch), 4), dtype=np.float32)
@@ -82,14 +85,7 @@ def test_concurrent_requests_share_forward_passes() -> None:
 def test_requests_queued_behind_a_busy_model_go_in_one_pass() -> None:
     async def scenario() -> list[int]:
         gate = threading.Event()
-        encoder = CountingEncoder()
-        original = encoder.embed_pixels
-
-        def slow_first(batch: np.ndarray) -> np.ndarray:
-            gate.wait(5)  # the first pass blocks until the others are queued
-            return original(batch)
-
-        encoder.embed_pixels = slow_first  # type: ignore[method-assign]
+        encoder = CountingEncoder(gate=gate)
         runtime = Inference(encoder, 10**8, max_batch=32, batch_wait_ms=0)
         runtime.start()
         try:
@@ -151,14 +147,7 @@ def test_classify_one_runs_alone_in_one_call_on_the_model_thread() -> None:
 def test_searches_of_one_batch_are_grouped_by_key_and_fail_apart() -> None:
     async def scenario() -> tuple[list[object], list[int]]:
         gate = threading.Event()
-        encoder = CountingEncoder()
-        original = encoder.embed_pixels
-
-        def slow_first(batch: np.ndarray) -> np.ndarray:
-            gate.wait(5)  # the first pass blocks until the others are queued
-            return original(batch)
-
-        encoder.embed_pixels = slow_first  # type: ignore[method-assign]
+        encoder = CountingEncoder(gate=gate)
         runtime = Inference(encoder, 10**8, max_batch=32, batch_wait_ms=0)
         runtime.start()
         a, b, broken = RowCounter("a"), RowCounter("b"), RowCounter("c", fail=True)
