@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from app import changelog
 from app.db.memberships import add_memberships, drop_memberships
 from app.db.models import Embedding, Product, ReferenceImage
-from app.encoder.views import VIEW_BITS, vector_id
+from app.encoder.views import vector_id
 from app.index.image_owners import Match, head_reached
 from app.index.shards import ShardSet
 from app.index.stored_vectors import encode_vector
@@ -210,9 +210,11 @@ class Catalogue:
             parts = []  # (shard per vector, vector ids, vectors)
             for sha, row in rows.items():
                 shard = shard_of(row.id, self.shard_capacity)
-                ids, vectors = fresh[sha].vectors(row.id)
-                codes = [int(c) for c in ids[1:] & ((1 << VIEW_BITS) - 1)]
-                session.add_all(embedding_rows(row.id, shard, self.model_id, vectors, codes))
+                image = fresh[sha]
+                ids, vectors = image.vectors(row.id)
+                session.add_all(
+                    embedding_rows(row.id, shard, self.model_id, vectors, image.view_codes)
+                )
                 parts.append((np.full(len(ids), shard, np.int64), ids, vectors))
             session.flush()
             if before_commit is not None:

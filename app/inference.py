@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -138,19 +137,16 @@ class Inference:
         )
 
     async def embed(self, pixels: list[np.ndarray]) -> np.ndarray:
-        vectors: np.ndarray = await self._submit(_Job(pixels, self._future()))
+        vectors: np.ndarray = await self._submit(pixels, None)
         return vectors
 
     async def embed_then(self, pixels: list[np.ndarray], then: AfterForward[R]) -> list[R]:
         """`then(vectors)` of these pixels, run on the model thread after their forward pass."""
-        results: list[R] = await self._submit(_Job(pixels, self._future(), then))
+        results: list[R] = await self._submit(pixels, then)
         return results
 
-    @staticmethod
-    def _future() -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
-
-    async def _submit(self, job: _Job) -> Any:
+    async def _submit(self, pixels: list[np.ndarray], then: AfterForward[Any] | None) -> Any:
+        job = _Job(pixels, asyncio.get_running_loop().create_future(), then)
         self.queue.put_nowait(job)
         self.arrivals.set()
         return await job.future
@@ -244,13 +240,11 @@ class Inference:
         for job in jobs:
             outcomes.append(vectors[start : start + len(job.pixels)])
             start += len(job.pixels)
-        groups: dict[Hashable, list[int]] = defaultdict(list)
+        groups: dict[Hashable, tuple[AfterForward[Any], list[int]]] = {}
         for i, job in enumerate(jobs):
             if job.then is not None:
-                groups[job.then.key].append(i)
-        for members in groups.values():
-            then = jobs[members[0]].then
-            assert then is not None
+                groups.setdefault(job.then.key, (job.then, []))[1].append(i)
+        for then, members in groups.values():
             try:
                 results = then(np.concatenate([outcomes[i] for i in members]))
             except Exception as exc:

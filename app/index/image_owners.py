@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Bound on remembered images (~100 bytes each): past it the memory is dropped and refilled.
 MAX_OWNERS = 2_000_000
@@ -65,6 +65,12 @@ class ImageOwners:
             self._owners.clear()
 
 
+@dataclass
+class _Read:
+    future: Future[int] = field(init=False)  # set once submitted
+    started: float | None = None  # monotonic; None while queued
+
+
 class LogHeadReads:
     """Reads of the change log's last sequence number on a thread of their own, shared by the
     requests that arrive while one waits to start: at most one runs and one waits."""
@@ -74,31 +80,30 @@ class LogHeadReads:
         self._close = close
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-head")
         self._lock = threading.Lock()
-        self._latest: tuple[Future[int], list[float]] | None = None
+        self._latest: _Read | None = None
 
     def after(self, moment: float) -> Future[int]:
         """A read that starts no earlier than `moment` (`time.monotonic()`)."""
         with self._lock:
-            if self._latest is not None:
-                future, started = self._latest
-                if not started or started[0] >= moment:
-                    return future  # still queued, or began after `moment`: it qualifies
-            started = []
+            latest = self._latest
+            if latest is not None and (latest.started is None or latest.started >= moment):
+                return latest.future  # still queued, or began after `moment`: it qualifies
+            read = _Read()
 
             def timed_read() -> int:
-                started.append(time.monotonic())
+                read.started = time.monotonic()
                 return self._read()
 
-            future = self._pool.submit(timed_read)
-            self._latest = (future, started)
-            return future
+            read.future = self._pool.submit(timed_read)
+            self._latest = read
+            return read.future
 
     def close(self) -> None:
         """Stop; `close` runs on the reading thread, after a read in progress (never waited
         for: during a database outage one may hang until its connect timeout)."""
         with self._lock:
             if self._latest is not None:
-                self._latest[0].cancel()  # if not started yet
+                self._latest.future.cancel()  # if not started yet
             self._pool.submit(self._close)
             self._pool.shutdown(wait=False)
 
