@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import catalogues, classify, health, products, references
 from app.api.console import install_console
+from app.api.image_only import ImageOnlyClassify
 from app.api.openapi import allowed_methods, contract_openapi
 from app.catalogue import Catalogue
 from app.db.migrate import open_database
@@ -32,6 +33,7 @@ from app.middleware import (
     ConcurrencyLimitMiddleware,
     MetricsMiddleware,
 )
+from app.requests_in_flight import RequestsInFlight
 from app.scopes import ScopeResolver
 from app.services import Services
 from app.settings import Settings
@@ -40,7 +42,9 @@ from app.storage.blobs import FileBlobStore
 log = logging.getLogger("retailklip")
 
 
-def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
+def build_services(
+    settings: Settings, metrics: ServiceMetrics, in_flight: RequestsInFlight
+) -> Services:
     """Blocking start-up: schema, model (with warm-up), shards from files or SQL."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(settings.resolved_database_url, settings.auto_migrate)
@@ -74,7 +78,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     )
     scopes = ScopeResolver(session_factory, encoder.model_id)
     return Services(
-        settings, engine, session_factory, encoder, inference, shards, catalogue, scopes
+        settings, engine, session_factory, encoder, inference, shards, catalogue, scopes, in_flight
     )
 
 
@@ -99,10 +103,11 @@ async def keep_shards_in_step(services: Services) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = ServiceMetrics()
+    in_flight = RequestsInFlight()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await run_in_threadpool(build_services, settings, metrics)
+        services = await run_in_threadpool(build_services, settings, metrics, in_flight)
         services.inference.start()
         syncer = asyncio.create_task(keep_shards_in_step(services))
         app.state.services = services
@@ -179,8 +184,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = lambda: contract_openapi(app, settings)  # type: ignore[method-assign]
 
     # Outermost last: metrics see every answer, keys are checked before the body is read, a
-    # refused request's body is drained under the size cap.
-    app.add_middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_concurrency)
+    # refused request's body is drained under the size cap; innermost, the hot path's answer.
+    app.add_middleware(ImageOnlyClassify, route=classify.declared_route())
+    app.add_middleware(
+        ConcurrencyLimitMiddleware, max_in_flight=settings.max_concurrency, in_flight=in_flight
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import ServiceMetrics
+from app.requests_in_flight import RequestsInFlight
 
 
 class ApiKeyMiddleware:
@@ -129,16 +130,16 @@ class ConcurrencyLimitMiddleware:
 
     OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
-    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+    def __init__(self, app: ASGIApp, max_in_flight: int, in_flight: RequestsInFlight) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
-        self.in_flight = 0  # one event loop: no lock needed
+        self.in_flight = in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
+        if self.in_flight.count >= self.max_in_flight:
             while True:
                 message = await receive()
                 if message["type"] != "http.request" or not message.get("more_body", False):
@@ -148,11 +149,11 @@ class ConcurrencyLimitMiddleware:
             await send(start)
             await send(body)
             return
-        self.in_flight += 1
+        self.in_flight.enter()
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.in_flight.leave()
 
 
 class MetricsMiddleware:

@@ -11,6 +11,7 @@ from app.catalogue import Catalogue
 from app.encoder.loading import ServingEncoder
 from app.index.shards import ShardSet
 from app.inference import Inference
+from app.requests_in_flight import RequestsInFlight
 from app.scopes import ScopeResolver
 from app.settings import Settings
 
@@ -25,3 +26,4 @@ class Services:
     shards: ShardSet
     catalogue: Catalogue
     scopes: ScopeResolver
+    in_flight: RequestsInFlight

@@ -188,8 +188,9 @@ def test_classify_returns_distinct_skus_best_first(client: httpx.Client) -> None
 
 
 def test_the_image_only_shortcut_answers_as_the_declared_route(client: httpx.Client) -> None:
-    """`POST /classify` with just `image` skips FastAPI's parameter machinery (ClassifyRoute);
-    with any other field or query parameter it takes the declared route. Same answers."""
+    """`POST /classify` with just `image` is answered beneath FastAPI (app/api/image_only.py);
+    with any other field or query parameter, or a fault, by the declared route. Same answers,
+    through a real server (tests/test_image_only.py shows which path answered)."""
     assert (
         register(client, "short-kiwi", [ICONIC / "Fruit/Kiwi/Kiwi_Iconic.jpg"]).status_code == 201
     )

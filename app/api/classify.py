@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 from fastapi.routing import APIRoute
-from starlette.datastructures import UploadFile as FormFile  # what forms hold
 
-from app.api.deps import ServicesDep, get_services
+from app.api.deps import ServicesDep
 from app.api.schemas import (
     BatchClassifyResult,
     ClassifyResult,
@@ -23,7 +21,7 @@ from app.api.schemas import (
     RegionsResult,
     errors,
 )
-from app.api.scope import ScopeDep, allowed_ids, search_scope
+from app.api.scope import ScopeDep, allowed_ids
 from app.api.uploads import decode_all, read_all
 from app.boxes import BoxError, parse_boxes
 from app.encoder.preprocess import ImageDecodeError
@@ -163,55 +161,30 @@ async def classify(
     payloads = await read_all([image], "image", 1)
     if boxes is not None:
         return await _classify_regions(services, payloads[0], boxes, options, scope)
-    return await _classify_one(services, payloads[0], options, scope)
+    return await classify_image(services, payloads[0], options, scope)
 
 
-async def _classify_one(
+async def classify_image(
     services: Services, data: bytes, options: ClassifyOptions, scope: Scope
 ) -> ClassifyResult:
+    """One photo's verdict, for the declared route and for its image-only fast path
+    (app/api/image_only.py); faults are HTTPExceptions worded as the contract says."""
     searchable = await _searchable(services, scope)
     try:
-        # One hop when the model is idle: decode, forward and lookup on the model thread.
         search = VerdictSearch(services, options, searchable)
-        verdict = await services.inference.classify_one(data, search)
+        alone = await services.in_flight.one_at_a_time()
+        verdict = await services.inference.classify_one(data, search, alone)
         return ClassifyResult.of(verdict)
     except ImageDecodeError as exc:
         raise HTTPException(exc.status, f"image: {exc}") from exc
 
 
-class ClassifyRoute(APIRoute):
-    """`POST /classify` as declared by `classify` (its signature is the contract: OpenAPI, and
-    every request with options, a scope, boxes or a fault), with one shortcut: a request whose
-    form holds just the `image` file, and no query string, skips FastAPI's dependency solving
-    and field validation (~0.85 ms a request measured, a tenth of the encoder's own time) and
-    gets the same answer from the same code with the same defaults."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        declared = super().get_route_handler()
-
-        async def handler(request: Request) -> Response:
-            content_type = request.headers.get("content-type", "")
-            if request.url.query or not content_type.startswith("multipart/form-data"):
-                return await declared(request)
-            try:
-                form = await request.form()  # kept on the request: `declared` reuses it
-            except HTTPException:
-                raise
-            except Exception as exc:  # as FastAPI words a body it cannot parse
-                raise HTTPException(400, "There was an error parsing the body") from exc
-            items = form.multi_items()
-            if len(items) != 1 or items[0][0] != "image" or not isinstance(items[0][1], FormFile):
-                return await declared(request)
-            try:
-                services = await get_services(request)
-                options = await classify_options(services)  # the declared defaults
-                data = await items[0][1].read()
-                result = await _classify_one(services, data, options, await search_scope())
-            finally:
-                await form.close()
-            return JSONResponse(result.model_dump(mode="json"))
-
-        return handler
+def declared_route() -> APIRoute:
+    """The `POST /classify` route `classify` declares."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.endpoint is classify:
+            return route
+    raise LookupError("POST /classify is not routed")
 
 
 router.add_api_route(
@@ -220,7 +193,6 @@ router.add_api_route(
     methods=["POST"],
     operation_id="classify",
     responses=errors(400, 404, 413, 415, 422, 503),
-    route_class_override=ClassifyRoute,
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -87,7 +86,10 @@ class ClassifyResult(BaseModel):
     @classmethod
     def of(cls, verdict: Verdict) -> ClassifyResult:
         return cls(
-            matches=[MatchOut(**asdict(hit)) for hit in verdict.matches],
+            matches=[
+                MatchOut(sku=h.sku, name=h.name, score=h.score, image_id=h.image_id)
+                for h in verdict.matches
+            ],
             unknown=verdict.unknown,
             model=verdict.model,
         )
