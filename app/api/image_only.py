@@ -2,11 +2,11 @@
 
 Nearly every call a checkout or shelf camera makes is a form holding one `image` file, no other
 field, no query string. For those, FastAPI's exception layer, routing, request object, form
-parser, dependency solving and field validation cost about 0.5 ms of a ~10 ms request on a CPU
-(measured with `bench/latency.py`), and issue 10 allows the whole service 20% over the encoder.
-`ImageOnlyClassify` answers them itself, with the code and defaults of the declared route
-(`app.api.classify`), inside the service's own middleware (keys, body cap, concurrency cap and
-metrics apply as to any request).
+parser (a spooled temporary file per upload), dependency solving and field validation are a
+measurable part of what a request costs beyond the encoder (issue 10 allows 20%; README, "Where
+the time of `POST /classify` goes"). `ImageOnlyClassify` answers them itself, with the code and
+defaults of the declared route (`app.api.classify`), inside the service's own middleware (keys,
+body cap, concurrency cap and metrics apply as to any request).
 
 Everything else goes to the app untouched. The middleware answers only what it is sure of: a
 form it does not recognise as exactly that, and any request it cannot answer with 200 (a bad
