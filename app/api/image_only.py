@@ -19,17 +19,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fastapi.routing import APIRoute
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.responses import Response
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.classify import classify_image, classify_options
 from app.scopes import Scope as SearchScope
 from app.services import Services
 
-PATH = "/classify"
 FIELD = b"image"
 
 
@@ -115,17 +114,18 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 class ImageOnlyClassify:
     """ASGI middleware, innermost of the service's: see the module's docstring. `route` is the
-    declared `POST /classify` route, set on the scope as the router would (metrics label by it)."""
+    declared `POST /classify` route: its path and method are what is taken here, and it is set
+    on the scope as the router would (metrics label by it)."""
 
-    def __init__(self, app: ASGIApp, route: BaseRoute) -> None:
+    def __init__(self, app: ASGIApp, route: APIRoute) -> None:
         self.app = app
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
-            or scope["path"] != PATH
-            or scope["method"] != "POST"
+            or scope["path"] != self.route.path
+            or scope["method"] not in (self.route.methods or ())
             or scope["query_string"]
         ):
             await self.app(scope, receive, send)
@@ -153,8 +153,10 @@ class ImageOnlyClassify:
 
     async def _answer(self, scope: Scope, content_type: bytes, body: bytes) -> Response | None:
         services: Services | None = getattr(scope["app"].state, "services", None)
+        if services is None:  # not started: the declared route says so
+            return None
         data = image_only(content_type, body)
-        if services is None or data is None:
+        if data is None:
             return None
         try:
             options = await classify_options(services)  # the declared defaults
