@@ -152,22 +152,15 @@ class Inference:
         self.arrivals.set()
         return await job.future
 
-    async def classify_one(self, data: bytes, then: AfterForward[R], alone: bool = False) -> R:
+    async def classify_one(self, data: bytes, then: AfterForward[R]) -> R:
         """Decode and embed one upload, then `then(vectors)` (search + lookup). Raises
         ImageDecodeError as `decode` does.
 
         With the model idle and no other upload on its way, there is nothing to batch with, so
-        all of it runs as one call, not through the queue:
-        - `alone` (the caller knows the process serves one request at a time): right here, on
-          the event loop. Blocking the loop for one request delays nobody, and it saves the hop
-          to the model thread and back, whose two thread wake-ups cost ~0.5 ms a request on a
-          2-core VM (`bench/latency.py`);
-        - otherwise on the model thread: one hop instead of two, and the loop stays free for
-          the requests around it (run inline under concurrency 8, throughput fell by a third).
-        When the model is busy: the shared batched path."""
+        all of it (decode, forward, search and naming the hits) runs as one call on the model
+        thread, not through the queue: one hop instead of two, and the event loop never runs
+        the forward pass or the SQL lookup. When the model is busy: the shared batched path."""
         if self.busy == 0 and self.decoding == 0 and self.queue.empty():
-            if alone:
-                return self._alone(data, then)
             self.busy += 1
             try:
                 loop = asyncio.get_running_loop()

@@ -18,7 +18,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import catalogues, classify, health, products, references
 from app.api.console import install_console
-from app.api.image_only import ImageOnlyClassify
 from app.api.openapi import allowed_methods, contract_openapi
 from app.catalogue import Catalogue
 from app.db.migrate import open_database
@@ -184,8 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = lambda: contract_openapi(app, settings)  # type: ignore[method-assign]
 
     # Outermost last: metrics see every answer, keys are checked before the body is read, a
-    # refused request's body is drained under the size cap; innermost, the hot path's answer.
-    app.add_middleware(ImageOnlyClassify, route=classify.declared_route())
+    # refused request's body is drained under the size cap.
     app.add_middleware(
         ConcurrencyLimitMiddleware, max_in_flight=settings.max_concurrency, in_flight=in_flight
     )

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     # Degraded views stored as extra vectors per reference image: "auto" (what the model's
     # checkpoint recommends), "none", or names from app/encoder/views.py ("thumb48,blur").
     reference_views: str = "auto"
-    # Issue 9: regions per /classify, catalogues per product, and the cosine over which a new
+    # Regions per /classify, catalogues per product, and the cosine over which a new
     # reference is reported as a near-duplicate of another product's.
     max_boxes: int = 16
     max_catalogues_per_product: int = 64

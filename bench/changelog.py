@@ -1,4 +1,4 @@
-"""Change-log sync and float16 vectors in SQL, measured (issue 8, items 2-4).
+"""Change-log sync and float16 vectors in SQL, measured.
 
     python bench/changelog.py sync --refs 100000          # PostgreSQL, vs 7df9e60
     python bench/changelog.py accuracy --model retailklip-lite0-shelf --per-class 5

@@ -35,6 +35,7 @@ from app.db.memberships import bump_catalogue_epoch  # noqa: E402
 from app.db.migrate import open_database  # noqa: E402
 from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage  # noqa: E402
 from app.db.session import make_session_factory  # noqa: E402
+from app.encoder.views import vector_id  # noqa: E402
 from app.index.shards import ShardSet  # noqa: E402
 from app.scopes import Scope, ScopeResolver, parse_filter  # noqa: E402
 from tests.support.databases import create_pg_database, drop_pg_database  # noqa: E402
@@ -62,7 +63,7 @@ def index_rows(n: int, rng: np.random.Generator, repeat: int) -> list[str]:
         ids = np.arange(start + 1, min(n, start + SHARD_CAPACITY) + 1, dtype=np.int64)
         vectors = rng.standard_normal((len(ids), DIM), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        shards.apply_added(start // SHARD_CAPACITY, seq, ids << 3, vectors)
+        shards.apply_added(start // SHARD_CAPACITY, seq, vector_id(ids), vectors)
     query = rng.standard_normal((1, DIM), dtype=np.float32)
     query /= np.linalg.norm(query)
     k = 64  # what /classify asks for: max(top_k * 8, 64) per vector of an image

@@ -219,7 +219,6 @@ def serve_instrumented() -> None:
     from fastapi.responses import JSONResponse
 
     import app.api.classify as classify_module
-    import app.api.image_only as image_only_module
     import app.inference as inference_module
     from app.catalogue import Catalogue
     from app.encoder.onnx_graph import GraphEncoder
@@ -276,13 +275,6 @@ def serve_instrumented() -> None:
             "classify_vectors await (incl. hop)", classify_module.run_in_threadpool
         )
     classify_module.read_all = timed_async("read upload", classify_module.read_all)
-    # The image-only fast path (app/api/image_only.py) parses the form and calls the route's code.
-    image_only_module.image_only = timed(
-        "multipart parse (fast path)", image_only_module.image_only
-    )
-    image_only_module.classify_image = timed_async(
-        "classify_image await (fast path)", image_only_module.classify_image
-    )
     endpoint = classify_module.classify
     endpoint_marks: list[float] = []
 

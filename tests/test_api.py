@@ -187,10 +187,9 @@ def test_classify_returns_distinct_skus_best_first(client: httpx.Client) -> None
     assert batch["results"][1]["matches"][0]["sku"] == "cls-banana"
 
 
-def test_the_image_only_shortcut_answers_as_the_declared_route(client: httpx.Client) -> None:
-    """`POST /classify` with just `image` is answered beneath FastAPI (app/api/image_only.py);
-    with any other field or query parameter, or a fault, by the declared route. Same answers,
-    through a real server (tests/test_image_only.py shows which path answered)."""
+def test_an_image_alone_answers_as_with_explicit_options(client: httpx.Client) -> None:
+    """`POST /classify` with just `image` answers as with the defaults spelled out, in the
+    form or in the query, and faults are worded the same either way, through a real server."""
     assert (
         register(client, "short-kiwi", [ICONIC / "Fruit/Kiwi/Kiwi_Iconic.jpg"]).status_code == 201
     )

@@ -1,4 +1,4 @@
-"""Issue 9 through a real uvicorn process, on SQLite and PostgreSQL: catalogues, metadata
+"""Through a real uvicorn process, on SQLite and PostgreSQL: catalogues, metadata
 filters inside the search, boxes, reference images over HTTP, near-duplicates, similar."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.encoder.views import vector_id
 from app.index.shards import ShardSet
 from app.index.stored_vectors import as_stored
 from tests.image_factory import jpeg
@@ -262,8 +263,8 @@ def test_filtered_search_returns_top_k_even_when_the_filter_keeps_few(tmp_path: 
     vectors = rng.normal(size=(2000, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     image_ids = np.arange(1, 2001, dtype=np.int64)
-    shards.apply_added(0, 1, image_ids << 3, vectors)
-    shards.apply_added(0, 2, (image_ids << 3) | 1, vectors)  # a derived view per image
+    shards.apply_added(0, 1, vector_id(image_ids), vectors)
+    shards.apply_added(0, 2, vector_id(image_ids, 1), vectors)  # a derived view per image
     query = vectors[:1]
     order = np.argsort(-(vectors @ query[0]))
     allowed = image_ids[order[-20:]]  # 1% of the catalogue, the 20 worst matches

@@ -144,33 +144,6 @@ def test_classify_one_runs_alone_in_one_call_on_the_model_thread() -> None:
     assert sorted(set(calls)) == list(range(2, len(batches) + 1))
 
 
-def test_a_request_alone_in_the_process_runs_on_the_event_loop() -> None:
-    """`alone` (no other request in the process): no hop at all while the model is idle; while
-    it is busy, the request still joins the batched path on the model thread."""
-
-    async def scenario() -> tuple[str, RowCounter, list[int]]:
-        encoder = CountingEncoder(delay_s=0.2)
-        runtime = Inference(encoder, 10**8, max_batch=32, batch_wait_ms=0)
-        runtime.start()
-        then = RowCounter()
-        try:
-            assert await runtime.classify_one(photos(1)[0], then, alone=True) == 1
-            with pytest.raises(ImageDecodeError, match="not a decodable image"):
-                await runtime.classify_one(b"not an image", then, alone=True)
-            decoded = await runtime.decode(photos(1)[0])
-            busy = asyncio.ensure_future(runtime.embed([decoded.pixels]))
-            await asyncio.sleep(0.05)  # that forward pass holds the model thread
-            await asyncio.gather(busy, runtime.classify_one(photos(1)[0], then, alone=True))
-            return threading.current_thread().name, then, encoder.batches
-        finally:
-            await runtime.stop()
-
-    loop_thread, then, batches = asyncio.run(scenario())
-    assert then.calls[0][0] == loop_thread
-    assert then.calls[1][0].startswith("encoder")
-    assert batches == [1, 1, 1]
-
-
 def test_searches_of_one_batch_are_grouped_by_key_and_fail_apart() -> None:
     async def scenario() -> tuple[list[object], list[int]]:
         gate = threading.Event()

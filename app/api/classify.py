@@ -167,13 +167,11 @@ async def classify(
 async def classify_image(
     services: Services, data: bytes, options: ClassifyOptions, scope: Scope
 ) -> ClassifyResult:
-    """One photo's verdict, for the declared route and for its image-only fast path
-    (app/api/image_only.py); faults are HTTPExceptions worded as the contract says."""
+    """One photo's verdict; faults are HTTPExceptions worded as the contract says."""
     searchable = await _searchable(services, scope)
     try:
         search = VerdictSearch(services, options, searchable)
-        alone = await services.in_flight.one_at_a_time()
-        verdict = await services.inference.classify_one(data, search, alone)
+        verdict = await services.inference.classify_one(data, search)
         return ClassifyResult.of(verdict)
     except ImageDecodeError as exc:
         raise HTTPException(exc.status, f"image: {exc}") from exc

@@ -200,7 +200,7 @@ def _declare_limits(doc: dict[str, Any], settings: Settings) -> None:
 
 
 def _scope_fields(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Issue 9: catalogues, metadata filters and boxes."""
+    """Catalogues, metadata filters and boxes."""
     return {
         "catalogue": CATALOGUE_SCHEMA,
         "catalogues": {

@@ -20,7 +20,7 @@ from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_session_factory
 from app.encoder.loading import load_service_encoder
 from app.encoder.preprocess import decode_image
-from app.encoder.views import VIEW_BITS, degraded_views, view_code
+from app.encoder.views import degraded_views, vector_id, view_code
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
 
@@ -56,11 +56,11 @@ def _store(
         .where(Embedding.model_id == model_id, Embedding.image_id.in_([r.id for _, r in kept]))
         .returning(Embedding.image_id, Embedding.code)
     ).all()
-    touched = [image_id << VIEW_BITS | code for image_id, code in replaced]
+    touched = [int(vector_id(image_id, code)) for image_id, code in replaced]
     for i, row in kept:
         own = vectors[i * per_row : (i + 1) * per_row]
         session.add_all(embedding_rows(row.id, shard_of(row.id, capacity), model_id, own, codes))
-        touched += [row.id << VIEW_BITS | code for code in (0, *codes)]
+        touched += vector_id(row.id, np.array((0, *codes))).tolist()
     session.flush()
     if touched:
         changelog.append(session, model_id, "add", np.unique(np.array(touched, np.int64)))

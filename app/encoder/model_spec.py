@@ -27,7 +27,7 @@ class ModelLoadError(RuntimeError):
 # Checkpoints that ship inside the package, addressable by name.
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
 BUILTIN_CHECKPOINTS = {
-    # The default since issue 7: finetuned to recognise products and stores it never saw.
+    # The default: finetuned to recognise products and stores it never saw.
     "retailklip-lite0-shelf": BUILTIN_DIR / "retailklip-lite0-shelf.safetensors",
     # The first shipped model (strong on the Grocery Store data it was trained on); kept loadable.
     "retailklip-lite0-grocery": BUILTIN_DIR / "retailklip-lite0-grocery.safetensors",

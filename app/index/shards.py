@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from app import changelog
 from app.db.models import Embedding
-from app.encoder.views import VIEW_BITS, image_of
+from app.encoder.views import VIEW_BITS, image_of, vector_id
 from app.index.image_owners import ImageOwners, LogHeadReads
 from app.index.layers import merge
 from app.index.shard_files import Shard, ShardFiles
@@ -162,7 +162,7 @@ class ShardSet:
             # re-reads their rows, so nothing is lost and nothing doubles.
             position = changelog.head(session, self.model_id).last_seq
             for image_ids, codes, shard_nos, halves in self._stream_model(session):
-                ids = (image_ids << VIEW_BITS) | codes
+                ids = vector_id(image_ids, codes)
                 for shard_no in np.unique(shard_nos):
                     mask = shard_nos == shard_no
                     parts[int(shard_no)].append((ids[mask], halves[mask]))
@@ -274,12 +274,12 @@ class ShardSet:
                 )
             ).all()
         wanted = set(vector_ids.tolist())
-        rows = [r for r in rows if (r[0] << VIEW_BITS | r[1]) in wanted]
+        rows = [r for r in rows if int(vector_id(r[0], r[1])) in wanted]
         with self.lock:
             self._remove(vector_ids, seq)
             if rows:
                 image_ids, codes, shard_nos, blobs = zip(*rows, strict=True)
-                ids = (np.array(image_ids, np.int64) << VIEW_BITS) | np.array(codes, np.int64)
+                ids = vector_id(np.array(image_ids), np.array(codes))
                 vectors = decode_vectors(list(blobs), self.dim)
                 # Just removed above: nothing to replace.
                 self._add(self.shards, np.array(shard_nos, np.int64), ids, vectors, seq, False)
