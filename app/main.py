@@ -41,9 +41,7 @@ from app.storage.blobs import FileBlobStore
 log = logging.getLogger("retailklip")
 
 
-def build_services(
-    settings: Settings, metrics: ServiceMetrics, in_flight: RequestsInFlight
-) -> Services:
+def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     """Blocking start-up: schema, model (with warm-up), shards from files or SQL."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(settings.resolved_database_url, settings.auto_migrate)
@@ -77,7 +75,7 @@ def build_services(
     )
     scopes = ScopeResolver(session_factory, encoder.model_id)
     return Services(
-        settings, engine, session_factory, encoder, inference, shards, catalogue, scopes, in_flight
+        settings, engine, session_factory, encoder, inference, shards, catalogue, scopes
     )
 
 
@@ -106,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await run_in_threadpool(build_services, settings, metrics, in_flight)
+        services = await run_in_threadpool(build_services, settings, metrics)
         services.inference.start()
         syncer = asyncio.create_task(keep_shards_in_step(services))
         app.state.services = services

@@ -11,7 +11,6 @@ from app.catalogue import Catalogue
 from app.encoder.loading import ServingEncoder
 from app.index.shards import ShardSet
 from app.inference import Inference
-from app.requests_in_flight import RequestsInFlight
 from app.scopes import ScopeResolver
 from app.settings import Settings
 
@@ -26,4 +25,3 @@ class Services:
     shards: ShardSet
     catalogue: Catalogue
     scopes: ScopeResolver
-    in_flight: RequestsInFlight

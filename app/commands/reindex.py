@@ -56,7 +56,7 @@ def _store(
         .where(Embedding.model_id == model_id, Embedding.image_id.in_([r.id for _, r in kept]))
         .returning(Embedding.image_id, Embedding.code)
     ).all()
-    touched = [int(vector_id(image_id, code)) for image_id, code in replaced]
+    touched = vector_id(*np.array(replaced, np.int64).reshape(-1, 2).T).tolist()
     for i, row in kept:
         own = vectors[i * per_row : (i + 1) * per_row]
         session.add_all(embedding_rows(row.id, shard_of(row.id, capacity), model_id, own, codes))

@@ -273,16 +273,17 @@ class ShardSet:
                     Embedding.image_id.in_(images[start : start + ID_BATCH].tolist()),
                 )
             ).all()
-        wanted = set(vector_ids.tolist())
-        rows = [r for r in rows if int(vector_id(r[0], r[1])) in wanted]
+        if rows:
+            image_ids, codes, shard_nos, blobs = zip(*rows, strict=True)
+            ids = vector_id(np.array(image_ids), np.array(codes))
+            keep = np.isin(ids, vector_ids)  # the image's other views are not this entry's
+            vectors = decode_vectors([b for b, k in zip(blobs, keep, strict=True) if k], self.dim)
+            ids, shards_of_rows = ids[keep], np.array(shard_nos, np.int64)[keep]
         with self.lock:
             self._remove(vector_ids, seq)
-            if rows:
-                image_ids, codes, shard_nos, blobs = zip(*rows, strict=True)
-                ids = vector_id(np.array(image_ids), np.array(codes))
-                vectors = decode_vectors(list(blobs), self.dim)
+            if rows and len(ids):
                 # Just removed above: nothing to replace.
-                self._add(self.shards, np.array(shard_nos, np.int64), ids, vectors, seq, False)
+                self._add(self.shards, shards_of_rows, ids, vectors, seq, False)
             self.position = max(self.position, seq)
 
     def _remove(self, vector_ids: np.ndarray, seq: int) -> None:
