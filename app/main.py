@@ -18,22 +18,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import catalogues, classify, health, products, references
 from app.api.console import install_console
-from app.api.openapi import allowed_methods, contract_openapi
-from app.catalogue import Catalogue
-from app.db.migrate import open_database
-from app.db.session import make_session_factory
-from app.encoder.loading import load_service_encoder
-from app.index.shards import ShardSet
-from app.inference import Inference
-from app.metrics import ServiceMetrics
-from app.middleware import (
+from app.api.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
     MetricsMiddleware,
 )
-from app.requests_in_flight import RequestsInFlight
-from app.scopes import ScopeResolver
+from app.api.openapi import allowed_methods, contract_openapi
+from app.catalogue.products import Catalogue
+from app.db.migrate import open_database
+from app.db.session import make_session_factory
+from app.encoder.loading import load_service_encoder
+from app.index.shards import ShardSet
+from app.recognition.scopes import ScopeResolver
+from app.runtime.inference import Inference
+from app.runtime.metrics import ServiceMetrics
+from app.runtime.requests_in_flight import RequestsInFlight
 from app.services import Services
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore

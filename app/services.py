@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.catalogue import Catalogue
+from app.catalogue.products import Catalogue
 from app.encoder.loading import ServingEncoder
 from app.index.shards import ShardSet
-from app.inference import Inference
-from app.scopes import ScopeResolver
+from app.recognition.scopes import ScopeResolver
+from app.runtime.inference import Inference
 from app.settings import Settings
 
 

@@ -113,7 +113,7 @@ def _seed(url: str, refs: int, capacity: int = CAPACITY) -> int:
 
 
 def run_sync(url: str, refs: int, writes: int, work: Path) -> dict[str, object]:
-    from app.catalogue import Catalogue, NewImage
+    from app.catalogue.products import Catalogue, NewImage
     from app.db.migrate import upgrade_to_head
     from app.db.session import make_engine, make_session_factory
     from app.index.shards import ShardSet

@@ -31,13 +31,13 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.db.memberships import bump_catalogue_epoch  # noqa: E402
+from app.catalogue.memberships import bump_catalogue_epoch  # noqa: E402
 from app.db.migrate import open_database  # noqa: E402
 from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage  # noqa: E402
 from app.db.session import make_session_factory  # noqa: E402
 from app.encoder.views import vector_id  # noqa: E402
 from app.index.shards import ShardSet  # noqa: E402
-from app.scopes import Scope, ScopeResolver, parse_filter  # noqa: E402
+from app.recognition.scopes import Scope, ScopeResolver, parse_filter  # noqa: E402
 from tests.support.databases import create_pg_database, drop_pg_database  # noqa: E402
 
 DIM = 1280
@@ -117,7 +117,8 @@ def sql_part(url: str, label: str, n: int, repeat: int) -> list[str]:
                     for j in range(per)
                 ],
             ).all()
-            # A scope holds the images with a vector of the model (app/scopes.py): one each.
+            # A scope holds the images with a vector of the model (app/recognition/scopes.py):
+            # one each.
             session.execute(
                 insert(Embedding),
                 [

@@ -219,13 +219,13 @@ def serve_instrumented() -> None:
     from fastapi.responses import JSONResponse
 
     import app.api.classify as classify_module
-    import app.inference as inference_module
-    from app.catalogue import Catalogue
+    import app.runtime.inference as inference_module
+    from app.catalogue.products import Catalogue
     from app.encoder.onnx_graph import GraphEncoder
     from app.encoder.torch_encoder import Encoder
     from app.index.shards import ShardSet
-    from app.inference import Inference
     from app.main import create_app
+    from app.runtime.inference import Inference
     from app.settings import Settings
 
     records: dict[str, list[float]] = defaultdict(list)

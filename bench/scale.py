@@ -40,11 +40,11 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.catalogue import Catalogue, NewImage  # noqa: E402
+from app.catalogue.products import Catalogue, NewImage  # noqa: E402
 from app.db.session import make_engine, make_session_factory  # noqa: E402
 from app.index.shards import ShardSet  # noqa: E402
 from app.index.vector_index import IndexConfig  # noqa: E402
-from app.search import MIN_FETCH  # noqa: E402
+from app.recognition.search import MIN_FETCH  # noqa: E402
 from app.storage.blobs import FileBlobStore  # noqa: E402
 from bench.scale_data import GROCERY, MODEL, real_set, replicate  # noqa: E402
 from bench.scale_sql import CODES, bulk_load, fresh_database  # noqa: E402

@@ -9,7 +9,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from app.catalogue import Catalogue, NewImage
+from app.catalogue.products import Catalogue, NewImage
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.index.shards import ShardSet

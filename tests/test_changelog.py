@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from app import changelog
-from app.catalogue import Catalogue, NewImage
-from app.commands.models import run_drop_model
-from app.commands.reindex import _store
+from app.catalogue.products import Catalogue, NewImage
+from app.cli.model_admin import run_drop_model
+from app.cli.reindex import _store
+from app.db import changelog
 from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage
 from app.index.shards import ShardSet
 from app.index.stored_vectors import decode_vectors
-from app.search import classify_vectors
+from app.recognition.search import classify_vectors
 from app.settings import Settings
 from app.storage.blobs import sha256_hex
 from tests.test_storage import DIM, make_catalogue, new_images, unit

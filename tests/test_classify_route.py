@@ -9,13 +9,13 @@ from pathlib import Path
 from fastapi.dependencies.models import Dependant
 
 from app.api.classify import declared_route
-from app.main import create_app
-from app.middleware import (
+from app.api.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
     MetricsMiddleware,
 )
+from app.main import create_app
 from app.settings import Settings
 
 

@@ -421,7 +421,7 @@ def test_dockerignore() -> None:
         "pyproject.toml",
         "README.md",
         "alembic.ini",
-        "app/cli.py",
+        "app/cli/main.py",
         "app/models/retailklip-lite0-grocery.safetensors",
         "app/models/retailklip-lite0-shelf.safetensors",
         "training/__init__.py",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.encoder.preprocess import ImageDecodeError, PreprocessConfig
-from app.inference import Inference
+from app.runtime.inference import Inference
 from app.settings import Settings
 from tests.support.paths import GROCERY
 

@@ -13,7 +13,7 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
-from app.catalogue import Catalogue
+from app.catalogue.products import Catalogue
 from app.db.migrate import alembic_config, upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.encoder.views import vector_id

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from app.catalogue import Catalogue, NewImage
+from app.catalogue.products import Catalogue, NewImage
 from app.db.models import Embedding, ReferenceImage
 from app.encoder.views import (
     VIEWS,

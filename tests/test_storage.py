@@ -12,9 +12,9 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app import catalogue as catalogue_module
-from app import changelog
-from app.catalogue import Catalogue, NewImage, NotFound, ProductExists
+from app.catalogue import products as catalogue_module
+from app.catalogue.products import Catalogue, NewImage, NotFound, ProductExists
+from app.db import changelog
 from app.db.migrate import SchemaOutOfDate, check_at_head, upgrade_to_head
 from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_engine, make_session_factory
@@ -22,7 +22,7 @@ from app.encoder.views import vector_id
 from app.index.image_owners import Match
 from app.index.shards import ShardSet
 from app.index.stored_vectors import decode_vectors
-from app.search import classify_vectors
+from app.recognition.search import classify_vectors
 from app.storage.blobs import FileBlobStore, sha256_hex
 
 DIM = 8
@@ -347,7 +347,7 @@ def test_local_writes_apply_out_of_order_without_duplicates(db_url: str, tmp_pat
 def test_gc_deletes_only_old_unreferenced_blobs(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.commands.gc_blobs import run_gc
+    from app.cli.gc_blobs import run_gc
     from app.settings import Settings
 
     catalogue = make_catalogue(db_url, tmp_path)

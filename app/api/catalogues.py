@@ -11,8 +11,8 @@ from app.api.deps import SessionFactoryDep, SettingsDep
 from app.api.products import _valid_sku
 from app.api.schemas import CatalogueList, CatalogueOut, ErrorDetail, ProductOut, errors
 from app.api.scope import valid_catalogues
-from app.catalogue import NotFound
-from app.product_sets import list_catalogues, set_catalogues
+from app.catalogue.product_sets import list_catalogues, set_catalogues
+from app.catalogue.products import NotFound
 
 router = APIRouter(tags=["catalogues"])
 

@@ -23,10 +23,10 @@ from app.api.schemas import (
 )
 from app.api.scope import ScopeDep, allowed_ids
 from app.api.uploads import decode_all, read_all
-from app.boxes import BoxError, parse_boxes
+from app.encoder.boxes import BoxError, parse_boxes
 from app.encoder.preprocess import ImageDecodeError
-from app.scopes import Scope
-from app.search import Verdict, classify_vectors
+from app.recognition.scopes import Scope
+from app.recognition.search import Verdict, classify_vectors
 from app.services import Services
 
 router = APIRouter(tags=["classify"])
@@ -83,7 +83,7 @@ async def _searchable(services: Services, scope: Scope) -> Searchable:
 @dataclass(frozen=True)
 class VerdictSearch:
     """FAISS search and hit lookup for query vectors, run on the model thread right after their
-    forward pass (app/inference.py); requests of one batch with the same options, scope and
+    forward pass (app/runtime/inference.py); requests of one batch with the same options, scope and
     head read share one call."""
 
     services: Services

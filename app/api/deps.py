@@ -13,10 +13,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from app.catalogue import Catalogue
+from app.catalogue.products import Catalogue
 from app.index.shards import ShardSet
-from app.inference import Inference
-from app.metrics import ServiceMetrics
+from app.runtime.inference import Inference
+from app.runtime.metrics import ServiceMetrics
 from app.services import Services
 from app.settings import Settings
 

@@ -17,8 +17,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.api.middleware import ApiKeyMiddleware
 from app.api.schemas import ERROR_DESCRIPTIONS
-from app.middleware import ApiKeyMiddleware
 from app.settings import Settings
 
 # Formats the decoder takes (app/encoder/preprocess.py); others are refused with 415.

@@ -22,8 +22,8 @@ from app.api.schemas import (
 )
 from app.api.scope import valid_catalogues
 from app.api.uploads import embed_uploads, read_all
-from app.catalogue import NewImage, NotFound, ProductExists, WriteConflict
-from app.hygiene import near_duplicates
+from app.catalogue.products import NewImage, NotFound, ProductExists, WriteConflict
+from app.recognition.hygiene import near_duplicates
 from app.services import Services
 
 router = APIRouter(prefix="/products", tags=["products"])

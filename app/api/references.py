@@ -19,10 +19,10 @@ from app.api.deps import (
 )
 from app.api.products import MAX_ID
 from app.api.schemas import SimilarProduct, SimilarProducts, errors
-from app.catalogue import NotFound
+from app.catalogue.product_sets import find_image, product_vectors
+from app.catalogue.products import NotFound
 from app.encoder.preprocess import decode_image
-from app.hygiene import similar_products
-from app.product_sets import find_image, product_vectors
+from app.recognition.hygiene import similar_products
 
 router = APIRouter(prefix="/products", tags=["products"])
 

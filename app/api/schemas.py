@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from app.db.models import Product
 
 if TYPE_CHECKING:
-    from app.search import Verdict
+    from app.recognition.search import Verdict
 
 
 class ProductOut(BaseModel):

@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import Depends, Form, HTTPException, Query
 from starlette.concurrency import run_in_threadpool
 
-from app.scopes import Scope, ScopeError, parse_filter
+from app.recognition.scopes import Scope, ScopeError, parse_filter
 from app.services import Services
 
 # The sku's alphabet: safe in URLs, file paths and CSV cells.

@@ -6,9 +6,9 @@ import asyncio
 
 from fastapi import HTTPException, UploadFile
 
-from app.catalogue import NewImage
+from app.catalogue.products import NewImage
 from app.encoder.preprocess import ImageDecodeError
-from app.inference import DecodedImage
+from app.runtime.inference import DecodedImage
 from app.services import Services
 
 

@@ -5,7 +5,7 @@ with compact codes above it, trained in the background by `maintain`) whose ids 
 ids: a reference image's id shifted left by `VIEW_BITS`, plus the code of a degraded view (0: the
 image itself; see app/encoder/views.py), so a hit maps back to its image without a lookup.
 
-The set follows the model's change log (app/changelog.py): `position` is the last log entry it
+The set follows the model's change log (app/db/changelog.py): `position` is the last log entry it
 has applied, and a sync applies only the entries after it, re-reading from SQL the rows of the
 vector ids they name. It reads the whole model from SQL only when it starts without files or
 when the entries it needs were pruned. Shard files record the position they contain (in
@@ -28,7 +28,7 @@ import psycopg
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from app import changelog
+from app.db import changelog
 from app.db.models import Embedding
 from app.encoder.views import VIEW_BITS, image_of, vector_id
 from app.index.image_owners import ImageOwners, LogHeadReads
@@ -380,7 +380,7 @@ class ShardSet:
 
     def _bitmap_for(self, allowed: np.ndarray) -> np.ndarray:
         """The FAISS bitmap of an allowed-id array, built once per array: the scope cache
-        (app/scopes.py) hands the same array object to every search until SQL moves."""
+        (app/recognition/scopes.py) hands the same array object to every search until SQL moves."""
         cached = self._bitmap
         if cached is None or cached[0] is not allowed:  # the reference pins the identity
             cached = self._bitmap = (allowed, allowed_bitmap(allowed))

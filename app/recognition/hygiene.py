@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.catalogue import Catalogue
+from app.catalogue.products import Catalogue
 from app.index.image_owners import Match
 from app.index.shards import ShardSet
 

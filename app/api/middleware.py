@@ -10,8 +10,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.metrics import ServiceMetrics
-from app.requests_in_flight import RequestsInFlight
+from app.runtime.metrics import ServiceMetrics
+from app.runtime.requests_in_flight import RequestsInFlight
 
 
 class ApiKeyMiddleware:

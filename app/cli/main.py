@@ -39,28 +39,28 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _reindex(args: argparse.Namespace) -> int:
-    from app.commands.reindex import run_reindex
+    from app.cli.reindex import run_reindex
     from app.settings import Settings
 
     return run_reindex(Settings(), batch_size=args.batch_size)
 
 
 def _models(args: argparse.Namespace) -> int:
-    from app.commands.models import run_models
+    from app.cli.model_admin import run_models
     from app.settings import Settings
 
     return run_models(Settings(), args.live_s)
 
 
 def _drop_model(args: argparse.Namespace) -> int:
-    from app.commands.models import run_drop_model
+    from app.cli.model_admin import run_drop_model
     from app.settings import Settings
 
     return run_drop_model(Settings(), args.model_id, args.live_s, args.force)
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from app.commands.gc_blobs import run_gc
+    from app.cli.gc_blobs import run_gc
     from app.settings import Settings
 
     return run_gc(Settings(), args.grace_hours, args.dry_run)
@@ -80,7 +80,7 @@ def _openapi(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from app.commands.importer import run_import
+    from app.cli.importer import run_import
 
     return run_import(
         args.source,

@@ -14,8 +14,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.catalogue import NotFound
-from app.db.memberships import add_memberships, drop_memberships
+from app.catalogue.memberships import add_memberships, drop_memberships
+from app.catalogue.products import NotFound
 from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage
 from app.index.stored_vectors import decode_vectors
 

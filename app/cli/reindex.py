@@ -13,8 +13,8 @@ from sqlalchemy import Row, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from app import changelog
-from app.catalogue import embedding_rows, shard_of
+from app.catalogue.products import embedding_rows, shard_of
+from app.db import changelog
 from app.db.migrate import open_database
 from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_session_factory

@@ -1,7 +1,8 @@
 """Catalogue membership writes made inside another write's transaction.
 
 Every membership change bumps the one `catalogue_epochs` row in the same transaction, which is
-what invalidates cached search scopes (app/scopes.py) in every process sharing the database.
+what invalidates cached search scopes (app/recognition/scopes.py) in every process sharing the
+database.
 """
 
 from __future__ import annotations

@@ -23,12 +23,12 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from PIL import Image
 
-from app.boxes import Box, pixel_boxes
+from app.encoder.boxes import Box, pixel_boxes
 from app.encoder.loading import ServingEncoder
 from app.encoder.preprocess import decode_image_with_format, eval_pixels
 from app.encoder.views import degraded_views, view_code
 from app.storage.blobs import sha256_hex
-from app.uploaded import UploadedImage
+from app.storage.uploaded import UploadedImage
 
 R = TypeVar("R")
 

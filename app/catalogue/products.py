@@ -14,15 +14,15 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from app import changelog
-from app.db.memberships import add_memberships, drop_memberships
+from app.catalogue.memberships import add_memberships, drop_memberships
+from app.db import changelog
 from app.db.models import Embedding, Product, ReferenceImage
 from app.encoder.views import vector_id
 from app.index.image_owners import Match, head_reached
 from app.index.shards import ShardSet
 from app.index.stored_vectors import encode_vector
 from app.storage.blobs import BlobStore
-from app.uploaded import UploadedImage
+from app.storage.uploaded import UploadedImage
 
 log = logging.getLogger(__name__)
 
