@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from app.encoder.boxes import Box, pixel_boxes
 from app.encoder.loading import ServingEncoder
 from app.encoder.preprocess import decode_image_with_format, eval_pixels
 from app.encoder.views import degraded_views, view_code
+from app.runtime.metrics import stage_hook
 from app.storage.blobs import sha256_hex
 from app.storage.uploaded import UploadedImage
 
@@ -67,6 +69,7 @@ class Inference:
         batch_wait_ms: float,
         on_batch: Callable[[int], None] = lambda size: None,
         reference_views: tuple[str, ...] = (),
+        on_stage: Callable[[str, float], None] | None = None,
     ) -> None:
         self.encoder = encoder
         self.reference_views = reference_views
@@ -77,6 +80,9 @@ class Inference:
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
         self.on_batch = on_batch
+        # Seconds per stage (app/runtime/metrics.py STAGES: decode, forward, search) for
+        # /metrics; unset, the stage histogram that goes with `on_batch`'s metrics, if any.
+        self.on_stage = on_stage if on_stage is not None else stage_hook(on_batch)
         self.decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
         self.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
@@ -101,9 +107,10 @@ class Inference:
         return eval_pixels(image, self.encoder.preprocess)
 
     def _decode(self, data: bytes, with_views: bool) -> DecodedImage:
+        begin = time.perf_counter()
         image, fmt = decode_image_with_format(data, self.max_pixels)
         views = degraded_views(image, self.reference_views) if with_views else []
-        return DecodedImage(
+        decoded = DecodedImage(
             data,
             sha256_hex(data),
             fmt,
@@ -112,6 +119,8 @@ class Inference:
             self._pixels(image),
             tuple(self._pixels(view) for view in views),
         )
+        self.on_stage("decode", time.perf_counter() - begin)
+        return decoded
 
     async def decode(self, data: bytes, with_views: bool = False) -> DecodedImage:
         """Decode and preprocess one upload off the event loop; raises ImageDecodeError.
@@ -127,8 +136,11 @@ class Inference:
             self.arrivals.set()
 
     def _decode_regions(self, data: bytes, boxes: list[Box]) -> list[np.ndarray]:
+        begin = time.perf_counter()
         image, _ = decode_image_with_format(data, self.max_pixels)
-        return [self._pixels(image.crop(r)) for r in pixel_boxes(boxes, *image.size)]
+        crops = [self._pixels(image.crop(r)) for r in pixel_boxes(boxes, *image.size)]
+        self.on_stage("decode", time.perf_counter() - begin)
+        return crops
 
     async def decode_regions(self, data: bytes, boxes: list[Box]) -> list[np.ndarray]:
         """One preprocessed crop per box of the decoded (EXIF-rotated) photo; raises
@@ -172,10 +184,18 @@ class Inference:
 
     def _alone(self, data: bytes, then: AfterForward[R]) -> R:
         # A query needs pixels only: no content hash, no record (this runs on the model thread).
+        begin = time.perf_counter()
         image, _ = decode_image_with_format(data, self.max_pixels)
-        vectors = self.encoder.embed_pixels(self._pixels(image)[None])
+        pixels = self._pixels(image)[None]
+        decoded = time.perf_counter()
+        vectors = self.encoder.embed_pixels(pixels)
+        embedded = time.perf_counter()
         self.on_batch(1)
-        return then(vectors)[0]
+        result = then(vectors)[0]
+        self.on_stage("decode", decoded - begin)
+        self.on_stage("forward", embedded - decoded)
+        self.on_stage("search", time.perf_counter() - embedded)
+        return result
 
     async def _collect(self) -> list[_Job]:
         """The next batch: every queued job (up to `max_batch` images), plus those of uploads
@@ -234,7 +254,9 @@ class Inference:
         """On the model thread: one forward pass for the batch, then each job's `then`, once
         per group of equal keys. Per job: its vectors, its results, or the exception its `then`
         raised (that fails its own requests only)."""
+        begin = time.perf_counter()
         vectors = self.encoder.embed_pixels(batch)
+        self.on_stage("forward", time.perf_counter() - begin)
         self.on_batch(len(batch))
         outcomes: list[Any] = []
         start = 0
@@ -246,12 +268,14 @@ class Inference:
             if job.then is not None:
                 groups.setdefault(job.then.key, (job.then, []))[1].append(i)
         for then, members in groups.values():
+            begin = time.perf_counter()
             try:
                 results = then(np.concatenate([outcomes[i] for i in members]))
             except Exception as exc:
                 for i in members:
                     outcomes[i] = exc
                 continue
+            self.on_stage("search", time.perf_counter() - begin)
             start = 0
             for i in members:
                 count = len(outcomes[i])
