@@ -25,12 +25,16 @@ from app.api.middleware import (
     MetricsMiddleware,
 )
 from app.api.openapi import allowed_methods, contract_openapi
-from app.catalogue.products import Catalogue
+from app.catalogue.products import ProductStore
+from app.catalogue.scope_queries import ScopeQueries
+from app.db.changelog import HeadReader
 from app.db.migrate import open_database
 from app.db.session import make_session_factory
 from app.encoder.loading import load_service_encoder
-from app.index.shards import ShardSet
+from app.recognition.classify import Classifier
+from app.recognition.hit_names import HitNames
 from app.recognition.scopes import ScopeResolver
+from app.runtime.index_sync import IndexSync
 from app.runtime.inference import Inference
 from app.runtime.metrics import ServiceMetrics
 from app.runtime.requests_in_flight import RequestsInFlight
@@ -48,7 +52,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     session_factory = make_session_factory(engine)
     encoder = load_service_encoder(settings)
     log.info("model %s loaded on %s", encoder.model_id, encoder.device)
-    shards = ShardSet(
+    index = IndexSync.open(
         encoder.model_id,
         encoder.embed_dim,
         settings.resolved_shard_dir,
@@ -56,11 +60,9 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
         index_config=settings.index_config,
         log_retention_s=settings.change_log_retention_s,
     )
-    shards.sync(use_files=True)
-    shards.persist_dirty()
-    shards.maintain_in_background()  # ANN training, if due, never delays readiness
-    log.info("index ready: %d vectors in %d shards", shards.size, len(shards.shards))
-    if not shards.complete:
+    index.start()
+    log.info("index ready: %d vectors in %d shards", index.size, len(index.store.shards))
+    if not index.complete:
         log.warning("model %s: reindex incomplete; not ready until it finishes", encoder.model_id)
     inference = Inference(
         encoder,
@@ -70,31 +72,30 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
         on_batch=metrics.batch_size.observe,
         reference_views=settings.resolved_reference_views(encoder.preprocess),
     )
-    catalogue = Catalogue(
-        session_factory, FileBlobStore(settings.resolved_blob_dir), shards, settings.shard_capacity
+    products = ProductStore(
+        session_factory,
+        FileBlobStore(settings.resolved_blob_dir),
+        encoder.model_id,
+        settings.shard_capacity,
+        committed=index.follower,
     )
-    scopes = ScopeResolver(session_factory, encoder.model_id)
+    # The log head is read on a connection of its own (and on a thread of its own).
+    head = HeadReader(engine, encoder.model_id)
+    names = HitNames(index.store, products, head, head.close)
+    scopes = ScopeResolver(ScopeQueries(session_factory, encoder.model_id))
+    classifier = Classifier(index, names, scopes, inference)
     return Services(
-        settings, engine, session_factory, encoder, inference, shards, catalogue, scopes
+        settings,
+        engine,
+        session_factory,
+        encoder,
+        inference,
+        index,
+        products,
+        names,
+        scopes,
+        classifier,
     )
-
-
-async def keep_shards_in_step(services: Services) -> None:
-    """Follow the change log other processes append to; now and then write changed shards."""
-    loop = asyncio.get_running_loop()
-    last_persist = loop.time()
-    while True:
-        await asyncio.sleep(services.settings.sync_interval_s)
-        try:
-            await run_in_threadpool(services.shards.sync)
-            # Off the loop: deciding whether maintenance is due takes the shards' lock.
-            await run_in_threadpool(services.shards.maintain_in_background)
-            # Files only speed up the next start (SQL is the truth), so write them rarely.
-            if loop.time() - last_persist >= services.settings.shard_persist_interval_s:
-                await run_in_threadpool(services.shards.persist_dirty)
-                last_persist = loop.time()
-        except Exception:
-            log.exception("shard sync failed; will retry")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -106,7 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(build_services, settings, metrics)
         services.inference.start()
-        syncer = asyncio.create_task(keep_shards_in_step(services))
+        syncer = asyncio.create_task(
+            services.index.keep_in_step(settings.sync_interval_s, settings.shard_persist_interval_s)
+        )
         app.state.services = services
         try:
             yield
@@ -116,8 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await syncer
             await services.inference.stop()
-            services.shards.head_reads.close()
-            await run_in_threadpool(services.shards.persist_dirty)
+            services.names.close()
+            await run_in_threadpool(services.index.persist_dirty)
             services.engine.dispose()
 
     app = FastAPI(title="RetailKLIP", version="0.1.0", lifespan=lifespan)

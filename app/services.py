@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.catalogue.products import Catalogue
+from app.catalogue.products import ProductStore
 from app.encoder.loading import ServingEncoder
-from app.index.shards import ShardSet
+from app.recognition.classify import Classifier
+from app.recognition.hit_names import HitNames
 from app.recognition.scopes import ScopeResolver
+from app.runtime.index_sync import IndexSync
 from app.runtime.inference import Inference
 from app.settings import Settings
 
@@ -22,6 +24,12 @@ class Services:
     session_factory: sessionmaker[Session]
     encoder: ServingEncoder
     inference: Inference
-    shards: ShardSet
-    catalogue: Catalogue
+    index: IndexSync
+    products: ProductStore
+    names: HitNames
     scopes: ScopeResolver
+    classifier: Classifier
+
+    @property
+    def model_id(self) -> str:
+        return self.index.store.model_id

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.encoder.views import vector_id
-from app.index.shards import ShardSet
 from app.index.stored_vectors import as_stored
+from app.index.vector_ids import vector_id
+from app.runtime.index_sync import IndexSync
 from tests.image_factory import jpeg
 from tests.support.databases import backend_database
 from tests.support.paths import GROCERY
@@ -258,22 +258,22 @@ def test_near_duplicates_are_reported_and_similar_lists_look_alikes(
 
 def test_filtered_search_returns_top_k_even_when_the_filter_keeps_few(tmp_path: Path) -> None:
     """Inside the index: the allowed vectors are the least similar ones, yet all come back."""
-    shards = ShardSet("m", 16, tmp_path, session_factory=None)  # type: ignore[arg-type]
+    shards = IndexSync.open("m", 16, tmp_path, session_factory=None)  # type: ignore[arg-type]
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(2000, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     image_ids = np.arange(1, 2001, dtype=np.int64)
-    shards.apply_added(0, 1, vector_id(image_ids), vectors)
-    shards.apply_added(0, 2, vector_id(image_ids, 1), vectors)  # a derived view per image
+    shards.follower.apply_added(0, 1, vector_id(image_ids), vectors)
+    shards.follower.apply_added(0, 2, vector_id(image_ids, 1), vectors)  # a derived view per image
     query = vectors[:1]
     order = np.argsort(-(vectors @ query[0]))
     allowed = image_ids[order[-20:]]  # 1% of the catalogue, the 20 worst matches
-    scores, ids = shards.search(query, 10, allowed=allowed)
+    scores, ids = shards.store.search(query, 10, allowed=allowed)
     assert set(ids[0]) <= set(allowed) and (ids[0] >= 0).all()
     # The index holds what SQL holds (float16, renormalised), so the scores are of those.
     expected = np.sort(as_stored(vectors[order[-20:]]) @ query[0])[::-1][:5]
     assert np.allclose(scores[0][::2], expected, atol=1e-5)  # each image and its view
-    assert (shards.search(query, 5, allowed=np.array([], np.int64))[1] == -1).all()
+    assert (shards.store.search(query, 5, allowed=np.array([], np.int64))[1] == -1).all()
 
 
 def test_a_catalogue_change_on_one_replica_applies_on_the_next_search_of_another(

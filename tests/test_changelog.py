@@ -13,37 +13,39 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from app.catalogue.products import Catalogue, NewImage
+from app.catalogue.products import NewImage
 from app.cli.model_admin import run_drop_model
 from app.cli.reindex import _store
 from app.db import changelog
 from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage
-from app.index.shards import ShardSet
+from app.index.log_follower import Head
 from app.index.stored_vectors import decode_vectors
 from app.recognition.search import classify_vectors
+from app.runtime.index_sync import IndexSync
 from app.settings import Settings
 from app.storage.blobs import sha256_hex
+from tests.support.replicas import Replica
 from tests.test_storage import DIM, make_catalogue, new_images, unit
 
 
-def index_contents(shards: ShardSet) -> dict[int, np.ndarray]:
+def index_contents(shards: IndexSync) -> dict[int, np.ndarray]:
     """vector id -> vector, over every shard (what a replica would answer from)."""
     out: dict[int, np.ndarray] = {}
-    for shard in shards.shards.values():
+    for shard in shards.store.shards.values():
         ids, vectors = shard.index.contents()
         out.update(zip(ids.tolist(), vectors, strict=True))
     return out
 
 
-def assert_same_index(a: ShardSet, b: ShardSet) -> None:
+def assert_same_index(a: IndexSync, b: IndexSync) -> None:
     left, right = index_contents(a), index_contents(b)
     assert left.keys() == right.keys()
     for key, vector in left.items():
         np.testing.assert_array_equal(vector, right[key])
 
 
-def skus(catalogue: Catalogue, query: np.ndarray) -> list[str]:
-    result = classify_vectors(catalogue.shards, catalogue, query[None], 10, 0.0)[0]
+def skus(catalogue: Replica, query: np.ndarray) -> list[str]:
+    result = classify_vectors(catalogue.shards.store, catalogue.names, query[None], 10, 0.0)[0]
     return [m.sku for m in result.matches]
 
 
@@ -80,14 +82,14 @@ def test_a_replica_that_missed_entries_catches_up_without_rebuilding(
     writer.add_images("p3", new_images(2, "more"))
     assert reader.shards.size == 0 and reader.shards.position == 0
     # Restarted from its files (position 0) or still running: the log brings it up to date.
-    restarted = ShardSet("test-model", DIM, tmp_path / "r" / "shards", reader.session_factory)
+    restarted = IndexSync.open("test-model", DIM, tmp_path / "r" / "shards", reader.session_factory)
     restarted.sync(use_files=True)
     assert reader.shards.sync() == 9  # 6 creates, 2 deletes, 1 add
     for replica in (reader.shards, restarted):
         assert replica.rebuilds == (1 if replica is reader.shards else 0)
         assert replica.position == 9 and replica.size == 6 * 3 - 1 - 3 + 2
         assert_same_index(replica, writer.shards)
-    fresh = ShardSet("test-model", DIM, tmp_path / "fresh", reader.session_factory)
+    fresh = IndexSync.open("test-model", DIM, tmp_path / "fresh", reader.session_factory)
     fresh.sync()  # and what a full rebuild from SQL would hold
     assert_same_index(fresh, reader.shards)
 
@@ -103,7 +105,7 @@ def test_a_replica_behind_the_logs_retention_rebuilds(db_url: str, tmp_path: Pat
     with writer.session_factory() as session:
         assert changelog.prune(session, retention_s=3600) == 0  # all younger than an hour
         assert changelog.prune(session, retention_s=0) == 3
-        assert changelog.head(session, "test-model") == changelog.Head(3, 3)
+        assert changelog.head(session, "test-model") == Head(3, 3)
     assert reader.shards.sync() == 1  # entries 2 and 3 are gone: one rebuild
     assert reader.shards.rebuilds == 2 and reader.shards.size == 4
     writer.add_images("p", new_images(1, "d"))  # and it follows the log again from there
@@ -172,7 +174,7 @@ def test_concurrent_writers_and_a_following_replica_agree_with_sql(
         in_sql = session.scalar(select(func.count()).select_from(Embedding))
     assert seqs == list(range(1, 3 * (8 + 3) + 1))  # gapless
     assert follower.shards.size == in_sql == 3 * (8 * 2 - 3)
-    fresh = ShardSet("test-model", DIM, tmp_path / "fresh", follower.session_factory)
+    fresh = IndexSync.open("test-model", DIM, tmp_path / "fresh", follower.session_factory)
     fresh.sync()
     assert_same_index(follower.shards, fresh)
 
@@ -186,10 +188,10 @@ def test_reindex_to_another_model_leaves_the_old_answers_until_the_switch(
     before = [skus(old, q) for q in queries]
     rebuilds = old.shards.rebuilds
     # A replica on the new model starts before the reindex: it reports not ready.
-    new = Catalogue(
+    new = Replica.of(
         old.session_factory,
         old.blobs,
-        ShardSet("new-model", DIM, tmp_path / "new", old.session_factory),
+        IndexSync.open("new-model", DIM, tmp_path / "new", old.session_factory),
         1000,
     )
     new.shards.sync()
@@ -210,7 +212,7 @@ def test_reindex_to_another_model_leaves_the_old_answers_until_the_switch(
     assert old.shards.rebuilds == rebuilds and old.shards.position == 4
     assert new.shards.size == len(rows) and new.shards.rebuilds == 1
     # The new replica answers from the new vectors; both models' rows are in SQL.
-    _, hits = new.shards.search(new_vectors[5][None], 1)
+    _, hits = new.shards.store.search(new_vectors[5][None], 1)
     assert hits[0, 0] == rows[5].id
     with old.session_factory() as session:
         per_model = dict(
@@ -224,7 +226,7 @@ def test_reindex_to_another_model_leaves_the_old_answers_until_the_switch(
     assert new.shards.sync() == 1 and new.shards.size == 9
     assert all(
         h not in {i.id for i in products[0].images}
-        for h in new.shards.search(new_vectors[:3], 1)[1].ravel()
+        for h in new.shards.store.search(new_vectors[:3], 1)[1].ravel()
     )
     # Dropping the old model is refused while a replica on it reported lately.
     settings = Settings(database_url=db_url, data_dir=tmp_path)

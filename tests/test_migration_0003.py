@@ -13,12 +13,12 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
-from app.catalogue.products import Catalogue
 from app.db.migrate import alembic_config, upgrade_to_head
 from app.db.session import make_engine, make_session_factory
-from app.encoder.views import vector_id
-from app.index.shards import ShardSet
+from app.index.vector_ids import vector_id
+from app.runtime.index_sync import IndexSync
 from app.storage.blobs import FileBlobStore
+from tests.support.replicas import Replica
 
 DIM = 8
 
@@ -116,20 +116,20 @@ def test_0003_moves_0002_data_and_back(db_url: str, tmp_path: Path) -> None:
 
     # A replica of model A builds its index from the migrated rows, views included.
     factory = make_session_factory(engine)
-    shards = ShardSet("A", DIM, tmp_path / "shards", factory)
+    shards = IndexSync.open("A", DIM, tmp_path / "shards", factory)
     shards.sync()
     assert shards.size == 5 and shards.complete is False  # image 4 has no vector of A
-    _, hits = shards.search(vectors[[1, 3, 6]], 1)
+    _, hits = shards.store.search(vectors[[1, 3, 6]], 1)
     assert hits[:, 0].tolist() == [1, 3, 2]  # the view (row 6) finds its image
     # Writes after the migration go through the log, and deletes cascade from images.
-    catalogue = Catalogue(factory, FileBlobStore(tmp_path / "blobs"), shards, 1000)
+    catalogue = Replica.of(factory, FileBlobStore(tmp_path / "blobs"), shards, 1000)
     catalogue.delete_image("sku-1", 2)
     assert shards.size == 2 and shards.position == 1
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM reference_images WHERE id = 4"))
         assert conn.execute(text("SELECT count(*) FROM embeddings")).scalar_one() == 2
     assert vector_id(2, 3) not in [
-        int(i) for s in shards.shards.values() for i in s.index.contents()[0]
+        int(i) for s in shards.store.shards.values() for i in s.index.contents()[0]
     ]
     engine.dispose()
 
@@ -154,7 +154,7 @@ def test_0003_on_an_empty_0002_database(backend: str, make_db_url, tmp_path: Pat
     migrate(url, "0002")
     upgrade_to_head(url)
     engine = make_engine(url)
-    shards = ShardSet("A", DIM, tmp_path / "s", make_session_factory(engine))
+    shards = IndexSync.open("A", DIM, tmp_path / "s", make_session_factory(engine))
     shards.sync()
     assert shards.size == 0 and shards.complete
     engine.dispose()

@@ -11,18 +11,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from app.catalogue.products import Catalogue, NewImage
+from app.catalogue.products import NewImage
 from app.db.models import Embedding, ReferenceImage
-from app.encoder.views import (
-    VIEWS,
-    all_vector_ids,
-    degraded_views,
-    image_of,
-    parse_views,
-    vector_id,
-    view_code,
-)
+from app.encoder.views import MAX_VIEW_CODE, VIEWS, degraded_views, parse_views, view_code
+from app.index import vector_ids
+from app.index.vector_ids import all_vector_ids, image_of, vector_id
 from app.storage.blobs import sha256_hex
+from tests.support.replicas import Replica
 from tests.test_storage import count, make_catalogue, unit
 
 CODES = (view_code("thumb48"), view_code("blur"))
@@ -38,8 +33,8 @@ def with_views(n: int, tag: str) -> list[NewImage]:
     return out
 
 
-def search_one(catalogue: Catalogue, vector: np.ndarray) -> tuple[float, int]:
-    scores, ids = catalogue.shards.search(vector[None].astype(np.float32), 1)
+def search_one(catalogue: Replica, vector: np.ndarray) -> tuple[float, int]:
+    scores, ids = catalogue.shards.store.search(vector[None].astype(np.float32), 1)
     return float(scores[0, 0]), int(ids[0, 0])
 
 
@@ -73,7 +68,7 @@ def test_views_leave_with_their_image_and_product(db_url: str, tmp_path: Path) -
     catalogue.delete_product("p")
     assert count(catalogue, Embedding) == 3 and catalogue.shards.size == 3
     # What is left is exactly the other product's image and its two views.
-    left = catalogue.shards.search(unit(1), 10)[1][0]  # image ids, views folded in
+    left = catalogue.shards.store.search(unit(1), 10)[1][0]  # image ids, views folded in
     assert set(left[left >= 0]) == {other.images[0].id}
     # A replica that loaded before the delete catches up from SQL.
     replica = make_catalogue(db_url, tmp_path / "replica")
@@ -106,3 +101,8 @@ def test_views_are_deterministic_and_parsed_strictly() -> None:
     assert parse_views("none") == () and parse_views("") == ()
     with pytest.raises(ValueError, match="unknown reference view"):
         parse_views("thumb48,sepia")
+
+
+def test_every_view_code_fits_the_vector_id_layout() -> None:
+    assert MAX_VIEW_CODE == vector_ids.MAX_VIEW_CODE
+    assert all(1 <= code <= MAX_VIEW_CODE for code, _ in VIEWS.values())

@@ -12,18 +12,18 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.catalogue import products as catalogue_module
-from app.catalogue.products import Catalogue, NewImage, NotFound, ProductExists
+from app.catalogue.products import NewImage, NotFound, ProductExists, ProductStore
 from app.db import changelog
 from app.db.migrate import SchemaOutOfDate, check_at_head, upgrade_to_head
 from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_engine, make_session_factory
-from app.encoder.views import vector_id
-from app.index.image_owners import Match
-from app.index.shards import ShardSet
 from app.index.stored_vectors import decode_vectors
+from app.index.vector_ids import vector_id
+from app.recognition.hit_names import HitNames, Match
 from app.recognition.search import classify_vectors
+from app.runtime.index_sync import IndexSync
 from app.storage.blobs import FileBlobStore, sha256_hex
+from tests.support.replicas import Replica
 
 DIM = 8
 rng = np.random.default_rng(0)
@@ -43,15 +43,15 @@ def new_images(n: int, tag: str) -> list[NewImage]:
     return out
 
 
-def make_catalogue(url: str, root: Path, capacity: int = 1000) -> Catalogue:
+def make_catalogue(url: str, root: Path, capacity: int = 1000) -> Replica:
     upgrade_to_head(url)
     factory = make_session_factory(make_engine(url))
-    shards = ShardSet("test-model", DIM, root / "shards", factory)
+    shards = IndexSync.open("test-model", DIM, root / "shards", factory)
     shards.sync(use_files=True)
-    return Catalogue(factory, FileBlobStore(root / "blobs"), shards, capacity)
+    return Replica.of(factory, FileBlobStore(root / "blobs"), shards, capacity)
 
 
-def count(catalogue: Catalogue, model: type) -> int:
+def count(catalogue: Replica, model: type) -> int:
     with catalogue.session_factory() as session:
         return session.scalar(select(func.count()).select_from(model)) or 0
 
@@ -78,7 +78,7 @@ def test_register_dedupe_and_search(db_url: str, tmp_path: Path) -> None:
     ids, added = catalogue.add_images("SKU-1", [images[2], *new_images(1, "b")])
     assert added == 1 and ids[0] == product.images[2].id
     assert catalogue.shards.size == 4
-    scores, hits = catalogue.shards.search(images[1].embedding[None], 1)
+    scores, hits = catalogue.shards.store.search(images[1].embedding[None], 1)
     assert hits[0, 0] == product.images[1].id and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ProductExists):
         catalogue.create_product("SKU-1", "again", {}, new_images(1, "c"))
@@ -92,7 +92,7 @@ def test_delete_removes_from_search_at_once(db_url: str, tmp_path: Path) -> None
     keep = catalogue.create_product("keep", "Keep", {}, new_images(2, "k"))
     gone = catalogue.create_product("gone", "Gone", {}, new_images(2, "g"))
     catalogue.delete_product("gone")
-    _, hits = catalogue.shards.search(unit(1), 10)
+    _, hits = catalogue.shards.store.search(unit(1), 10)
     assert set(hits[0][hits[0] >= 0]) == {i.id for i in keep.images}
     catalogue.delete_image("keep", keep.images[0].id)
     assert catalogue.shards.size == 1
@@ -110,7 +110,7 @@ def test_a_failed_write_leaves_nothing(
     def explode(*args: object, **kwargs: object) -> dict[int, int]:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(catalogue_module.changelog, "append", explode)
+    monkeypatch.setattr(changelog, "append", explode)
     with pytest.raises(RuntimeError):
         catalogue.create_product("second", "Second", {}, new_images(2, "s"))
     with pytest.raises(RuntimeError):
@@ -118,7 +118,7 @@ def test_a_failed_write_leaves_nothing(
     assert count(catalogue, Product) == 1 and count(catalogue, ReferenceImage) == 1
     assert catalogue.shards.size == 1
     monkeypatch.undo()
-    fresh = ShardSet("test-model", DIM, tmp_path / "other", catalogue.session_factory)
+    fresh = IndexSync.open("test-model", DIM, tmp_path / "other", catalogue.session_factory)
     fresh.sync()
     assert fresh.size == 1
 
@@ -133,7 +133,7 @@ def test_an_answer_that_cannot_be_read_leaves_nothing_committed(
     def database_gone(*args: object, **kwargs: object) -> Product:
         raise OperationalError("SELECT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(Catalogue, "_get", database_gone)
+    monkeypatch.setattr(ProductStore, "_get", database_gone)
     with pytest.raises(OperationalError):
         catalogue.create_product("late", "Late", {}, new_images(2, "l"))
     monkeypatch.undo()
@@ -152,7 +152,7 @@ def test_a_second_process_follows_sql(db_url: str, tmp_path: Path) -> None:
     assert reader.shards.sync() == 1 and reader.shards.size == 3
     writer.delete_image("p", product.images[0].id)
     # Before the reader syncs, its stale hit is still dropped by the SQL look-up.
-    _, hits = reader.shards.search(images[0].embedding[None], 1)
+    _, hits = reader.shards.store.search(images[0].embedding[None], 1)
     assert hits[0, 0] == product.images[0].id
     assert product.images[0].id not in reader.matches_for(hits[0])
     reader.shards.sync()
@@ -182,15 +182,15 @@ def test_classify_looks_deeper_when_one_product_crowds_the_top(
         writer.create_product(f"other-{i}", f"Other {i}", {}, images)
     reader.shards.sync()
     lookups: list[int] = []
-    matches_for = Catalogue.matches_for
+    matches_for = HitNames.matches_for
 
     def counted(
-        self: Catalogue, image_ids: list[int], head: Future[int] | None = None
+        self: HitNames, image_ids: list[int], head: Future[int] | None = None
     ) -> dict[int, Match]:
         lookups.append(len(list(image_ids)))
         return matches_for(self, image_ids, head)
 
-    monkeypatch.setattr(Catalogue, "matches_for", counted)
+    monkeypatch.setattr(HitNames, "matches_for", counted)
     best_other = sorted(
         (
             (max(float(query @ i.embedding) for i in images), f"other-{n}")
@@ -198,7 +198,7 @@ def test_classify_looks_deeper_when_one_product_crowds_the_top(
         ),
         reverse=True,
     )
-    [verdict] = classify_vectors(reader.shards, reader, query[None], 3, 0.5)
+    [verdict] = classify_vectors(reader.shards.store, reader.names, query[None], 3, 0.5)
     assert [m.sku for m in verdict.matches] == ["crowd"] + [sku for _, sku in best_other[:2]]
     assert [m.score for m in verdict.matches[1:]] == pytest.approx(
         [score for score, _ in best_other[:2]], abs=1e-3
@@ -208,7 +208,7 @@ def test_classify_looks_deeper_when_one_product_crowds_the_top(
     # Deleted through the writer, still in the reader's shards: never returned.
     writer.delete_product("crowd")
     lookups.clear()
-    [verdict] = classify_vectors(reader.shards, reader, query[None], 3, 0.5)
+    [verdict] = classify_vectors(reader.shards.store, reader.names, query[None], 3, 0.5)
     assert [m.sku for m in verdict.matches] == [sku for _, sku in best_other[:3]]
     assert reader.shards.size == 50 and len(lookups) == 2
 
@@ -233,9 +233,11 @@ def test_hits_are_named_from_memory_only_while_the_shards_hold_every_acknowledge
     event.listen(engine, "before_cursor_execute", count_lookups)
 
     def classify() -> list[str]:
-        head = reader.shards.head_reads.after(time.monotonic())
+        head = reader.names.head_after(time.monotonic())
         head.result(10)
-        [verdict] = classify_vectors(reader.shards, reader, query[None], 2, 0.0, head=head)
+        [verdict] = classify_vectors(
+            reader.shards.store, reader.names, query[None], 2, 0.0, head=head
+        )
         return [m.sku for m in verdict.matches]
 
     assert classify() == ["a", "b"] and len(lookups) == 1  # first time: SQL names the hits
@@ -244,9 +246,9 @@ def test_hits_are_named_from_memory_only_while_the_shards_hold_every_acknowledge
     assert classify() == ["b"] and len(lookups) == 2  # the head is past the reader: SQL again
     reader.shards.sync()
     assert classify() == ["b"] and len(lookups) == 2  # caught up: memory again, "a" forgotten
-    [verdict] = classify_vectors(reader.shards, reader, query[None], 2, 0.0)
+    [verdict] = classify_vectors(reader.shards.store, reader.names, query[None], 2, 0.0)
     assert [m.sku for m in verdict.matches] == ["b"] and len(lookups) == 3  # no head: SQL
-    reader.shards.head_reads.close()
+    reader.names.close()
 
 
 def test_ready_only_once_the_shards_hold_every_image(
@@ -254,7 +256,7 @@ def test_ready_only_once_the_shards_hold_every_image(
 ) -> None:
     writer = make_catalogue(db_url, tmp_path / "one")
     writer.create_product("a", "A", {}, new_images(2, "a"))
-    reader = ShardSet("test-model", DIM, tmp_path / "two" / "shards", writer.session_factory)
+    reader = IndexSync.open("test-model", DIM, tmp_path / "two" / "shards", writer.session_factory)
     counted = changelog.missing_images
 
     def a_write_lands_meanwhile(session: Session, model_id: str) -> int:
@@ -277,17 +279,17 @@ def test_shard_files_are_reused_only_when_they_match_sql(db_url: str, tmp_path: 
     files = list((tmp_path / "shards").rglob("*.faiss"))
     assert len(files) == 1 and files[0].name == "shard-000000-v1.faiss"
 
-    restarted = ShardSet("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
+    restarted = IndexSync.open("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
     restarted.sync(use_files=True)
     assert restarted.size == 5 and restarted.rebuilds == 0 and restarted.position == 1
 
     catalogue.add_images("p", new_images(1, "q"))  # SQL moves on: the file replays the log
-    behind = ShardSet("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
+    behind = IndexSync.open("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
     behind.sync(use_files=True)
     assert behind.size == 6 and behind.rebuilds == 0 and behind.position == 2
 
     files[0].write_bytes(b"garbage")  # a torn or corrupted file is rebuilt, not trusted
-    corrupt = ShardSet("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
+    corrupt = IndexSync.open("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
     corrupt.sync(use_files=True)
     assert corrupt.size == 6 and corrupt.rebuilds == 1
 
@@ -297,7 +299,7 @@ def test_shard_files_are_reused_only_when_they_match_sql(db_url: str, tmp_path: 
     with catalogue.session_factory() as session:
         session.query(Embedding).filter(Embedding.image_id == 1).delete()
         session.commit()
-    odd = ShardSet("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
+    odd = IndexSync.open("test-model", DIM, tmp_path / "shards", catalogue.session_factory)
     odd.sync(use_files=True)
     assert odd.size == 5 and odd.rebuilds == 1
 
@@ -309,13 +311,13 @@ def test_many_shards_merge_top_k_like_brute_force(db_url: str, tmp_path: Path) -
     with catalogue.session_factory() as session:
         shard_count = session.scalar(select(func.count(func.distinct(Embedding.shard))))
         rows = session.execute(select(Embedding.image_id, Embedding.vector)).all()
-    assert shard_count == 8 and len(catalogue.shards.shards) == 8  # 54 vectors / 7 per shard
-    assert max(s.index.ntotal for s in catalogue.shards.shards.values()) <= 7
+    assert shard_count == 8 and len(catalogue.shards.store.shards) == 8  # 54 vectors / 7 per shard
+    assert max(s.index.ntotal for s in catalogue.shards.store.shards.values()) <= 7
     ids = np.array([r[0] for r in rows])
     matrix = decode_vectors([r[1] for r in rows], DIM)  # float16 in SQL, unit float32 searched
     queries = unit(20)
     for k in (1, 5, 30, 54, 60):
-        scores, hits = catalogue.shards.search(queries, k)
+        scores, hits = catalogue.shards.store.search(queries, k)
         brute = queries @ matrix.T
         for q in range(len(queries)):
             order = np.argsort(-brute[q])[:k]
@@ -331,14 +333,14 @@ def test_local_writes_apply_out_of_order_without_duplicates(db_url: str, tmp_pat
     assert shards.position == 1
     ids = vector_id(np.array([i.id for i in first.images]))  # shards are keyed by vector id
     vectors = unit(2)
-    shards.apply_added(0, 1, ids, vectors)  # replayed: already applied, ignored
+    shards.follower.apply_added(0, 1, ids, vectors)  # replayed: already applied, ignored
     assert shards.size == 2
     # Another process's write (entry 2) is not applied here; ours (entry 3) arrives first:
     other = make_catalogue(db_url, tmp_path / "other")
     other.add_images("p", new_images(1, "b"))
     catalogue.add_images("p", new_images(1, "c"))
     assert shards.size == 3 and shards.position == 1  # searchable now, gap remembered
-    shards.apply_added(0, 3, ids, vectors)  # an upsert, never a duplicate
+    shards.follower.apply_added(0, 3, ids, vectors)  # an upsert, never a duplicate
     assert shards.size == 3
     assert shards.sync() == 2  # the gap closes from the log: entries 2 and 3
     assert shards.position == 3 and shards.size == 4 and shards.rebuilds == 1

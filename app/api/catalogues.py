@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, Body, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import SessionFactoryDep, SettingsDep
-from app.api.products import _valid_sku
 from app.api.schemas import CatalogueList, CatalogueOut, ErrorDetail, ProductOut, errors
 from app.api.scope import valid_catalogues
+from app.api.types import CatalogueNames, Sku
 from app.catalogue.product_sets import list_catalogues, set_catalogues
 from app.catalogue.products import NotFound
 
@@ -34,11 +34,10 @@ async def get_catalogues(session_factory: SessionFactoryDep) -> CatalogueList:
 async def put_catalogues(
     settings: SettingsDep,
     session_factory: SessionFactoryDep,
-    sku: str,
-    catalogues: Annotated[list[str], Body()],
+    sku: Annotated[Sku, Path()],
+    catalogues: Annotated[CatalogueNames, Body()],
 ) -> ProductOut:
     """Replace the product's catalogues with this JSON list (`[]`: none)."""
-    _valid_sku(sku)
     names = valid_catalogues(catalogues, settings.max_catalogues_per_product)
     try:
         product = await run_in_threadpool(set_catalogues, session_factory, sku, names)

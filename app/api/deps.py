@@ -13,8 +13,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from app.catalogue.products import Catalogue
-from app.index.shards import ShardSet
+from app.catalogue.products import ProductStore
+from app.index.shard_store import ShardStore
+from app.recognition.hit_names import HitNames
 from app.runtime.inference import Inference
 from app.runtime.metrics import ServiceMetrics
 from app.services import Services
@@ -37,16 +38,20 @@ async def get_settings(request: Request) -> Settings:
     return (await get_services(request)).settings
 
 
-async def get_catalogue(request: Request) -> Catalogue:
-    return (await get_services(request)).catalogue
+async def get_products(request: Request) -> ProductStore:
+    return (await get_services(request)).products
 
 
 async def get_inference(request: Request) -> Inference:
     return (await get_services(request)).inference
 
 
-async def get_shards(request: Request) -> ShardSet:
-    return (await get_services(request)).shards
+async def get_shards(request: Request) -> ShardStore:
+    return (await get_services(request)).index.store
+
+
+async def get_names(request: Request) -> HitNames:
+    return (await get_services(request)).names
 
 
 async def get_session_factory(request: Request) -> Callable[[], Session]:
@@ -56,7 +61,8 @@ async def get_session_factory(request: Request) -> Callable[[], Session]:
 ServiceMetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
+ProductsDep = Annotated[ProductStore, Depends(get_products)]
 InferenceDep = Annotated[Inference, Depends(get_inference)]
-ShardsDep = Annotated[ShardSet, Depends(get_shards)]
+ShardsDep = Annotated[ShardStore, Depends(get_shards)]
+NamesDep = Annotated[HitNames, Depends(get_names)]
 SessionFactoryDep = Annotated[Callable[[], Session], Depends(get_session_factory)]

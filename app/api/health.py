@@ -33,9 +33,9 @@ async def readyz(request: Request) -> JSONResponse:
         await run_in_threadpool(ping)
     except Exception:
         return JSONResponse({"detail": "database unavailable"}, status_code=503)
-    if not services.shards.complete:
+    if not services.index.complete:
         # A model switch in progress: answering from a half-built index would lose matches.
-        detail = f"index for model {services.shards.model_id} incomplete: reindex not finished"
+        detail = f"index for model {services.model_id} incomplete: reindex not finished"
         return JSONResponse({"detail": detail}, status_code=503)
     return JSONResponse(
         {
@@ -43,8 +43,8 @@ async def readyz(request: Request) -> JSONResponse:
             "model": services.encoder.model_id,
             "device": str(services.encoder.device),
             "runtime": services.encoder.runtime,
-            "index_vectors": services.shards.size,
-            "shards": len(services.shards.shards),
+            "index_vectors": services.index.size,
+            "shards": len(services.index.store.shards),
         }
     )
 
@@ -58,8 +58,8 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request, metrics: ServiceMetricsDep) -> PlainTextResponse:
     services = getattr(request.app.state, "services", None)
     if services is not None:
-        metrics.index_size.set(services.shards.size)
-        metrics.index_shards.set(len(services.shards.shards))
-        metrics.shard_rebuilds.set(services.shards.rebuilds)
-        metrics.log_position.set(services.shards.position)
+        metrics.index_size.set(services.index.size)
+        metrics.index_shards.set(len(services.index.store.shards))
+        metrics.shard_rebuilds.set(services.index.rebuilds)
+        metrics.log_position.set(services.index.position)
     return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

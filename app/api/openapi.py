@@ -1,11 +1,11 @@
 """The OpenAPI document as the real contract.
 
-FastAPI's generated document knows the routes and bodies; this adds what the server really does
-and FastAPI cannot see: the one error model (`{"detail": "<string>"}`, never FastAPI's 422 array),
-the limits checked in code (sku pattern, name length, `top_k` range, images per request), the
-content types of uploads, the API-key scheme when keys are configured, and links between
-operations (for clients and for stateful fuzzing). Limits come from the settings of this process,
-so the document served is the one this deployment enforces.
+FastAPI generates the routes, the bodies and each field's schema, from the fields' types
+(app/api/types.py): limits that are settings come from the settings of this process, so the
+document served is the one this deployment enforces. This adds what FastAPI cannot express: the
+one error model (`{"detail": "<string>"}`, never FastAPI's 422 array), where the media types the
+types name go (multipart `encoding`, a JSON-text query parameter's `content`), the API-key scheme
+when keys are configured, and links between operations (for clients and for stateful fuzzing).
 """
 
 from __future__ import annotations
@@ -16,57 +16,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter
 
 from app.api.middleware import ApiKeyMiddleware
 from app.api.schemas import ERROR_DESCRIPTIONS
+from app.api.types import MEDIA_TYPE, BoxesText, ImageUpload, ImageUploads, documenting
 from app.settings import Settings
 
-# Formats the decoder takes (app/encoder/preprocess.py); others are refused with 415.
-IMAGE_MEDIA_TYPES = "image/jpeg, image/png, image/webp, image/bmp, image/gif"
-SKU_SCHEMA = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 64,
-    "pattern": "^[A-Za-z0-9._-]{1,64}$",
-}
-# The server strips Python whitespace and wants 1-255 characters left, without NUL: so at least
-# one character outside this explicit set (spelled out: `\s` differs between regex dialects).
-_WHITESPACE = (
-    "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a"
-    "\\u2028\\u2029\\u202f\\u205f\\u3000"
-)
-NAME_SCHEMA = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 255,
-    "pattern": f"^[^\\x00]*[^\\x00{_WHITESPACE}][^\\x00]*$",
-    "description": "1-255 characters once leading and trailing whitespace is stripped; no NUL",
-}
-METADATA_SCHEMA = {
-    "type": "object",
-    "description": "a JSON object, sent as the text of the `metadata` form field",
-}
-MIN_SCORE_SCHEMA = {
-    "type": "number",
-    "minimum": -1,
-    "maximum": 1,
-    "description": "`unknown` is true when the best score is under this "
-    "(default: RETAILKLIP_UNKNOWN_THRESHOLD)",
-}
-CATALOGUE_SCHEMA = {**SKU_SCHEMA, "description": "a catalogue name (the sku's alphabet)"}
-_SCALAR = [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]
-FILTER_SCHEMA = {
-    "type": "object",
-    "maxProperties": 16,
-    "additionalProperties": {
-        "anyOf": [
-            *_SCALAR,
-            {"type": "array", "items": {"anyOf": _SCALAR}, "minItems": 1, "maxItems": 100},
-        ]
-    },
-    "description": "exact matches on product metadata, as JSON text: a list value means any "
-    "of them, several keys must all match; a key no product has is a 404",
-}
 ERROR_REF = {"$ref": "#/components/schemas/ErrorDetail"}
 API_KEY_SCHEME = "ApiKeyHeader"
 
@@ -109,16 +65,27 @@ LINKS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
 }
 
 
+# Fields of routes whose parameters are still plain `str` / `UploadFile` (app/api/classify.py):
+# their types' schemas go in by name. An entry goes once its parameter is annotated with the type.
+UNTYPED_FIELDS: dict[tuple[str, str], Any] = {
+    ("classify", "image"): ImageUpload,
+    ("classify", "boxes"): BoxesText,
+    ("classifyBatch", "images"): ImageUploads,
+}
+
+
 def contract_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     if app.openapi_schema is None:
-        doc = get_openapi(
-            title=app.title,
-            version=app.version,
-            description=app.description,
-            routes=app.routes,
-        )
+        with documenting(settings):
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            _type_untyped_fields(doc)
+        _place_media_types(doc)
         _use_error_model(doc)
-        _declare_limits(doc, settings)
         _declare_auth(doc, settings)
         for (operation_id, status), links in LINKS.items():
             _find(doc, operation_id)["responses"][status]["links"] = links
@@ -136,6 +103,44 @@ def _find(doc: dict[str, Any], operation_id: str) -> dict[str, Any]:
     return next(op for _, op in _operations(doc) if op["operationId"] == operation_id)
 
 
+def _form_fields(doc: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
+    form = op.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+    if form is None:
+        return None
+    body = doc["components"]["schemas"][form["schema"]["$ref"].rsplit("/", 1)[1]]
+    fields: dict[str, Any] = body["properties"]
+    return fields
+
+
+def _type_untyped_fields(doc: dict[str, Any]) -> None:
+    for _, op in _operations(doc):
+        fields = _form_fields(doc, op) or {}
+        for (operation_id, name), annotation in UNTYPED_FIELDS.items():
+            if op["operationId"] == operation_id and name in fields:
+                schema = TypeAdapter(annotation).json_schema()
+                fields[name] = {"title": fields[name].get("title", name), **schema}
+
+
+def _place_media_types(doc: dict[str, Any]) -> None:
+    """A type names its media type (`MEDIA_TYPE`): a multipart part's goes in the form's
+    `encoding`; a query parameter with one is JSON text, declared as its `content`."""
+    for _, op in _operations(doc):
+        for parameter in op.get("parameters", []):
+            media = parameter.get("schema", {}).pop(MEDIA_TYPE, None)
+            if media is not None:
+                parameter["content"] = {media: {"schema": parameter.pop("schema")}}
+        fields = _form_fields(doc, op)
+        if fields is None:
+            continue
+        encoding = {
+            name: {"contentType": schema.pop(MEDIA_TYPE)}
+            for name, schema in fields.items()
+            if MEDIA_TYPE in schema
+        }
+        if encoding:
+            op["requestBody"]["content"]["multipart/form-data"]["encoding"] = encoding
+
+
 def _use_error_model(doc: dict[str, Any]) -> None:
     """FastAPI adds its 422 array wherever a route has parameters; every 422 the routes can
     really answer is declared on the route with the error model, so the rest are dropped."""
@@ -146,85 +151,6 @@ def _use_error_model(doc: dict[str, Any]) -> None:
     schemas = doc["components"]["schemas"]
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
-
-
-def _declare_limits(doc: dict[str, Any], settings: Settings) -> None:
-    top_k = {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": settings.max_top_k,
-        "default": settings.default_top_k,
-        "description": "distinct SKUs to return, as a form field or a query parameter",
-    }
-    fields: dict[str, dict[str, Any]] = {
-        "sku": SKU_SCHEMA,
-        "name": NAME_SCHEMA,
-        "metadata": METADATA_SCHEMA,
-        "top_k": top_k,
-        "min_score": MIN_SCORE_SCHEMA,
-        "image": {"type": "string", "format": "binary"},
-        "images": {
-            "type": "array",
-            "items": {"type": "string", "format": "binary"},
-            "minItems": 1,
-            "maxItems": settings.max_images_per_request,
-        },
-        **_scope_fields(settings),
-    }
-    encodings = {
-        "image": {"contentType": IMAGE_MEDIA_TYPES},
-        "images": {"contentType": IMAGE_MEDIA_TYPES},
-        "metadata": {"contentType": "application/json"},
-        "filter": {"contentType": "application/json"},
-        "boxes": {"contentType": "application/json"},
-    }
-    schemas = doc["components"]["schemas"]
-    for _, op in _operations(doc):
-        for parameter in op.get("parameters", []):
-            if parameter["name"] == "filter":  # JSON text in a query parameter
-                del parameter["schema"]
-                parameter["content"] = {"application/json": {"schema": FILTER_SCHEMA}}
-            elif parameter["name"] in fields:
-                parameter["schema"] = dict(fields[parameter["name"]])
-        body = op.get("requestBody", {}).get("content", {}).get("application/json")
-        if op["operationId"] == "setCatalogues" and body is not None:
-            body["schema"] = fields["catalogues"]
-        form = op.get("requestBody", {}).get("content", {}).get("multipart/form-data")
-        if form is None:
-            continue
-        body = schemas[form["schema"]["$ref"].rsplit("/", 1)[1]]
-        for name, schema in body["properties"].items():
-            if name in fields:
-                body["properties"][name] = {"title": schema.get("title", name), **fields[name]}
-        form["encoding"] = {k: v for k, v in encodings.items() if k in body["properties"]}
-
-
-def _scope_fields(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Catalogues, metadata filters and boxes."""
-    return {
-        "catalogue": CATALOGUE_SCHEMA,
-        "catalogues": {
-            "type": "array",
-            "items": CATALOGUE_SCHEMA,
-            "maxItems": settings.max_catalogues_per_product,
-            "description": "catalogue names (a repeated name is kept once)",
-        },
-        "filter": FILTER_SCHEMA,
-        "boxes": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": settings.max_boxes,
-            "items": {
-                "type": "array",
-                "items": {"type": "number", "minimum": 0},
-                "minItems": 4,
-                "maxItems": 4,
-            },
-            "description": "JSON text: [[x0, y0, x1, y1], ...] in the photo's pixels (EXIF "
-            "orientation applied), x0 < x1 <= width, y0 < y1 <= height; the answer then has "
-            "one entry per box in `regions`",
-        },
-    }
 
 
 def _declare_auth(doc: dict[str, Any], settings: Settings) -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import asdict
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CatalogueDep, ServicesDep
+from app.api.deps import ProductsDep, ServicesDep
 from app.api.schemas import (
     DuplicateWarning,
     ImagesAdded,
@@ -21,40 +19,33 @@ from app.api.schemas import (
     errors,
 )
 from app.api.scope import valid_catalogues
+from app.api.types import (
+    CatalogueNames,
+    ImageId,
+    ImageUploads,
+    MetadataText,
+    Omittable,
+    PageLimit,
+    PageOffset,
+    ProductName,
+    Sku,
+    SkuLookup,
+)
 from app.api.uploads import embed_uploads, read_all
 from app.catalogue.products import NewImage, NotFound, ProductExists, WriteConflict
 from app.recognition.hygiene import near_duplicates
 from app.services import Services
+from app.strict_json import loads_strict
 
 router = APIRouter(prefix="/products", tags=["products"])
-
-SKU_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
-MAX_ID = 2**63 - 1  # SQL BIGINT
-
-
-def _valid_sku(sku: str) -> str:
-    if not SKU_PATTERN.fullmatch(sku):
-        raise HTTPException(422, "sku must be 1-64 characters of A-Za-z0-9._-")
-    return sku
-
-
-def _no_constants(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")  # NaN/Infinity: PostgreSQL's json refuses them
-
-
-def _valid_name(name: str) -> str:
-    name = name.strip()
-    if not 1 <= len(name) <= 255 or "\x00" in name:
-        raise HTTPException(422, "name must be 1-255 characters")
-    return name
 
 
 def _valid_metadata(raw: str | None) -> dict[str, Any]:
     if raw is None or raw == "":
         return {}
     try:
-        value = json.loads(raw, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as exc:
+        value = loads_strict(raw)
+    except ValueError as exc:
         raise HTTPException(422, "metadata must be a JSON object") from exc
     if not isinstance(value, dict):
         raise HTTPException(422, "metadata must be a JSON object")
@@ -69,14 +60,12 @@ def _valid_metadata(raw: str | None) -> dict[str, Any]:
 )
 async def create_product(
     services: ServicesDep,
-    sku: Annotated[str, Form()],
-    name: Annotated[str, Form()],
-    images: Annotated[list[UploadFile], File()],
-    metadata: Annotated[str | None, Form()] = None,
-    catalogues: Annotated[list[str] | None, Form()] = None,
+    sku: Annotated[Sku, Form()],
+    name: Annotated[ProductName, Form()],
+    images: Annotated[ImageUploads, File()],
+    metadata: Annotated[Omittable[MetadataText], Form()] = None,
+    catalogues: Annotated[Omittable[CatalogueNames], Form()] = None,
 ) -> ProductCreated:
-    _valid_sku(sku)
-    name = _valid_name(name)
     meta = _valid_metadata(metadata)
     sets = valid_catalogues(catalogues or [], services.settings.max_catalogues_per_product)
     payloads = await read_all(images, "images", services.settings.max_images_per_request)
@@ -84,7 +73,7 @@ async def create_product(
     warnings = await duplicate_warnings(services, sku, uploads)
     try:
         product = await run_in_threadpool(
-            services.catalogue.create_product, sku, name, meta, uploads, sets
+            services.products.create_product, sku, name, meta, uploads, sets
         )
     except (ProductExists, WriteConflict) as exc:
         raise HTTPException(409, f"product already exists: {sku}") from exc
@@ -99,8 +88,8 @@ async def duplicate_warnings(
         return []
     found = await run_in_threadpool(
         near_duplicates,
-        services.shards,
-        services.catalogue,
+        services.index.store,
+        services.names,
         sku,
         np.stack([u.embedding for u in uploads]),
         services.settings.duplicate_threshold,
@@ -116,14 +105,13 @@ async def duplicate_warnings(
     responses=errors(400, 404, 409, 413, 415, 422, 503, 507),
 )
 async def add_images(
-    services: ServicesDep, sku: str, images: Annotated[list[UploadFile], File()]
+    services: ServicesDep, sku: Annotated[Sku, Path()], images: Annotated[ImageUploads, File()]
 ) -> ImagesAdded:
-    _valid_sku(sku)
     payloads = await read_all(images, "images", services.settings.max_images_per_request)
     uploads = await embed_uploads(services, payloads, "images")
     warnings = await duplicate_warnings(services, sku, uploads)
     try:
-        ids, added = await run_in_threadpool(services.catalogue.add_images, sku, uploads)
+        ids, added = await run_in_threadpool(services.products.add_images, sku, uploads)
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
     except WriteConflict as exc:
@@ -133,28 +121,28 @@ async def add_images(
 
 @router.get("", operation_id="listProducts", responses=errors(422, 503))
 async def list_products(
-    catalogue: CatalogueDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    store: ProductsDep,
+    limit: Annotated[PageLimit, Query()] = 50,
+    offset: Annotated[PageOffset, Query()] = 0,
 ) -> ProductPage:
-    products, total = await run_in_threadpool(catalogue.list_products, limit, offset)
+    products, total = await run_in_threadpool(store.list_products, limit, offset)
     return ProductPage(
         items=[ProductOut.of(p) for p in products], total=total, limit=limit, offset=offset
     )
 
 
 @router.get("/{sku}", operation_id="getProduct", responses=errors(404, 503))
-async def get_product(catalogue: CatalogueDep, sku: str) -> ProductOut:
+async def get_product(store: ProductsDep, sku: Annotated[SkuLookup, Path()]) -> ProductOut:
     try:
-        return ProductOut.of(await run_in_threadpool(catalogue.get_product, sku))
+        return ProductOut.of(await run_in_threadpool(store.get_product, sku))
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
 
 
 @router.delete("/{sku}", status_code=204, operation_id="deleteProduct", responses=errors(404, 503))
-async def delete_product(catalogue: CatalogueDep, sku: str) -> Response:
+async def delete_product(store: ProductsDep, sku: Annotated[SkuLookup, Path()]) -> Response:
     try:
-        await run_in_threadpool(catalogue.delete_product, sku)
+        await run_in_threadpool(store.delete_product, sku)
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
     return Response(status_code=204)
@@ -167,10 +155,12 @@ async def delete_product(catalogue: CatalogueDep, sku: str) -> Response:
     responses=errors(404, 422, 503),
 )
 async def delete_image(
-    catalogue: CatalogueDep, sku: str, image_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+    store: ProductsDep,
+    sku: Annotated[SkuLookup, Path()],
+    image_id: Annotated[ImageId, Path()],
 ) -> Response:
     try:
-        await run_in_threadpool(catalogue.delete_image, sku, image_id)
+        await run_in_threadpool(store.delete_image, sku, image_id)
     except NotFound as exc:
         raise HTTPException(404, f"image not found: {sku}/{image_id}") from exc
     return Response(status_code=204)

@@ -11,14 +11,15 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
-    CatalogueDep,
     InferenceDep,
+    NamesDep,
+    ProductsDep,
     SessionFactoryDep,
     SettingsDep,
     ShardsDep,
 )
-from app.api.products import MAX_ID
 from app.api.schemas import SimilarProduct, SimilarProducts, errors
+from app.api.types import ImageId, Omittable, SimilarLimit, SkuLookup, ThumbSize
 from app.catalogue.product_sets import find_image, product_vectors
 from app.catalogue.products import NotFound
 from app.encoder.preprocess import decode_image
@@ -33,7 +34,6 @@ MEDIA_TYPES = {
     "BMP": "image/bmp",
     "GIF": "image/gif",
 }
-MIN_THUMB, MAX_THUMB = 16, 1024
 # An image id always names the same bytes while it exists, but SQLite may hand a deleted id
 # out again, so clients revalidate after a while (a cheap 304) instead of caching forever.
 CACHE_CONTROL = "private, max-age=3600"
@@ -65,12 +65,12 @@ def thumbnail(data: bytes, size: int, max_pixels: int) -> bytes:
 )
 async def get_image(
     settings: SettingsDep,
-    catalogue: CatalogueDep,
+    products: ProductsDep,
     session_factory: SessionFactoryDep,
     request: Request,
-    sku: str,
-    image_id: Annotated[int, Path(ge=1, le=MAX_ID)],
-    size: Annotated[int | None, Query(ge=MIN_THUMB, le=MAX_THUMB)] = None,
+    sku: Annotated[SkuLookup, Path()],
+    image_id: Annotated[ImageId, Path()],
+    size: Annotated[Omittable[ThumbSize], Query()] = None,
 ) -> Response:
     try:
         stored = await run_in_threadpool(find_image, session_factory, sku, image_id)
@@ -80,7 +80,7 @@ async def get_image(
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    data = await run_in_threadpool(catalogue.blobs.get, stored.blob_key)
+    data = await run_in_threadpool(products.blobs.get, stored.blob_key)
     if size is None:
         return Response(data, media_type=MEDIA_TYPES[stored.image_format], headers=headers)
     small = await run_in_threadpool(thumbnail, data, size, settings.max_image_pixels)
@@ -90,11 +90,11 @@ async def get_image(
 @router.get("/{sku}/similar", operation_id="getSimilar", responses=errors(404, 422, 503))
 async def get_similar(
     shards: ShardsDep,
-    catalogue: CatalogueDep,
+    names: NamesDep,
     inference: InferenceDep,
     session_factory: SessionFactoryDep,
-    sku: str,
-    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    sku: Annotated[SkuLookup, Path()],
+    limit: Annotated[SimilarLimit, Query()] = 10,
 ) -> SimilarProducts:
     """Other products whose references score highest against this one's: the confusable
     pairs worth photographing better."""
@@ -107,7 +107,7 @@ async def get_similar(
     similar = await run_in_threadpool(
         similar_products,
         shards,
-        catalogue,
+        names,
         sku,
         ids,
         vectors,

@@ -2,44 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
-import numpy as np
 from fastapi import Depends, Form, HTTPException, Query
-from starlette.concurrency import run_in_threadpool
 
+from app.api.types import CatalogueName, FilterText, Omittable
 from app.recognition.scopes import Scope, ScopeError, parse_filter
-from app.services import Services
-
-# The sku's alphabet: safe in URLs, file paths and CSV cells.
-CATALOGUE_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
-CATALOGUE_ERROR = "catalogue must be 1-64 characters of A-Za-z0-9._-"
-
-
-def valid_catalogue(name: str) -> str:
-    if not CATALOGUE_PATTERN.fullmatch(name):
-        raise HTTPException(422, CATALOGUE_ERROR)
-    return name
 
 
 def valid_catalogues(names: list[str], limit: int) -> list[str]:
+    """The names' type checks each (app/api/types.py `CatalogueNames`); the limit is a setting."""
     if len(names) > limit:  # counted as sent, as the document's maxItems counts
         raise HTTPException(422, f"catalogues: at most {limit} per product")
-    return sorted({valid_catalogue(n) for n in names})
+    return sorted(set(names))
 
 
 async def search_scope(
-    catalogue: Annotated[str | None, Form()] = None,
-    filter: Annotated[str | None, Form()] = None,
-    catalogue_query: Annotated[str | None, Query(alias="catalogue")] = None,
-    filter_query: Annotated[str | None, Query(alias="filter")] = None,
+    catalogue: Annotated[Omittable[CatalogueName], Form()] = None,
+    filter: Annotated[Omittable[FilterText], Form()] = None,
+    catalogue_query: Annotated[Omittable[CatalogueName], Query(alias="catalogue")] = None,
+    filter_query: Annotated[Omittable[FilterText], Query(alias="filter")] = None,
 ) -> Scope:
-    """Form field or query parameter (form wins); every value sent is checked. (async: no
-    thread hop, see app/api/deps.py.)"""
-    for name in (catalogue, catalogue_query):
-        if name is not None:
-            valid_catalogue(name)
+    """Form field or query parameter (form wins); every value sent is checked (names by their
+    type, filters here). (async: no thread hop, see app/api/deps.py.)"""
     try:
         filters = [parse_filter(raw) for raw in (filter, filter_query) if raw is not None]
     except ScopeError as exc:
@@ -49,13 +34,3 @@ async def search_scope(
 
 
 ScopeDep = Annotated[Scope, Depends(search_scope)]
-
-
-async def allowed_ids(services: Services, scope: Scope) -> np.ndarray | None:
-    """The image ids a search may return (None: all); 404 unknown catalogue, 422 unknown key."""
-    if scope.unrestricted:
-        return None
-    try:
-        return await run_in_threadpool(services.scopes.allowed, scope)
-    except ScopeError as exc:
-        raise HTTPException(exc.status, str(exc)) from exc

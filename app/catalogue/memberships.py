@@ -10,16 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.db.dialect import upsert
 from app.db.models import CatalogueEpoch, ProductCatalogue
 from app.db.session import rowcount
 
 
 def bump_catalogue_epoch(session: Session) -> None:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(CatalogueEpoch).values(id=1, epoch=1)
+    stmt = upsert(session, CatalogueEpoch).values(id=1, epoch=1)
     session.execute(
         stmt.on_conflict_do_update(index_elements=["id"], set_={"epoch": CatalogueEpoch.epoch + 1})
     )

@@ -1,13 +1,17 @@
-"""Catalogue writes and reads: one SQL transaction per request, shards updated after commit."""
+"""The product repository: products, their reference images and vectors in SQL.
+
+One SQL transaction per request. A committed write is announced to `CommittedWrites` (the
+index's log follower, wired by the app), so this replica searches it at once; the repository
+itself knows no index.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import bindparam, delete, func, select
@@ -17,10 +21,8 @@ from sqlalchemy.orm import Session, selectinload
 from app.catalogue.memberships import add_memberships, drop_memberships
 from app.db import changelog
 from app.db.models import Embedding, Product, ReferenceImage
-from app.encoder.views import vector_id
-from app.index.image_owners import Match, head_reached
-from app.index.shards import ShardSet
 from app.index.stored_vectors import encode_vector
+from app.index.vector_ids import vector_id
 from app.storage.blobs import BlobStore
 from app.storage.uploaded import UploadedImage
 
@@ -76,6 +78,16 @@ class NewImage(UploadedImage):
         return vector_id(image_id, codes), np.concatenate(rows).astype(np.float32)
 
 
+class CommittedWrites(Protocol):
+    """Told of every committed write's vectors, with the write's change-log entry."""
+
+    def apply_added(
+        self, shard_nos: int | np.ndarray, seq: int, ids: np.ndarray, vectors: np.ndarray
+    ) -> None: ...
+
+    def apply_removed(self, seq: int, ids: np.ndarray) -> None: ...
+
+
 # Search hits -> their products: run for every classification.
 MATCHES = (
     select(ReferenceImage.id, Product.sku, Product.name)
@@ -107,22 +119,20 @@ def embedding_rows(
     ]
 
 
-class Catalogue:
+class ProductStore:
     def __init__(
         self,
         session_factory: Callable[[], Session],
         blobs: BlobStore,
-        shards: ShardSet,
+        model_id: str,
         shard_capacity: int,
+        committed: CommittedWrites,
     ) -> None:
         self.session_factory = session_factory
         self.blobs = blobs
-        self.shards = shards
+        self.model_id = model_id  # the model whose vectors writes carry
         self.shard_capacity = shard_capacity
-
-    @property
-    def model_id(self) -> str:
-        return self.shards.model_id
+        self.committed = committed
 
     # ---- writes --------------------------------------------------------------------------
     def create_product(
@@ -229,7 +239,7 @@ class Catalogue:
             raise WriteConflict(product.sku) from exc
         if seq is not None:
             self._after_commit(
-                lambda: self.shards.apply_added(
+                lambda: self.committed.apply_added(
                     np.concatenate([shards for shards, _, _ in parts]),
                     seq,
                     np.concatenate([ids for _, ids, _ in parts]),
@@ -296,7 +306,7 @@ class Catalogue:
         session.commit()
         if self.model_id in seqs:
             seq, ids = seqs[self.model_id], removed[self.model_id]
-            self._after_commit(lambda: self.shards.apply_removed(seq, ids))
+            self._after_commit(lambda: self.committed.apply_removed(seq, ids))
 
     @staticmethod
     def _after_commit(apply: Callable[[], object]) -> None:
@@ -335,27 +345,9 @@ class Catalogue:
             ).all()
             return list(products), total
 
-    def matches_for(
-        self, image_ids: Iterable[int], head: Future[int] | None = None
-    ) -> dict[int, Match]:
-        """Name search hits: image id -> product; ids deleted since the shards loaded drop out.
-
-        SQL answers, unless `head` (the log head read when the request started, see
-        app/index/image_owners.py) shows the shards had applied every write acknowledged
-        before the request: then the products SQL gave earlier answer for the ids they know.
-        Takes image ids, not vector ids (see `app.encoder.views.image_of`)."""
-        wanted = sorted({int(i) for i in image_ids if i >= 0})
-        if not wanted:
-            return {}
-        owners = self.shards.owners
-        known = owners.known(wanted) if head_reached(head, self.shards.position) else {}
-        missing = [i for i in wanted if i not in known]
-        if missing:
-            epoch = owners.epoch  # before the query: a change applied meanwhile voids it
-            with self.session_factory() as session:
-                # Core, not ORM execution: half the cost of this per-request query.
-                rows = session.connection().execute(MATCHES, {"ids": missing}).all()
-            found = {row[0]: Match(row[1], row[2]) for row in rows}
-            owners.remember(found, epoch)
-            known.update(found)
-        return known
+    def owners_of(self, image_ids: list[int]) -> dict[int, tuple[str, str]]:
+        """Image id -> (sku, name) of the images that exist; run for every classification."""
+        with self.session_factory() as session:
+            # Core, not ORM execution: half the cost of this per-request query.
+            rows = session.connection().execute(MATCHES, {"ids": image_ids}).all()
+        return {row[0]: (row[1], row[2]) for row in rows}

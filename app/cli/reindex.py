@@ -20,7 +20,8 @@ from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_session_factory
 from app.encoder.loading import load_service_encoder
 from app.encoder.preprocess import decode_image
-from app.encoder.views import degraded_views, vector_id, view_code
+from app.encoder.views import degraded_views, view_code
+from app.index.vector_ids import vector_id
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
 

@@ -13,41 +13,24 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.db.dialect import dbapi_marker, is_postgresql, upsert
 from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage, Replica
 from app.db.session import rowcount
-
-
-@dataclass(frozen=True)
-class Head:
-    last_seq: int
-    pruned_seq: int
-
-
-@dataclass(frozen=True)
-class Entry:
-    seq: int
-    op: str
-    vector_ids: np.ndarray
-
-
-def _dialect(session: Session):  # type: ignore[no-untyped-def]  # either dialect module
-    return postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+from app.index.log_follower import Entry, Head
 
 
 def append(session: Session, model_id: str, op: str, vector_ids: np.ndarray) -> int:
     """Append one entry in the caller's transaction; returns its sequence number.
 
     Call it last before commit: from here to commit, other writers of this model wait."""
-    stmt = _dialect(session).insert(LogHead).values(model_id=model_id, last_seq=1, pruned_seq=0)
+    stmt = upsert(session, LogHead).values(model_id=model_id, last_seq=1, pruned_seq=0)
     stmt = stmt.on_conflict_do_update(
         index_elements=["model_id"], set_={"last_seq": LogHead.last_seq + 1}
     ).returning(LogHead.last_seq)
@@ -78,14 +61,14 @@ def head(session: Session, model_id: str) -> Head:
 
 class HeadReader:
     """One model's last sequence number over a DBAPI connection of its own. It is read beside
-    every classification (app/index/image_owners.py), where an ORM session's ~0.4 ms of Python,
+    every classification (app/recognition/hit_names.py), where an ORM session's ~0.4 ms of Python,
     holding the GIL, slowed the very forward pass it runs beside; plain DBAPI takes ~10 us
     (SQLite) to ~80 us (PostgreSQL). Not thread-safe: one thread uses it."""
 
     def __init__(self, engine: Engine, model_id: str) -> None:
         self.engine = engine
         self.model_id = model_id
-        marker = "?" if engine.dialect.name == "sqlite" else "%s"  # the drivers' own styles
+        marker = dbapi_marker(engine)
         self.sql = f"SELECT last_seq FROM {LogHead.__tablename__} WHERE model_id = {marker}"
         self.connection: Any = None
 
@@ -94,7 +77,7 @@ class HeadReader:
             pooled = self.engine.raw_connection()
             connection = pooled.driver_connection  # the driver's own (sqlite3 / psycopg)
             pooled.detach()  # ours for good, outside the pool's checkout and reset
-            if self.engine.dialect.name == "postgresql":
+            if is_postgresql(self.engine):
                 # One statement per read, no transaction left open between reads.
                 connection.autocommit = True  # type: ignore[union-attr]
             self.connection = connection
@@ -186,6 +169,6 @@ def heartbeat(session: Session, replica_id: str, model_id: str, position: int, r
         "ready": ready,
         "seen_at": datetime.now(UTC),
     }
-    stmt = _dialect(session).insert(Replica).values(replica_id=replica_id, **values)
+    stmt = upsert(session, Replica).values(replica_id=replica_id, **values)
     session.execute(stmt.on_conflict_do_update(index_elements=["replica_id"], set_=values))
     session.commit()

@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
+from app.db.dialect import is_postgresql
 from app.db.session import make_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -40,7 +41,7 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade_to_head(url: str) -> None:
     engine = make_engine(url)
     try:
-        if engine.dialect.name == "postgresql":
+        if is_postgresql(engine):
             with engine.connect() as conn:
                 conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": ADVISORY_LOCK_ID})
                 try:

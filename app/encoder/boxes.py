@@ -7,9 +7,10 @@ widened to whole pixels (floor of the start, ceiling of the end).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
+
+from app.strict_json import loads_strict
 
 Box = tuple[float, float, float, float]
 
@@ -19,13 +20,10 @@ class BoxError(ValueError):
 
 
 def parse_boxes(raw: str, limit: int) -> list[Box]:
-    def refuse(name: str) -> None:
-        raise ValueError(f"{name} is not JSON")
-
     shape = "boxes must be a JSON list of [x0, y0, x1, y1] lists"
     try:
-        value: Any = json.loads(raw, parse_constant=refuse)
-    except (ValueError, RecursionError) as exc:
+        value: Any = loads_strict(raw)
+    except ValueError as exc:
         raise BoxError(shape) from exc
     if not isinstance(value, list) or not value:
         raise BoxError(shape)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -14,9 +14,6 @@ from app.encoder.identity import identify
 from app.encoder.model_spec import parse_model_spec
 from app.encoder.onnx_graph import GraphEncoder, OnnxGraph, cpu_threads, graph_path
 from app.encoder.preprocess import PreprocessConfig
-
-if TYPE_CHECKING:
-    from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +34,23 @@ class ServingEncoder(Protocol):
     def embed(self, images: list[Image.Image]) -> np.ndarray: ...
 
 
-def load_service_encoder(settings: Settings) -> ServingEncoder:
+class EncoderChoice(Protocol):
+    """The settings that choose the encoder (`app.settings.Settings` has them)."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def runtime(self) -> str: ...
+
+    @property
+    def resolved_onnx_dir(self) -> Path: ...
+
+
+def load_service_encoder(settings: EncoderChoice) -> ServingEncoder:
     """ONNX Runtime serves the CPU; PyTorch loads the model when the graph must be made.
 
     ONNX Runtime is the CPU path only. `auto` (the default) means ONNX Runtime on CPU and
@@ -89,7 +102,7 @@ def load_service_encoder(settings: Settings) -> ServingEncoder:
     return replace(encoder, runtime=runtime, graph=graph)
 
 
-def cached_graph_encoder(settings: Settings) -> GraphEncoder | None:
+def cached_graph_encoder(settings: EncoderChoice) -> GraphEncoder | None:
     """The CPU encoder from an already exported graph, without PyTorch; None when the settings
     need PyTorch (a CUDA device, `torch`, an OpenCLIP tower) or the graph is not there yet."""
     if settings.runtime == "torch" or not cpu_only(settings.device):

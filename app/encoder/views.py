@@ -3,7 +3,8 @@
 A catalogue shot is sharp, well lit and large; a shelf photo of the same product is small, blurred,
 dark or re-compressed. Storing a few degraded copies of every reference as extra vectors moves the
 gallery towards the queries. The views are deterministic, so `retailklip reindex` regenerates the
-same vectors, and each has a fixed code (1-7) that becomes part of its vector id (see `vector_id`).
+same vectors, and each has a fixed code (1-7) that becomes part of its vector id
+(app/index/vector_ids.py).
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable
 
-import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-# Vector ids are image_id << VIEW_BITS | view code; code 0 is the image itself.
-VIEW_BITS = 3
-MAX_VIEW_CODE = (1 << VIEW_BITS) - 1
+# Codes 1-7: a vector id keeps three bits for the view (code 0 is the image itself).
+MAX_VIEW_CODE = 7
 
 
 def _thumbnail(longer_side: int) -> Callable[[Image.Image], Image.Image]:
@@ -77,21 +76,3 @@ def view_code(name: str) -> int:
 
 def degraded_views(image: Image.Image, names: Iterable[str]) -> list[Image.Image]:
     return [VIEWS[name][1](image) for name in names]
-
-
-def vector_id(image_id: int | np.ndarray, code: int | np.ndarray = 0) -> np.ndarray:
-    """The FAISS id of an image's own vector (code 0) or of one of its degraded views."""
-    return (np.asarray(image_id, dtype=np.int64) << VIEW_BITS) | np.asarray(code, dtype=np.int64)
-
-
-def image_of(vector_ids: np.ndarray) -> np.ndarray:
-    """Reference image id of each vector id (-1 stays -1: FAISS's "no result")."""
-    ids = np.asarray(vector_ids, dtype=np.int64)
-    return np.where(ids < 0, -1, ids >> VIEW_BITS)
-
-
-def all_vector_ids(image_ids: Iterable[int]) -> np.ndarray:
-    """Every id an image may own, views included: what a delete removes from the index."""
-    images = np.fromiter(image_ids, dtype=np.int64)
-    codes = np.arange(MAX_VIEW_CODE + 1, dtype=np.int64)
-    return vector_id(images[:, None], codes[None, :]).ravel()

@@ -1,13 +1,14 @@
-"""Which product each indexed reference image belongs to, as SQL last said, and when that may
-be trusted without asking SQL again.
+"""Naming search hits: image id -> (sku, name), as SQL says, and when SQL need not be asked.
 
 Every search hit is named from SQL, which is also what makes a deletion through another replica
 vanish at once (docs/DEPLOYMENT.md, "Consistency between replicas"). That lookup costs a query
-per request; these two pieces let most requests skip it without losing the guarantee:
+per request; two pieces let most requests skip it without losing the guarantee, and `HitNames`
+puts them together:
 
-- `ImageOwners` remembers the (sku, name) SQL gave for each image id. The shards forget an
-  image's entry whenever they apply a change to it, and a lookup that raced with such a change
-  is not remembered (the epoch), so an entry is never older than the shards' own state.
+- `ImageOwners` remembers the (sku, name) SQL gave for each image id. It forgets an image's
+  entry whenever the shards apply a change to it (`ShardStore.on_change`), and a lookup that
+  raced with such a change is not remembered (the epoch), so an entry is never older than the
+  shards' own state.
 - `LogHeadReads` reads the change log's head in the background when a request starts. If the
   shards have applied that much by the time the request's hits are named, every write
   acknowledged before the request (every deletion above all) is in the shards and in
@@ -21,6 +22,9 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+from app.catalogue.products import ProductStore
+from app.index.shard_store import ShardStore
 
 # Bound on remembered images (~100 bytes each): past it the memory is dropped and refilled.
 MAX_OWNERS = 2_000_000
@@ -63,6 +67,13 @@ class ImageOwners:
         with self._lock:
             self.epoch += 1
             self._owners.clear()
+
+    def changed(self, image_ids: list[int] | None) -> None:
+        """A `ShardStore` change listener: None means every shard was replaced."""
+        if image_ids is None:
+            self.forget_all()
+        else:
+            self.forget(image_ids)
 
 
 @dataclass
@@ -114,3 +125,51 @@ def head_reached(head: Future[int] | None, position: int) -> bool:
     if head is None or not head.done() or head.cancelled() or head.exception() is not None:
         return False
     return head.result() <= position
+
+
+class HitNames:
+    """Names search hits for one store's model; the one place a hit becomes a product."""
+
+    def __init__(
+        self,
+        store: ShardStore,
+        products: ProductStore,
+        read_head: Callable[[], int],
+        close_head: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.products = products
+        self.owners = ImageOwners()
+        store.on_change(self.owners.changed)
+        self.head_reads = LogHeadReads(read_head, close_head)
+
+    def head_after(self, moment: float) -> Future[int]:
+        """The log head as read no earlier than `moment`: pass it to `matches_for`."""
+        return self.head_reads.after(moment)
+
+    def matches_for(
+        self, image_ids: Iterable[int], head: Future[int] | None = None
+    ) -> dict[int, Match]:
+        """Image id -> product; ids deleted since the shards loaded drop out.
+
+        SQL answers, unless `head` (read when the request started) shows the shards had
+        applied every write acknowledged before the request: then the products SQL gave
+        earlier answer for the ids they know. Takes image ids, not vector ids."""
+        wanted = sorted({int(i) for i in image_ids if i >= 0})
+        if not wanted:
+            return {}
+        owners = self.owners
+        known = owners.known(wanted) if head_reached(head, self.store.position) else {}
+        missing = [i for i in wanted if i not in known]
+        if missing:
+            epoch = owners.epoch  # before the query: a change applied meanwhile voids it
+            found = {
+                image_id: Match(sku, name)
+                for image_id, (sku, name) in self.products.owners_of(missing).items()
+            }
+            owners.remember(found, epoch)
+            known.update(found)
+        return known
+
+    def close(self) -> None:
+        self.head_reads.close()

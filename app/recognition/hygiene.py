@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.catalogue.products import Catalogue
-from app.index.image_owners import Match
-from app.index.shards import ShardSet
+from app.index.shard_store import ShardStore
+from app.recognition.hit_names import HitNames, Match
 
 # Neighbours fetched per query vector, per view vector of an image: enough to get past the
 # product's own references and the other products' several references each.
@@ -39,15 +38,15 @@ class SimilarProduct:
 
 
 def _neighbours(
-    shards: ShardSet, catalogue: Catalogue, vectors: np.ndarray, depth: int
+    shards: ShardStore, names: HitNames, vectors: np.ndarray, depth: int
 ) -> tuple[np.ndarray, np.ndarray, dict[int, Match]]:
     scores, ids = shards.search(np.ascontiguousarray(vectors, dtype=np.float32), depth)
-    return scores, ids, catalogue.matches_for(ids.ravel().tolist())
+    return scores, ids, names.matches_for(ids.ravel().tolist())
 
 
 def near_duplicates(
-    shards: ShardSet,
-    catalogue: Catalogue,
+    shards: ShardStore,
+    names: HitNames,
     sku: str,
     vectors: np.ndarray,
     threshold: float,
@@ -57,7 +56,7 @@ def near_duplicates(
     `threshold`, best first; one warning per (upload, other product)."""
     if len(vectors) == 0 or shards.size == 0:
         return []
-    scores, ids, known = _neighbours(shards, catalogue, vectors, DEPTH * vectors_per_image)
+    scores, ids, known = _neighbours(shards, names, vectors, DEPTH * vectors_per_image)
     warnings = []
     for upload, (row_scores, row_ids) in enumerate(zip(scores, ids, strict=True)):
         seen: set[str] = set()
@@ -81,8 +80,8 @@ def near_duplicates(
 
 
 def similar_products(
-    shards: ShardSet,
-    catalogue: Catalogue,
+    shards: ShardStore,
+    names: HitNames,
     sku: str,
     image_ids: np.ndarray,
     vectors: np.ndarray,
@@ -93,7 +92,7 @@ def similar_products(
     if len(vectors) == 0 or shards.size == 0:
         return []
     depth = (limit * 8 + len(image_ids)) * vectors_per_image
-    scores, ids, known = _neighbours(shards, catalogue, vectors, max(depth, DEPTH))
+    scores, ids, known = _neighbours(shards, names, vectors, max(depth, DEPTH))
     best: dict[str, SimilarProduct] = {}
     for own, row_scores, row_ids in zip(image_ids, scores, ids, strict=True):
         for score, image_id in zip(row_scores, row_ids, strict=True):

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.catalogue.products import Catalogue
-from app.index.image_owners import Match
-from app.index.shards import ShardSet
+from app.index.shard_store import ShardStore
+from app.recognition.hit_names import HitNames, Match
 
 # One SKU may own many references; fetch this many neighbours per requested SKU so that
 # `top_k` distinct SKUs survive grouping (and hits on just-deleted images can drop out).
@@ -72,8 +71,8 @@ def _best(
 
 
 def classify_vectors(
-    shards: ShardSet,
-    catalogue: Catalogue,
+    shards: ShardStore,
+    names: HitNames,
     queries: np.ndarray,
     top_k: int,
     threshold: float,
@@ -82,7 +81,7 @@ def classify_vectors(
     head: Future[int] | None = None,
 ) -> list[Verdict]:
     """`head`: the change log's head as read when the request started (`LogHeadReads.after`);
-    lets the hit lookup trust what SQL said before (`Catalogue.matches_for`)."""
+    lets the hit lookup trust what SQL said before (`HitNames.matches_for`)."""
     # An image with degraded views owns several neighbours; fetch deeper to keep top_k SKUs.
     k = max(top_k * OVERFETCH, MIN_FETCH) * vectors_per_image
     # A degraded view's hit comes back as its image: it never shows as a match of its own.
@@ -104,7 +103,7 @@ def classify_vectors(
         wanted = {
             i for row, best in zip(ranked, found, strict=True) if best is None for i in row[:depth]
         }
-        known.update(catalogue.matches_for(wanted - looked_up, head))
+        known.update(names.matches_for(wanted - looked_up, head))
         looked_up |= wanted
         found = [
             best if best is not None else _best(row_s, row_i, known, looked_up, top_k)

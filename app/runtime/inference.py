@@ -4,8 +4,7 @@ Decoding runs in a thread pool; every forward pass runs in one dedicated thread.
 queue up while a forward pass runs share the next one. The worker waits (at most `batch_wait_ms`)
 for more only while other uploads are still being decoded: a request that arrives alone is
 embedded at once, with no batching delay; when the model is idle, a single /classify upload is
-decoded, embedded and looked up in one call on the model thread (one thread hop instead of three),
-or, when it is the only request in the process, on the event loop itself (no hop).
+decoded, embedded and looked up in one call on the model thread (one thread hop instead of three).
 What follows a forward pass (a classification's search, `AfterForward`) runs on the model thread
 too, once for all requests of a batch that share options: one FAISS call and one lookup instead of
 one per request, and no hop to another thread.

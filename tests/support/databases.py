@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -47,3 +50,31 @@ def backend_database(backend: str) -> Iterator[str]:
         yield url
     finally:
         drop_pg_database(url)
+
+
+def pg_ready() -> bool:
+    """The PostgreSQL server of PG_ADMIN_URL accepts connections (pg_isready)."""
+    where = urlsplit(PG_ADMIN_URL)
+    probe = ["pg_isready", "-q", "-h", where.hostname or "127.0.0.1", "-p", str(where.port or 5432)]
+    return subprocess.run(probe, check=False).returncode == 0
+
+
+def pg_cluster(action: str) -> None:
+    """Stop or start this machine's PostgreSQL cluster (Debian's pg_ctlcluster); starting a
+    cluster that is up already is a no-op, so a `finally` can always start it. For the outage
+    drill: every other user of this PostgreSQL sees the outage too."""
+    if action == "start" and pg_ready():
+        return
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    if action == "start":
+        deadline = time.monotonic() + 60
+        while not pg_ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL did not come back within 60 s")
+            time.sleep(0.2)

@@ -1,26 +1,35 @@
 """`retailklip serve` in a subprocess (real uvicorn, real HTTP), free ports, waiting.
 
-Used by the end-to-end tests and by the failure drills in bench/, so both start, wait for and
-stop a server the same way.
+The one harness for live servers: the end-to-end tests and drills (tests/) and the benchmarks
+(bench/, which imports this module; nothing under tests/ imports bench/) start, wait for and
+stop a server the same way. A server that exits or does not become ready in time raises
+`ServerStartError` carrying the tail of its log.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 
 from tests.support.paths import REPO
+
+SERVE = ("-m", "app.cli", "serve", "--host", "127.0.0.1")
+
+
+class ServerStartError(RuntimeError):
+    """A server exited, or did not answer ready in time; the message carries its log tail."""
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.25) -> bool:
@@ -64,14 +73,22 @@ def settings_env(settings: Mapping[str, object]) -> dict[str, str]:
 
 @dataclass
 class LiveServer:
-    """`retailklip serve` in a subprocess on 127.0.0.1, settings as RETAILKLIP_* variables."""
+    """`retailklip serve` in a subprocess on 127.0.0.1, settings as RETAILKLIP_* variables.
+
+    `code`: the checkout whose `app` is served (its working directory, and first on its
+    PYTHONPATH when it is not this one: a `git worktree` of an older commit, same venv).
+    `command`: the Python arguments, `-m app.cli serve` unless another ASGI server is wanted;
+    any command works that reads RETAILKLIP_PORT and answers GET /readyz."""
 
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
+    log_path: Path | None = None  # None: a temporary file, removed by `stop`
     stop_grace_s: float = 20
     ready_after_s: float = 0.0  # how long the last start took until it answered
+    code: Path = REPO
+    command: tuple[str, ...] = SERVE
+    _own_log: bool = False
 
     @property
     def url(self) -> str:
@@ -82,36 +99,67 @@ class LiveServer:
         assert self.process is not None
         return self.process.pid
 
+    def describe(self) -> str:
+        where = "" if self.code == REPO else f" from {self.code}"
+        return f"`python {' '.join(self.command)}`{where} on port {self.port}"
+
     def start(self, timeout: float = 600, ready: bool = True) -> LiveServer:
         """Wait (model load: slow on a busy machine) until /readyz says ready, or with
         `ready=False` until the app answers at all (a replica waiting for a reindex).
-        A server that does not come up in time is killed, and the error carries its log."""
+        A server that exits, or does not come up in time (it is killed then), raises
+        `ServerStartError` with its log tail; so does an interrupt while waiting (after the
+        server is killed)."""
         env = {**os.environ, **self.env, "RETAILKLIP_PORT": str(self.port)}
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        if self.code != REPO:
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(self.code), env.get("PYTHONPATH")])
+            )
+        if self.log_path is None:
+            handle, name = tempfile.mkstemp(prefix="server-", suffix=".log")
+            os.close(handle)
+            self.log_path, self._own_log = Path(name), True
         begin = time.monotonic()
-        try:
+        with open(self.log_path, "ab") as log:  # the child holds its own copy
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"],
-                cwd=REPO,
+                [sys.executable, *self.command],
+                cwd=self.code,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        finally:
-            if log is not subprocess.DEVNULL:
-                log.close()  # the child holds its own copy
-        while time.monotonic() - begin < timeout:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                raise RuntimeError(f"server exited with {code}: {self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                answer = httpx.get(f"{self.url}/readyz", timeout=2)
-                if answer.status_code == 200 or (not ready and "index for model" in answer.text):
-                    self.ready_after_s = time.monotonic() - begin
-                    return self
-            time.sleep(0.2)
+        last = "no answer yet"
+        try:
+            while time.monotonic() - begin < timeout:
+                if self.process.poll() is not None:
+                    raise ServerStartError(
+                        f"{self.describe()} exited with code {self.process.returncode} before "
+                        f"it was ready (after {time.monotonic() - begin:.0f} s)"
+                        f"{self._tail_note()}"
+                    )
+                try:
+                    answer = httpx.get(f"{self.url}/readyz", timeout=2)
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}"
+                else:
+                    if answer.status_code == 200 or (
+                        not ready and "index for model" in answer.text
+                    ):
+                        self.ready_after_s = time.monotonic() - begin
+                        return self
+                    last = f"{answer.status_code} {answer.text[:200]}"
+                time.sleep(0.2)
+        except BaseException:
+            self.kill()
+            raise
         self.kill()
-        raise RuntimeError(f"server not ready after {timeout:.0f} s: {self.log_tail()}")
+        raise ServerStartError(
+            f"{self.describe()} not ready after {timeout:.0f} s (last /readyz: {last})"
+            f"{self._tail_note()}"
+        )
+
+    def _tail_note(self) -> str:
+        tail = self.log_tail()
+        return f"\n--- last lines of {self.log_path} ---\n{tail}" if tail else " (empty log)"
 
     def log_tail(self, chars: int = 3000) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -126,12 +174,53 @@ class LiveServer:
                 self.process.wait(self.stop_grace_s)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self._own_log and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+            self.log_path, self._own_log = None, False
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handler runs, as in a power cut or an OOM kill."""
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def __enter__(self) -> LiveServer:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def rss_mb(self) -> float:
+        """The process's resident memory now (VmRSS)."""
+        return self._status_mb("VmRSS:")
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the kernel's high-water mark of this process's resident memory."""
+        return self._status_mb("VmHWM:")
+
+    def _status_mb(self, key: str) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no {key} in /proc/{self.pid}/status")
+
+
+def quiet_server(
+    settings: Mapping[str, object],
+    log_path: Path,
+    code: Path = REPO,
+    command: tuple[str, ...] = SERVE,
+) -> LiveServer:
+    """A server for the drills and bench/: the settings as given (not the suite's small model),
+    logging at warning level (they read their own numbers, not the access log), the suite's
+    ONNX export unless the settings name another."""
+    env = settings_env({"log_level": "warning", "onnx_dir": SHARED_ONNX_DIR, **settings})
+    return LiveServer(env=env, log_path=log_path, stop_grace_s=30, code=code, command=command)
 
 
 def start_server(

@@ -6,7 +6,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from app.index.image_owners import ImageOwners, LogHeadReads, Match, head_reached
+from app.recognition.hit_names import ImageOwners, LogHeadReads, Match, head_reached
 
 
 def test_an_answer_older_than_a_change_is_not_remembered() -> None:
