@@ -5,6 +5,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from app.index.faiss_calls import coarse_code_size, code_size, inverted_lists
+
 
 def flat(d: int) -> faiss.IndexIDMap2:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(d))
@@ -20,20 +22,21 @@ def flat_contents(index: faiss.IndexIDMap2) -> tuple[np.ndarray, np.ndarray]:
 def ivf_lists(ivf: faiss.IndexIVF) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """(list number, ids, codes) of every non-empty inverted list."""
     out = []
-    lists = ivf.invlists
+    lists = inverted_lists(ivf)
+    width = code_size(ivf)
     for list_no in range(ivf.nlist):
         n = lists.list_size(list_no)
         if n:
             ids = faiss.rev_swig_ptr(lists.get_ids(list_no), n).copy()
-            codes = faiss.rev_swig_ptr(lists.get_codes(list_no), n * ivf.code_size).copy()
-            out.append((list_no, ids, codes.reshape(n, ivf.code_size)))
+            codes = faiss.rev_swig_ptr(lists.get_codes(list_no), n * width).copy()
+            out.append((list_no, ids, codes.reshape(n, width)))
     return out
 
 
 def ivf_decode(ivf: faiss.IndexIVF, dead: set[int]) -> tuple[np.ndarray, np.ndarray]:
     """Live ids and their decoded vectors (codes are lossy: SQ8 differs from float32 by ~1e-3)."""
     id_parts, vec_parts = [], []
-    width = ivf.coarse_code_size()
+    width = coarse_code_size(ivf)
     for list_no, ids, codes in ivf_lists(ivf):
         keep = ~np.isin(ids, np.fromiter(dead, np.int64, len(dead))) if dead else slice(None)
         ids, codes = ids[keep], codes[keep]
@@ -55,6 +58,12 @@ def selector_of(ids: set[int]) -> faiss.IDSelector | None:
     return faiss.IDSelectorBatch(np.fromiter(ids, np.int64, len(ids)))
 
 
+def hiding(dead: set[int]) -> faiss.IDSelector | None:
+    """A selector that hides these ids (tombstones), or None when there are none."""
+    inner = selector_of(dead)
+    return None if inner is None else faiss.IDSelectorNot(inner)
+
+
 def both(a: faiss.IDSelector | None, b: faiss.IDSelector | None) -> faiss.IDSelector | None:
     if a is None or b is None:
         return a or b
@@ -65,7 +74,8 @@ def contains(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     if len(sorted_ids) == 0:
         return np.zeros(len(ids), bool)
     pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return sorted_ids[pos] == ids
+    found: np.ndarray = sorted_ids[pos] == ids
+    return found
 
 
 def merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:

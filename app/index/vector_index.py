@@ -27,15 +27,22 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from app.index.faiss_calls import (
+    as_ivf,
+    code_size,
+    new_ivf,
+    remove_ids,
+    search_parameters,
+)
 from app.index.layers import (
     both,
     contains,
     flat,
     flat_contents,
+    hiding,
     ivf_decode,
     ivf_lists,
     merge,
-    selector_of,
 )
 
 IndexKind = Literal["auto", "exact", "ivf"]
@@ -107,7 +114,7 @@ class VectorIndex:
             raise TypeError("VectorIndex.remove_ids takes an array of ids")
         ids = np.unique(np.asarray(ids, dtype=np.int64))
         with self._lock:
-            removed = int(self.delta.remove_ids(ids)) if self.delta.ntotal else 0
+            removed = remove_ids(self.delta, ids) if self.delta.ntotal else 0
             for layer_ids, dead in (
                 (self.base_ids, self.dead_base),
                 (self.frozen_ids, self.dead_frozen),
@@ -140,16 +147,16 @@ class VectorIndex:
         parts = []
         with self._lock:
             if self._tombstone_filters is None:
-                self._tombstone_filters = tuple(  # type: ignore[assignment]
-                    None if not dead else faiss.IDSelectorNot(selector_of(dead))
-                    for dead in (self.dead_base, self.dead_frozen)
+                self._tombstone_filters = (
+                    hiding(self.dead_base),
+                    hiding(self.dead_frozen),
                 )
-            base_filter, frozen_filter = self._tombstone_filters  # type: ignore[misc]
+            base_filter, frozen_filter = self._tombstone_filters
             # Python must keep every selector alive while FAISS holds raw pointers to it.
             keep = (base_filter, frozen_filter, selector)
             if self.base is not None:
                 sel = both(selector, base_filter)
-                params = faiss.SearchParametersIVF(sel=sel, nprobe=self.config.nprobe)
+                params = search_parameters(sel, self.config.nprobe)
                 parts.append(self.base.search(queries, k, params=params))
             if self.frozen is not None and self.frozen.ntotal:
                 sel = both(selector, frozen_filter)
@@ -163,7 +170,7 @@ class VectorIndex:
     def _flat_search(
         index: faiss.IndexIDMap2, queries: np.ndarray, k: int, sel: faiss.IDSelector | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        params = faiss.SearchParameters(sel=sel) if sel is not None else None
+        params = search_parameters(sel) if sel is not None else None
         return index.search(queries, k, params=params)
 
     # ---- background maintenance ----------------------------------------------------------------
@@ -237,7 +244,9 @@ class VectorIndex:
         assert self.base is not None
         # Assigning vectors to lists is the costly part; the quantizer never changes between
         # retrains, so it runs outside the lock.
-        _, lists = self.base.quantizer.search(frozen_vectors, 1) if len(frozen_ids) else (0, None)
+        lists = np.zeros((0, 1), np.int64)
+        if len(frozen_ids):
+            _, lists = self.base.quantizer.search(frozen_vectors, 1)
         with self._lock:
             base = self.base
             if self.dead_base:
@@ -260,12 +269,7 @@ class VectorIndex:
 
     def _train(self, vectors: np.ndarray) -> faiss.IndexIVF:
         nlist = self.config.lists_for(len(vectors))
-        ivf = faiss.index_factory(
-            self.d, f"IVF{nlist},{self.config.codec}", faiss.METRIC_INNER_PRODUCT
-        )
-        ivf.cp.niter = 10  # measured: recall@1 does not move past 10 k-means iterations
-        ivf.cp.max_points_per_centroid = 64  # bound training time: a sample of 64 x nlist
-        ivf.cp.min_points_per_centroid = 1  # small shards warn without this
+        ivf = new_ivf(self.d, nlist, self.config.codec)
         ivf.train(vectors)
         return ivf
 
@@ -291,7 +295,7 @@ class VectorIndex:
         if config.kind == "exact":
             return False
         codec = faiss.index_factory(self.d, f"IVF1,{config.codec}", faiss.METRIC_INNER_PRODUCT)
-        return codec.code_size == self.base.code_size and type(codec) is type(self.base)
+        return code_size(codec) == code_size(self.base) and type(codec) is type(self.base)
 
     def to_bytes(self) -> bytes:
         with self._lock:
@@ -330,9 +334,11 @@ class VectorIndex:
             index = cls(int(data["d"]), config)
             base = data["base"]
             if len(base):
-                index.base = faiss.deserialize_index(base)  # already its own class
+                index.base = as_ivf(faiss.deserialize_index(base))
                 index.base_ids = np.sort(
-                    np.concatenate([ids for _, ids, _ in ivf_lists(index.base)] or [[]])
+                    np.concatenate(
+                        [ids for _, ids, _ in ivf_lists(index.base)] or [np.zeros(0, np.int64)]
+                    )
                 ).astype(np.int64)
                 index.dead_base = {int(i) for i in data["dead"]}
                 index.trained_size = int(data["trained"])
