@@ -1,7 +1,7 @@
 """Change-log sync and float16 vectors in SQL, measured.
 
-    python bench/changelog.py sync --refs 100000          # PostgreSQL, vs 7df9e60
-    python bench/changelog.py accuracy --model retailklip-lite0-shelf --per-class 5
+    python -m bench.changelog sync --refs 100000          # PostgreSQL, vs 7df9e60
+    python -m bench.changelog accuracy --model retailklip-lite0-shelf --per-class 5
 
 `sync` seeds a fresh PostgreSQL database with N reference vectors (1,280-d synthetic unit
 vectors: timing only) through each code base's own schema, then measures, through the public
@@ -9,7 +9,9 @@ ShardSet/Catalogue API: start-up from SQL, start-up from the shard files, and th
 replica after one write made by another process into a shard holding ~N vectors. The "before"
 column runs the same steps on `git archive <base>` (default 7df9e60, the last release with
 per-shard versions instead of the log) in a subprocess, in the same run, so the ratio is what
-the change made on this noisy machine.
+the change made on this noisy machine. Each side runs as `python -m bench.changelog sync-one`
+in a subprocess whose working directory is the code base measured (its `app` first on the
+path; bench/ and tests/ from this checkout, through PYTHONPATH).
 
 `accuracy` embeds both shared data sets with a shipped model through the service's pipeline
 (the readers and embedding helpers bench/recognition.py uses) and scores top-1/top-5 with the
@@ -32,13 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.support.databases import create_pg_database, drop_pg_database
+
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 1280
 MODEL = "bench-model"
 CAPACITY = 100_000
 
 
-# ---- sync: runs inside whichever code base is on sys.path ----------------------------------
+# ---- sync: runs inside whichever code base `app` is imported from -------------------------
 def _seed(url: str, refs: int, capacity: int = CAPACITY) -> int:
     """Write `refs` vectors straight into SQL in the schema of the code base in use."""
     from sqlalchemy import inspect, text
@@ -171,26 +175,17 @@ def run_sync(url: str, refs: int, writes: int, work: Path) -> dict[str, object]:
 
 
 def one_variant(code: Path, refs: int, writes: int) -> dict[str, object]:
-    """Run `run_sync` in a subprocess importing `app` from `code` (this tree or an archive)."""
-    # Imported here: the subprocess below imports this file with an archived tree first on
-    # sys.path, which has no tests/support.
-    sys.path.insert(0, str(ROOT))
-    from tests.support.databases import create_pg_database, drop_pg_database
-
+    """Run `run_sync` in a subprocess importing `app` from `code` (this tree or an archive):
+    `code` is its working directory, so its `app` comes first; bench/ and tests/ come from this
+    checkout (PYTHONPATH), which an archive of app/ does not have."""
     url = create_pg_database(prefix="retailklip_bench")
     try:
         with tempfile.TemporaryDirectory(prefix="changelog-bench-") as work:
-            script = (
-                "import json, sys; from pathlib import Path; "
-                f"sys.path.insert(0, {str(code)!r}); sys.path.insert(1, {str(ROOT / 'bench')!r}); "
-                "import changelog as b; "
-                f"r = b.run_sync({url!r}, {refs}, {writes}, Path({work!r})); "
-                "print('RESULT', json.dumps(r))"
-            )
+            command = ["-m", "bench.changelog", "sync-one", url, str(refs), str(writes), work]
             out = subprocess.run(
-                [sys.executable, "-c", script],
+                [sys.executable, *command],
                 cwd=code,
-                env={**os.environ, "PYTHONPATH": str(code)},
+                env={**os.environ, "PYTHONPATH": os.pathsep.join((str(code), str(ROOT)))},
                 capture_output=True,
                 text=True,
                 check=False,
@@ -201,6 +196,11 @@ def one_variant(code: Path, refs: int, writes: int) -> dict[str, object]:
             return json.loads(line[len("RESULT ") :])
     finally:
         drop_pg_database(url)
+
+
+def sync_one_command(args: argparse.Namespace) -> int:
+    print("RESULT", json.dumps(run_sync(args.url, args.refs, args.writes, args.work)))
+    return 0
 
 
 def sync_command(args: argparse.Namespace) -> int:
@@ -240,7 +240,6 @@ def accuracy_command(args: argparse.Namespace) -> int:
 
     Queries are a per-class subset (--per-class) so that this fits on a busy CPU; the point is
     the difference between the two rows, which uses identical embeddings."""
-    sys.path.insert(0, str(ROOT))
     from app.encoder.torch_encoder import load_encoder
     from app.index.stored_vectors import as_stored
     from training.data import read_grocery, read_grozi
@@ -317,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         help="git revision measured as 'before' (default: the last one before the change log)",
     )
     sync.set_defaults(func=sync_command)
+    # One side of `sync`, in the subprocess `one_variant` starts: prints "RESULT {json}".
+    one = sub.add_parser("sync-one")
+    one.add_argument("url")
+    one.add_argument("refs", type=int)
+    one.add_argument("writes", type=int)
+    one.add_argument("work", type=Path)
+    one.set_defaults(func=sync_one_command)
     acc = sub.add_parser("accuracy", help="top-1/top-5 with float32 vs float16 references")
     acc.add_argument("--model", action="append", default=None)
     acc.add_argument("--grocery", type=Path, default=ROOT.parent / "shared/data/grocery-store")

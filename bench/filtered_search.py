@@ -7,7 +7,7 @@ Two parts:
 - SQL: the allowed-id array of a catalogue and of a metadata filter, computed cold and served
   from the ScopeResolver cache (one stamp query), on SQLite and PostgreSQL with N_SQL references.
 
-    nice -n 10 .venv/bin/python bench/filtered_search.py [--sizes 100000 1000000] [--sql 100000]
+    nice -n 10 .venv/bin/python -m bench.filtered_search [--sizes 100000 1000000] [--sql 100000]
 
 Prints markdown tables (times are medians of --repeat single-photo searches; ratios are against
 the unfiltered search of the same size in the same run) and writes them to
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,17 +27,16 @@ import numpy as np
 from sqlalchemy import insert
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from app.catalogue.memberships import bump_catalogue_epoch
+from app.db.migrate import open_database
+from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage
+from app.db.session import make_session_factory
+from app.encoder.views import vector_id
+from app.index.shards import ShardSet
+from app.recognition.scopes import Scope, ScopeResolver, parse_filter
+from tests.support.databases import create_pg_database, drop_pg_database
 
-from app.catalogue.memberships import bump_catalogue_epoch  # noqa: E402
-from app.db.migrate import open_database  # noqa: E402
-from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage  # noqa: E402
-from app.db.session import make_session_factory  # noqa: E402
-from app.encoder.views import vector_id  # noqa: E402
-from app.index.shards import ShardSet  # noqa: E402
-from app.recognition.scopes import Scope, ScopeResolver, parse_filter  # noqa: E402
-from tests.support.databases import create_pg_database, drop_pg_database  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DIM = 1280
 SHARD_CAPACITY = 100_000

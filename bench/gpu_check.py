@@ -25,15 +25,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import httpx
 import numpy as np
 import torch
 from PIL import Image
 
-from bench.drill_lib import GROCERY, Server, percentile, table
+from tests.support.paths import GROCERY
+from tests.support.reports import percentile, table
+from tests.support.servers import quiet_server
 
 NO_GPU = 2
 MIN_COSINE = 0.995  # fp16 autocast against fp32, per photo
@@ -109,7 +108,7 @@ def check_throughput(model: str, device: str, batches: list[int]) -> list[list[o
 def check_classify(model: str, device: str, paths: list[Path], requests: int) -> list[object]:
     work = Path(tempfile.mkdtemp(prefix="gpu-check-serve-"))
     settings = {"data_dir": work / "data", "model": model, "device": device}
-    server = Server(settings, work / "server.log")
+    server = quiet_server(settings, work / "server.log")
     server.start()
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (bench/gpu_check.py): CUDA vs CPU embeddings, encoder throughput at batch 1/8/32/128,
+# GPU check (python -m bench.gpu_check): CUDA vs CPU embeddings, encoder throughput at batch 1/8/32/128,
 # /classify at concurrency 32, one AMP + channels_last training epoch; one table.
 # Exits 2 at once without a GPU; the whole run is bounded by GPU_CHECK_TIMEOUT seconds (exit 124).
 #   bench/gpu_check.sh [--device cuda|cpu] [--model M] [--photos DIR]
@@ -10,4 +10,4 @@ if [[ " $* " != *" --device cpu "* ]] && ! timeout 20 nvidia-smi -L >/dev/null 2
   echo "gpu_check: nvidia-smi finds no GPU on this machine (add --device cpu for a dry run)" >&2
   exit 2
 fi
-exec timeout --kill-after=30 "${GPU_CHECK_TIMEOUT:-900}" "$python" bench/gpu_check.py "$@"
+exec timeout --kill-after=30 "${GPU_CHECK_TIMEOUT:-900}" "$python" -m bench.gpu_check "$@"

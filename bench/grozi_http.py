@@ -5,13 +5,12 @@ pipeline and reference views, as the service runs it by default), registers ever
 product with all of its catalogue images (`POST /products`), then classifies at most N shelf crops
 per product (seed 0) with `POST /classify`.
 
-    .venv/bin/python bench/grozi_http.py [--model M] [--per-class 20]
+    .venv/bin/python -m bench.grozi_http [--model M] [--per-class 20]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -19,13 +18,10 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
+from bench.service_bench import start
+from training.data import read_grozi
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from service_bench import start  # noqa: E402
-
-from training.data import read_grozi  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Catalogue-to-shelf recognition, in-domain and out-of-domain, for models x serving pipelines.
 
-    python bench/recognition.py --model efficientnet-lite0 --model retailklip-lite0-grocery
-    python bench/recognition.py --model retailklip-lite0-shelf --runtime torch --runtime onnx \
+    python -m bench.recognition --model efficientnet-lite0 --model retailklip-lite0-grocery
+    python -m bench.recognition --model retailklip-lite0-shelf --runtime torch --runtime onnx \
         --runtime onnx-int8 --views jpeg25,dark
 
 `--runtime` (repeatable, default torch) runs the same photos through the service's inference
@@ -27,21 +27,19 @@ import argparse
 import itertools
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from app.encoder.loading import load_service_encoder
+from app.encoder.torch_encoder import Encoder, override_pipeline
+from app.encoder.views import VIEWS, parse_views
+from app.settings import Settings
+from training.data import Sample, load_image, read_grocery, read_grozi
+from training.evaluate import embed_references, embed_samples, knn_metrics
 
-from app.encoder.loading import load_service_encoder  # noqa: E402
-from app.encoder.torch_encoder import Encoder, override_pipeline  # noqa: E402
-from app.encoder.views import VIEWS, parse_views  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from training.data import Sample, load_image, read_grocery, read_grozi  # noqa: E402
-from training.evaluate import embed_references, embed_samples, knn_metrics  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 ALL_VIEWS = tuple(VIEWS)
 # resize, pool, flip: the query-side pipelines measured by default.

@@ -1,6 +1,6 @@
 """Encoder speed per inference runtime (PyTorch, ONNX Runtime fp32 and INT8), one run.
 
-    nice -n 10 .venv/bin/python bench/runtime_speed.py [--model M] [--rounds 30]
+    nice -n 10 .venv/bin/python -m bench.runtime_speed [--model M] [--rounds 30]
 
 Real in-store photos of the Grocery Store data set are preprocessed once by the service's
 transform; then, for batch 1 and batch 8, every round times one forward pass of each runtime in
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from app.encoder.loading import load_service_encoder
+from app.encoder.preprocess import decode_image, eval_pixels
+from app.settings import Settings
 
-from app.encoder.loading import load_service_encoder  # noqa: E402
-from app.encoder.preprocess import decode_image, eval_pixels  # noqa: E402
-from app.settings import Settings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 

@@ -1,6 +1,6 @@
 """Scale benchmark: N reference vectors in PostgreSQL, one replica's index and its neighbours.
 
-    nice -n 10 python bench/scale.py --refs 200000 --json
+    nice -n 10 python -m bench.scale --refs 200000 --json
 
 References are real embeddings (bench/scale_data.py: the shared data sets through the shipped
 model) replicated with small noise to N vectors; queries are real held-out photos. One run prints:
@@ -23,8 +23,6 @@ import argparse
 import io
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,17 +35,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from app.catalogue.products import Catalogue, NewImage
+from app.db.session import make_engine, make_session_factory
+from app.index.shards import ShardSet
+from app.index.vector_index import IndexConfig
+from app.recognition.search import MIN_FETCH
+from app.storage.blobs import FileBlobStore
+from bench.scale_data import GROCERY, MODEL, real_set, replicate
+from bench.scale_sql import CODES, bulk_load, fresh_database
+from tests.support.servers import quiet_server
 
-from app.catalogue.products import Catalogue, NewImage  # noqa: E402
-from app.db.session import make_engine, make_session_factory  # noqa: E402
-from app.index.shards import ShardSet  # noqa: E402
-from app.index.vector_index import IndexConfig  # noqa: E402
-from app.recognition.search import MIN_FETCH  # noqa: E402
-from app.storage.blobs import FileBlobStore  # noqa: E402
-from bench.scale_data import GROCERY, MODEL, real_set, replicate  # noqa: E402
-from bench.scale_sql import CODES, bulk_load, fresh_database  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 K = MIN_FETCH * len(CODES)  # what /classify fetches for top_k=5 with two reference views
 FORMATS = ("Flat", "SQfp16", "SQ8", "SQ6", "SQ4", "PQ160", "PCA512,SQ8", "PCA256,SQ8")
@@ -137,26 +135,10 @@ def registration(n: int, concurrency: int = 4) -> dict[str, float]:
     # taken while something else ran would flatter the service.
     before = encoder_rate()
     with fresh_database() as url, tempfile.TemporaryDirectory() as data:
-        port = 18000 + os.getpid() % 1000
-        env = {
-            **os.environ,
-            "RETAILKLIP_DATA_DIR": data,
-            "RETAILKLIP_DATABASE_URL": url,
-            "RETAILKLIP_MODEL": MODEL,
-            "RETAILKLIP_DEVICE": "cpu",
-            "RETAILKLIP_PORT": str(port),
-            "RETAILKLIP_LOG_LEVEL": "warning",
-        }
-        server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env)
+        settings = {"data_dir": data, "database_url": url, "model": MODEL, "device": "cpu"}
+        server = quiet_server(settings, Path(data) / "server.log").start()
         try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(1200):
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
+            base = server.url
 
             def post(i: int) -> int:
                 files = {"images": (f"{i}.jpg", io.BytesIO(payloads[i]), "image/jpeg")}
@@ -171,8 +153,7 @@ def registration(n: int, concurrency: int = 4) -> dict[str, float]:
             http_rate = n / (time.perf_counter() - begin)
             assert codes.count(201) == n, f"registrations failed: {set(codes)}"
         finally:
-            server.terminate()
-            server.wait(30)
+            server.stop()
     best = max(before, encoder_rate())
     return {"http_images_per_s": http_rate, "encoder_images_per_s": best}
 

@@ -14,7 +14,6 @@ row each synthetic row came from.
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +21,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from app.encoder.torch_encoder import Encoder, load_encoder
+from bench.recognition import ImageCache, embeddings, load_splits
+from training.augment import shelf_transform
+from training.data import Sample, load_image, read_grocery, read_grozi
 
-from app.encoder.torch_encoder import Encoder, load_encoder  # noqa: E402
-from bench.recognition import ImageCache, embeddings, load_splits  # noqa: E402
-from training.augment import shelf_transform  # noqa: E402
-from training.data import Sample, load_image, read_grocery, read_grozi  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = "retailklip-lite0-shelf"
 GROCERY = ROOT.parent / "shared/data/grocery-store"

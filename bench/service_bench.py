@@ -4,14 +4,13 @@ Starts `retailklip serve` on a fresh data directory (SQLite), registers the 81 i
 images of the Grocery Store data set, classifies the in-store test photos, then measures /classify
 latency at concurrency 1 and 8 (the second against the first, measured in the same run).
 
-    .venv/bin/python bench/service_bench.py [--model retailklip-lite0-grocery] [--limit N]
+    .venv/bin/python -m bench.service_bench [--model retailklip-lite0-grocery] [--limit N]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -21,13 +20,12 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tests.support.paths import GROCERY as DATA
+from tests.support.servers import LiveServer, settings_env
+from training.data import grocery_classes, read_grocery
+from training.plots import plot_per_class
 
-from tests.support.paths import GROCERY as DATA  # noqa: E402
-from tests.support.servers import LiveServer, settings_env  # noqa: E402
-from training.data import grocery_classes, read_grocery  # noqa: E402
-from training.plots import plot_per_class  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def start(model: str, data_dir: Path, port: int) -> LiveServer:

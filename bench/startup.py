@@ -6,7 +6,7 @@ per way) are started in turn; the bench prints the median time to a ready `/read
 seconds the process used until then, its resident memory when ready and after classifying a few
 shelf photos, and each as a ratio against PyTorch in the same run.
 
-    .venv/bin/python bench/startup.py [--model retailklip-lite0-shelf] [--rounds 3]
+    .venv/bin/python -m bench.startup [--model retailklip-lite0-shelf] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import httpx
 from tqdm import tqdm
 
-from bench.drill_lib import Server, grocery_photos, table
+from tests.support.photos import grocery_photos
+from tests.support.reports import table
+from tests.support.servers import quiet_server
 
 WAYS = {
     "torch": "PyTorch",
@@ -49,7 +47,7 @@ def start_once(way: str, model: str, root: Path, photos: list[bytes]) -> dict[st
         "data_dir": root / f"data-{time.time_ns()}",
         "onnx_dir": onnx_dir,
     }
-    server = Server(settings, root / "server.log")
+    server = quiet_server(settings, root / "server.log")
     begin = time.monotonic()
     server.start()
     try:

@@ -1,6 +1,6 @@
 """Plot in-domain against out-of-domain top-1 from `bench/recognition.py --json` files.
 
-    python bench/tradeoff_plot.py runs/bench/rec_*.json --out docs/recognition_tradeoff.png
+    python -m bench.tradeoff_plot runs/bench/rec_*.json --out docs/recognition_tradeoff.png
 
 Every row becomes a point (x: Grocery Store catalogue -> shelf top-1, the data the finetuned
 models were trained on; y: GroZi-120 dev top-1 at <= 20 crops per product, never trained on).
@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from training.plots import plot_tradeoff
 
-from training.plots import plot_tradeoff  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 STARS = {"efficientnet-lite0": "frozen backbone", "retailklip-lite0-grocery": "shipped before"}
 

@@ -1,6 +1,6 @@
 """Zero-shot bench: does finetuning help on products the encoder never saw?
 
-    python bench/zero_shot.py --root ../shared/data/grocery-store
+    python -m bench.zero_shot --root ../shared/data/grocery-store
 
 Finetunes the offline EfficientNet-Lite0 on the seen half of the Grocery Store classes (split by
 coarse-class parity, see training/zero_shot.py), evaluates frozen vs finetuned on the unseen half
@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
@@ -44,7 +41,7 @@ photos only; both models are evaluated on the unseen half only. catalogue-to-she
 photos, queries = the same 1341 test photos. The frozen backbone is served at 224 px (its
 default); the finetuned one at the size its training picked on the seen half's val photos.
 
-Command: `python bench/zero_shot.py --root ../shared/data/grocery-store` (defaults below).
+Command: `python -m bench.zero_shot --root ../shared/data/grocery-store` (defaults below).
 Training config: `{json.dumps(shown)}`; training wall time {train_seconds / 60:.1f} min
 on 2 shared CPU cores. Details: `runs/zero_shot/` (results.json/csv, per-class CSVs and PNGs).
 

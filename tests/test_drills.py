@@ -5,9 +5,12 @@ to read it in README "Failure drills".
 By default each runs short. `RETAILKLIP_DRILLS=full` runs them at the length the README's
 figures come from (crash: 100 kill cycles of 4 writers; outage: PostgreSQL down 10 s; load:
 64 clients for 180 s against the default limits; disk full: a 1 MB blob store); `-s` shows each
-drill's tables as it goes (a failing drill's tables are in its captured output anyway):
+drill's tables as it goes (a failing drill's tables are in its captured output anyway).
+`RETAILKLIP_DRILL_MODEL` picks the served model (default efficientnet-lite0):
 
     RETAILKLIP_DRILLS=full .venv/bin/pytest -s -p no:cacheprovider tests/test_drills.py -k crash
+    RETAILKLIP_DRILLS=full RETAILKLIP_DRILL_MODEL=retailklip-lite0-shelf \
+        .venv/bin/pytest -s -p no:cacheprovider tests/test_drills.py -k overload
 
 The outage drill stops this machine's PostgreSQL (marked exclusive: it runs alone).
 """
@@ -26,6 +29,7 @@ SCALE = os.environ.get("RETAILKLIP_DRILLS", "short")
 if SCALE not in ("short", "full"):
     raise RuntimeError(f"RETAILKLIP_DRILLS must be 'short' or 'full', not {SCALE!r}")
 FULL = SCALE == "full"
+MODEL = os.environ.get("RETAILKLIP_DRILL_MODEL", "efficientnet-lite0")
 
 # Each drill starts real servers (a model load each): generous limits for a busy machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(4 * 3600 if FULL else 1800)]
@@ -36,9 +40,9 @@ def test_sigkill_during_writes_loses_nothing_acknowledged() -> None:
         print(table(crash.HEADERS, [[row[h] for h in crash.HEADERS]]).splitlines()[-1], flush=True)
 
     if FULL:
-        rows = crash.run(cycles=100, writers=4, seed=0, on_row=progress)
+        rows = crash.run(cycles=100, writers=4, model=MODEL, seed=0, on_row=progress)
     else:
-        rows = crash.run(cycles=2, writers=3, seed=1)
+        rows = crash.run(cycles=2, writers=3, model=MODEL, seed=1)
     print(crash.report(rows))
     assert sum(int(r["acked creates"]) for r in rows) > 0
     assert crash.problems(rows) == []
@@ -48,9 +52,9 @@ def test_sigkill_during_writes_loses_nothing_acknowledged() -> None:
 def test_database_outage_answers_503_and_recovers_without_restart() -> None:
     try:
         if FULL:
-            report = outage.run(outage=10, before=5, after=10, workers=4)
+            report = outage.run(outage=10, before=5, after=10, workers=4, model=MODEL)
         else:
-            report = outage.run(outage=6, before=2, after=3, workers=3)
+            report = outage.run(outage=6, before=2, after=3, workers=3, model=MODEL)
     finally:
         assert pg_ready(), "PostgreSQL must be running again after the drill"
     print(outage.report(report))
@@ -66,10 +70,10 @@ def test_overload_answers_the_designed_503_and_memory_stays_bounded() -> None:
     # Full: 64 clients against the default limits for three minutes.
     if FULL:
         clients, limit = 64, None
-        report = load.run(seconds=180, concurrency=clients)
+        report = load.run(seconds=180, concurrency=clients, model=MODEL)
     else:
         clients, limit = 64, 16
-        report = load.run(seconds=8, concurrency=clients, max_concurrency=limit)
+        report = load.run(seconds=8, concurrency=clients, model=MODEL, max_concurrency=limit)
     print(load.report(report, clients))
     assert load.problems(report) == []
     answers = {kind for counts in report.answers.values() for kind in counts}
@@ -81,7 +85,7 @@ def test_overload_answers_the_designed_503_and_memory_stays_bounded() -> None:
 
 def test_full_blob_store_answers_507_and_leaves_nothing_half_written() -> None:
     size_kb = 1024 if FULL else 768
-    report = disk_full.run(size_kb=size_kb)
+    report = disk_full.run(size_kb=size_kb, model=MODEL)
     print(disk_full.report(report, size_kb))
     assert disk_full.problems(report) == []
     assert report.refused_full > 0 and report.accepted > 0
