@@ -1,4 +1,4 @@
-"""Catalogue (product set) membership and the other SQL reads of the issue-9 routes.
+"""Catalogue (product set) membership, and the SQL reads of the catalogue and reference routes.
 
 A product belongs to any number of named catalogues (rows of `product_catalogues`); a catalogue
 exists while at least one product belongs to it.
