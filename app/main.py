@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from sqlalchemy import exc as sql_errors
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import catalogues, classify, health, products, references
 from app.api.console import install_console
+from app.api.errors import install_error_handlers
 from app.api.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
     MetricsMiddleware,
 )
-from app.api.openapi import allowed_methods, contract_openapi
+from app.api.openapi import contract_openapi
 from app.catalogue.products import ProductStore
 from app.catalogue.scope_queries import ScopeQueries
 from app.db.changelog import HeadReader
@@ -134,53 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     install_console(app)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for error in exc.errors():
-            loc = ".".join(
-                str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")
-            )
-            parts.append(f"{loc}: {error.get('msg')}" if loc else str(error.get("msg")))
-        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 405:
-            # Starlette names only the methods of the first route matching the path; a client
-            # must learn all of them (GET and DELETE on /products/{sku}).
-            allow = allowed_methods(app.openapi(), request.scope["path"])
-            if allow:
-                exc.headers = {**(exc.headers or {}), "Allow": allow}
-        return await http_exception_handler(request, exc)
-
-    @app.exception_handler(sql_errors.OperationalError)
-    @app.exception_handler(sql_errors.InterfaceError)
-    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        # The connection failed or dropped (PostgreSQL down or restarting): nothing was
-        # acknowledged, the pool reconnects by itself (pre-ping) once the database is back.
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": "database unavailable"}, status_code=503)
-
-    @app.exception_handler(sql_errors.TimeoutError)
-    async def database_busy(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("no database connection free on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "database busy, retry later"}, status_code=503)
-
-    @app.exception_handler(OSError)
-    async def storage_error(request: Request, exc: OSError) -> JSONResponse:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            # Blob bytes are written (temp file, fsync, rename) before any row: a full disk
-            # fails the request before anything refers to the bytes.
-            log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
-            return JSONResponse({"detail": "insufficient storage for image bytes"}, 507)
-        return await unexpected_error(request, exc)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal server error"}, status_code=500)
-
+    install_error_handlers(app)
     app.openapi = lambda: contract_openapi(app, settings)  # type: ignore[method-assign]
 
     # Outermost last: metrics see every answer, keys are checked before the body is read, a
