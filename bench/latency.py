@@ -1,138 +1,110 @@
-"""/classify latency and throughput against the encoder alone, measured in the same run.
+"""/classify against the encoder alone and the framework floor, before and after, in one run.
 
-    nice -n 10 .venv/bin/python bench/latency.py [--model M] [--runtime auto|torch|onnx|onnx-int8]
-        [--rounds 4] [--per-round 40] [--stages]
+    git worktree add /tmp/rk-before 31440e0       # the code before the restructuring
+    nice -n 10 .venv/bin/python -m bench.latency --before /tmp/rk-before
+        [--rounds 10] [--per-round 40] [--model M] [--runtime R] [--client lean|httpx]
 
-Starts `retailklip serve` (fresh SQLite data dir, default model unless --model), registers the 81
-iconic Grocery Store catalogue images through `POST /products` (with the model's degraded views),
-then, in interleaved rounds so that machine noise hits both sides alike:
-- encoder alone, in this process: decode + preprocess + forward of one photo (p50), and of 8
-  photos as one batch (photos/s);
-- `POST /classify` at concurrency 1 (p50; alternating photo by photo with the encoder alone) and
-  at concurrency 8 (requests/s).
+Measured in interleaved rounds, so that this machine's drift falls on every side alike:
+(a) the encoder alone, in this process (the service's own loader and settings): one forward
+    pass of one preprocessed photo (batch 1, p50) and of 8 photos as one batch (photos/s);
+    the photo's decode + preprocess is timed beside it (shown, not part of the ratios);
+(b) the framework floor (bench/framework_floor.py): a bare FastAPI app under the uvicorn.run
+    arguments of `retailklip serve`, one route that reads one multipart upload;
+(c) POST /classify of this checkout (`--after PATH`: another one), `retailklip serve` with
+    default settings but a fresh SQLite data dir, warning-level logs and a shared ONNX cache;
+(d) with `--before PATH`: POST /classify of that checkout, same venv, its `app` first on the
+    path (tests.support.servers.LiveServer `code`).
+Both services get the 81 iconic Grocery Store catalogue images registered first (POST
+/products); queries are Grocery Store test photos, the same ones for every side. Concurrency 1
+alternates photo by photo over the sides (order rotated each round); concurrency 8 is 8 client
+threads over a round's photos, against the encoder's batch-8 rate over the same photos.
+
+Reported: p50 at concurrency 1 and requests/s at concurrency 8 per side; for each code base
+/classify c=1 p50 / (encoder batch-1 p50 + floor p50) and /classify c=8 throughput / encoder
+batch-8 rate; and the server's own stage timings over the concurrency-1 requests, read from
+/metrics (differences of histogram sums and counts before and after each round:
+retailklip_stage_duration_seconds per stage, retailklip_http_request_duration_seconds for the
+route), '-' where a code base does not export them.
+
 The client is a keep-alive `http.client` connection per thread with the multipart body built
-before the clock starts (`--client httpx` measures through httpx, which spends ~1.4 ms of this
-machine's CPU per request).
-It prints both ratios: classify c=1 p50 / encoder p50, and classify c=8 throughput / encoder
-batch-8 throughput.
-
-`--stages` starts the server with timers around each stage of the request path (multipart
-parsing, decode, micro-batch queue, forward, FAISS search, SQL lookup, thread hops) and prints
-the median per stage at concurrency 1: where the time between the encoder and the answer goes.
+before the clock starts (`--client httpx` measures through httpx instead, which spends about a
+millisecond of this machine's CPU per request).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench.framework_floor import serve_arguments
+from bench.service_bench import DATA, classes, queries, register_catalogue
+from tests.support.paths import REPO
+from tests.support.reports import table
+from tests.support.servers import LiveServer, quiet_server
 
-from service_bench import DATA, classes, queries, register_catalogue  # noqa: E402
-
-STAGES_PATH = "/_bench/stages"
-KEEP_ALIVE_S = 2.0  # reuse a connection idle at most this long (the server closes at 5 s)
-
-
-def start_server(
-    data_dir: Path, port: int, env: dict[str, str], instrumented: bool
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        **env,
-        "RETAILKLIP_DATA_DIR": str(data_dir),
-        "RETAILKLIP_PORT": str(port),
-        "RETAILKLIP_LOG_LEVEL": "warning",
-        "PYTHONPATH": str(REPO),
-    }
-    command = (
-        [sys.executable, __file__, "--serve-instrumented"]
-        if instrumented
-        else [sys.executable, "-m", "app.cli", "serve"]
-    )
-    process = subprocess.Popen(command, cwd=REPO, env=env)
-    for _ in range(1200):
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("server did not become ready")
+KEEP_ALIVE_S = 2.0  # reuse a connection idle at most this long (uvicorn closes at 5 s)
+FLOOR_COMMAND = ("-m", "bench.framework_floor", "--host", "127.0.0.1")
+STAGES = ("decode", "forward", "search")
+ROUTE_SECONDS = "retailklip_http_request_duration_seconds"
+STAGE_SECONDS = "retailklip_stage_duration_seconds"
 
 
 # ----------------------------------------------------------------------------- encoder alone
 
 
 class EncoderAlone:
-    """The service's own decode + preprocess + forward, in this process, no HTTP, no queue."""
+    """The service's encoder (its loader, its settings), in this process: no HTTP, no queue."""
 
-    def __init__(self, model: str, runtime: str, data_dir: Path, onnx_dir: Path) -> None:
+    def __init__(self, settings: dict[str, object]) -> None:
         from app.encoder.loading import load_service_encoder
         from app.encoder.preprocess import decode_image_with_format, eval_pixels
         from app.settings import Settings
 
-        settings = Settings(
-            model=model, runtime=runtime, data_dir=data_dir, onnx_dir=onnx_dir, device="cpu"
-        )
-        self.encoder = load_service_encoder(settings)
-        self.decode = decode_image_with_format
-        self.pixels = eval_pixels
-        self.max_pixels = settings.max_image_pixels
-        self.stages: dict[str, list[float]] = defaultdict(list)  # of `one`, for --stages
+        config = Settings(**settings)  # type: ignore[arg-type]
+        self.encoder = load_service_encoder(config)
+        self.max_pixels = config.max_image_pixels
+        self._decode = decode_image_with_format
+        self._pixels = eval_pixels
 
-    def one(self, data: bytes) -> float:
+    def pixels(self, data: bytes) -> np.ndarray:
+        image, _ = self._decode(data, self.max_pixels)
+        return self._pixels(image, self.encoder.preprocess)
+
+    def decode_seconds(self, data: bytes) -> float:
         begin = time.perf_counter()
-        image, _ = self.decode(data, self.max_pixels)
-        decoded = time.perf_counter()
-        pixels = self.pixels(image, self.encoder.preprocess)[None]
-        preprocessed = time.perf_counter()
-        self.encoder.embed_pixels(pixels)
-        end = time.perf_counter()
-        for name, seconds in (
-            ("decode", decoded - begin),
-            ("preprocess", preprocessed - decoded),
-            ("forward", end - preprocessed),
-        ):
-            self.stages[name].append(seconds)
-        return end - begin
-
-    def batch(self, blobs: list[bytes]) -> float:
-        import numpy as np
-
-        begin = time.perf_counter()
-        pre = self.encoder.preprocess
-        pixels = [self.pixels(self.decode(b, self.max_pixels)[0], pre) for b in blobs]
-        self.encoder.embed_pixels(np.stack(pixels))
+        self.pixels(data)
         return time.perf_counter() - begin
+
+    def forward_seconds(self, pixels: np.ndarray) -> float:
+        """One forward pass of a (n, 3, size, size) batch."""
+        begin = time.perf_counter()
+        self.encoder.embed_pixels(pixels)
+        return time.perf_counter() - begin
+
+
+# ----------------------------------------------------------------------------- HTTP clients
 
 
 class LeanClient:
     """POST /classify over one keep-alive `http.client` connection per thread, the multipart body
-    built before the clock starts: what a client written for throughput does. The bench's client
-    shares the server's two cores; httpx spends ~1.4 ms of Python per request on building and
-    parsing (`--client httpx` measures with it)."""
+    built before the clock starts: what a client written for throughput does (the client shares
+    the machine's cores with the servers)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -143,9 +115,13 @@ class LeanClient:
     def pool(self, concurrency: int) -> ThreadPoolExecutor:
         return self.pools.setdefault(concurrency, ThreadPoolExecutor(concurrency))
 
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.shutdown(wait=True)
+
     def _connection(self) -> http.client.HTTPConnection:
         """This thread's connection, opened anew when it sat idle long enough for the server to
-        close it (uvicorn's keep-alive timeout is 5 s), before any clock starts."""
+        close it, before any clock starts."""
         connection: http.client.HTTPConnection | None = getattr(self.local, "connection", None)
         idle = time.monotonic() - getattr(self.local, "used", 0.0)
         if connection is not None and idle > KEEP_ALIVE_S:
@@ -173,330 +149,346 @@ class LeanClient:
         begin = time.perf_counter()
         connection.request("POST", "/classify", body, {"Content-Type": content_type})
         response = connection.getresponse()
-        response.read()
+        answer = response.read()
         elapsed = time.perf_counter() - begin
         self.local.used = time.monotonic()
         if response.status != 200:
-            raise RuntimeError(f"/classify answered {response.status}")
+            raise RuntimeError(f"/classify on port {self.port}: {response.status} {answer[:300]!r}")
         return elapsed
 
+    def run(self, blobs: list[bytes], concurrency: int) -> tuple[list[float], float]:
+        """Per-request seconds and the wall time for all of `blobs` at `concurrency`."""
+        prepared = [self.body(data) for data in blobs]
+        begin = time.perf_counter()
+        times = list(self.pool(concurrency).map(self.classify, prepared))
+        return times, time.perf_counter() - begin
 
-def classify_run(
-    client: httpx.Client | LeanClient, blobs: list[bytes], concurrency: int
-) -> tuple[list[float], float]:
-    if isinstance(client, LeanClient):
-        prepared = [client.body(data) for data in blobs]
-        one: Callable[[Any], float] = client.classify
-    else:
-        prepared = blobs
 
+class HttpxClient:
+    """The same requests through httpx (`--client httpx`)."""
+
+    def __init__(self, port: int) -> None:
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def run(self, blobs: list[bytes], concurrency: int) -> tuple[list[float], float]:
         def one(data: bytes) -> float:
             begin = time.perf_counter()
-            response = client.post("/classify", files={"image": ("photo.jpg", data)})
-            response.raise_for_status()
+            self.client.post("/classify", files={"image": ("photo.jpg", data)}).raise_for_status()
             return time.perf_counter() - begin
 
-    if isinstance(client, LeanClient):
         begin = time.perf_counter()
-        times = list(client.pool(concurrency).map(one, prepared))
+        with ThreadPoolExecutor(concurrency) as pool:
+            times = list(pool.map(one, blobs))
         return times, time.perf_counter() - begin
-    begin = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        times = list(pool.map(one, prepared))
-    return times, time.perf_counter() - begin
+
+
+Client = LeanClient | HttpxClient
+
+
+# ----------------------------------------------------------------------------- /metrics
+
+
+def scrape(url: str) -> dict[tuple[str, str], float]:
+    """(series, 'sum'|'count') -> value: the stage histogram per stage, and POST /classify's
+    request histogram as ('route', ...)."""
+    found: dict[tuple[str, str], float] = {}
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        if family.name not in (STAGE_SECONDS, ROUTE_SECONDS):
+            continue
+        for sample in family.samples:
+            part = sample.name.rsplit("_", 1)[-1]
+            if part not in ("sum", "count"):
+                continue
+            if family.name == STAGE_SECONDS:
+                found[(sample.labels["stage"], part)] = sample.value
+            elif sample.labels.get("route") == "/classify" and sample.labels["method"] == "POST":
+                found[("route", part)] = sample.value
+    return found
+
+
+@dataclass
+class StageTotals:
+    """Sums and counts of the server's histograms over the measured requests only."""
+
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counts: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(
+        self, before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+    ) -> None:
+        for (series, part), value in after.items():
+            target = self.sums if part == "sum" else self.counts
+            target[series] += value - before.get((series, part), 0.0)
+
+    def mean_ms(self, series: str) -> str:
+        count = self.counts.get(series, 0.0)
+        return f"{1000 * self.sums[series] / count:.2f}" if count else "-"
+
+
+# ----------------------------------------------------------------------------- sides
+
+
+@dataclass
+class Side:
+    """One thing measured over HTTP: the floor, or /classify of one code base."""
+
+    name: str
+    server: LiveServer
+    client: Client | None = None
+    c1: list[float] = field(default_factory=list)
+    c8_wall: float = 0.0
+    c8_count: int = 0
+    stages: StageTotals = field(default_factory=StageTotals)
+    ready: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, blobs: list[bytes], concurrency: int) -> tuple[list[float], float]:
+        """`blobs` at `concurrency` through this side's client; a failed request raises with
+        the side's name and its server's log tail."""
+        assert self.client is not None
+        try:
+            return self.client.run(blobs, concurrency)
+        except (RuntimeError, OSError, httpx.HTTPError) as exc:
+            raise RuntimeError(
+                f"{self.name} ({self.server.describe()}): {exc}\n"
+                f"--- last lines of {self.server.log_path} ---\n{self.server.log_tail()}"
+            ) from exc
+
+
+def describe(code: Path) -> str:
+    """`PATH @ commit`, with a note when its app/ has uncommitted changes."""
+    head = subprocess.run(
+        ["git", "-C", str(code), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(code), "status", "--porcelain", "--", "app"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
+    note = f" + {len(dirty)} uncommitted files in app/" if dirty else ""
+    return f"{code} @ {head or '?'}{note}"
 
 
 def p50_ms(times: list[float]) -> float:
     return 1000 * statistics.median(times)
 
 
-# ----------------------------------------------------------------------------- stage timers
-
-
-def serve_instrumented() -> None:
-    """`retailklip serve` with timers around every stage of POST /classify (concurrency 1)."""
-    import uvicorn
-    from fastapi.responses import JSONResponse
-
-    import app.api.classify as classify_module
-    import app.runtime.inference as inference_module
-    from app.catalogue.products import Catalogue
-    from app.encoder.onnx_graph import GraphEncoder
-    from app.encoder.torch_encoder import Encoder
-    from app.index.shards import ShardSet
-    from app.main import create_app
-    from app.runtime.inference import Inference
-    from app.settings import Settings
-
-    records: dict[str, list[float]] = defaultdict(list)
-
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            begin = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                records[name].append(time.perf_counter() - begin)
-
-        return wrapper
-
-    def timed_async(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            begin = time.perf_counter()
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                records[name].append(time.perf_counter() - begin)
-
-        return wrapper
-
-    Inference._decode = timed("decode+preprocess (in pool)", Inference._decode)
-    # The one-hop path (a lone request) decodes and preprocesses on the model thread, not in
-    # `_decode`: time its two steps where both paths call them.
-    inference_module.decode_image_with_format = timed(
-        "decode (either path)", inference_module.decode_image_with_format
-    )
-    Inference._pixels = timed("preprocess (either path)", Inference._pixels)
-    Inference.decode = timed_async("decode await (incl. hop)", Inference.decode)
-    Inference.embed = timed_async("embed await (queue+forward)", Inference.embed)
-    if hasattr(Inference, "classify_one"):
-        Inference.classify_one = timed_async(
-            "classify_one await (all stages, hops incl.)", Inference.classify_one
-        )
-    Encoder.embed_pixels = timed("forward (in model thread)", Encoder.embed_pixels)
-    GraphEncoder.embed_pixels = timed("forward (in model thread)", GraphEncoder.embed_pixels)
-    ShardSet.search = timed("faiss search", ShardSet.search)
-    Catalogue.matches_for = timed("SQL matches_for", Catalogue.matches_for)
-    classify_module.classify_vectors = timed(
-        "classify_vectors (in thread)", classify_module.classify_vectors
-    )
-    if hasattr(classify_module, "run_in_threadpool"):
-        classify_module.run_in_threadpool = timed_async(
-            "classify_vectors await (incl. hop)", classify_module.run_in_threadpool
-        )
-    classify_module.read_all = timed_async("read upload", classify_module.read_all)
-    endpoint = classify_module.classify
-    endpoint_marks: list[float] = []
-
-    settings = Settings()
-    app = create_app(settings)
-
-    for route in app.router.routes:
-        if getattr(route, "path", None) == "/classify":
-            original = route.dependant.call  # type: ignore[attr-defined]
-
-            async def traced(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-                endpoint_marks.append(time.perf_counter())
-                begin = time.perf_counter()
-                try:
-                    return await _original(*args, **kwargs)
-                finally:
-                    records["endpoint body"].append(time.perf_counter() - begin)
-
-            route.dependant.call = traced  # type: ignore[attr-defined]
-    del endpoint
-
-    class Outer:
-        """Outermost ASGI wrapper: time in the app per request, and until the endpoint starts."""
-
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http" or scope["path"] != "/classify":
-                await self.inner(scope, receive, send)
-                return
-            begin = time.perf_counter()
-            endpoint_marks.clear()
-            await self.inner(scope, receive, send)
-            records["app total (ASGI in -> out)"].append(time.perf_counter() - begin)
-            if endpoint_marks:
-                records["before endpoint (middleware, multipart, deps)"].append(
-                    endpoint_marks[0] - begin
-                )
-
-    @app.get(STAGES_PATH, include_in_schema=False)
-    async def stages(reset: bool = False) -> JSONResponse:
-        out = {k: list(v) for k, v in records.items()}
-        if reset:
-            records.clear()
-        return JSONResponse(out)
-
-    uvicorn.run(
-        Outer(app),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        limit_concurrency=settings.max_connections,
-    )
-
-
-STAGE_ORDER = (
-    "app total (ASGI in -> out)",
-    "before endpoint (middleware, multipart, deps)",
-    "endpoint body",
-    "read upload",
-    "multipart parse (fast path)",
-    "classify_image await (fast path)",
-    "decode await (incl. hop)",
-    "decode+preprocess (in pool)",
-    "classify_one await (all stages, hops incl.)",
-    "decode (either path)",
-    "preprocess (either path)",
-    "embed await (queue+forward)",
-    "forward (in model thread)",
-    "classify_vectors await (incl. hop)",
-    "classify_vectors (in thread)",
-    "faiss search",
-    "SQL matches_for",
-)
-
-
-def print_stages(
-    stages: dict[str, list[float]], client_p50: float, client: str, alone: dict[str, list[float]]
-) -> None:
-    print("\n/classify at concurrency 1, median per stage (server-side timers)")
-    print("| stage | p50 ms |\n| --- | --- |")
-    print(f"| client round trip ({client}) | {client_p50:.2f} |")
-    for name in STAGE_ORDER:
-        if stages.get(name):
-            print(f"| {name} | {p50_ms(stages[name]):.2f} |")
-    med = {k: p50_ms(v) for k, v in stages.items() if v}
-    if "embed await (queue+forward)" in med and "forward (in model thread)" in med:
-        gap = med["embed await (queue+forward)"] - med["forward (in model thread)"]
-        print(f"| = queue / batch wait / hops around the forward | {gap:.2f} |")
-    if "decode await (incl. hop)" in med and "decode+preprocess (in pool)" in med:
-        gap = med["decode await (incl. hop)"] - med["decode+preprocess (in pool)"]
-        print(f"| = thread hop around decode | {gap:.2f} |")
-    # Decode + preprocess as the request path ran them: in the pool, or on the one-hop path.
-    decoding = med.get("decode+preprocess (in pool)") or (
-        med.get("decode (either path)", 0.0) + med.get("preprocess (either path)", 0.0)
-    )
-    if "forward (in model thread)" in med:
-        inside = decoding + med["forward (in model thread)"]
-        print(f"| = overhead beyond the server's decode + forward | {client_p50 - inside:.2f} |")
-        # The in-process encoder of this bench and the server's share a CPU other work also
-        # uses; against the server's own encoder stages the ratio is less sensitive to that.
-    if "app total (ASGI in -> out)" in med:
-        print(
-            f"| = outside the app (HTTP, client, uvicorn) | "
-            f"{client_p50 - med['app total (ASGI in -> out)']:.2f} |"
-        )
-    if "forward (in model thread)" in med:
-        print(
-            f"\nclassify c=1 p50 / the server's own decode + forward p50: "
-            f"{client_p50 / inside:.2f}x"
-        )
-    print("\nthe same steps, encoder alone (same photos, alternating) / in the server")
-    print("| step | alone p50 ms | server p50 ms |\n| --- | --- | --- |")
-    for step, server_name in (
-        ("decode", "decode (either path)"),
-        ("preprocess", "preprocess (either path)"),
-        ("forward", "forward (in model thread)"),
-    ):
-        if alone.get(step) and server_name in med:
-            print(f"| {step} | {p50_ms(alone[step]):.2f} | {med[server_name]:.2f} |")
-
-
-# ----------------------------------------------------------------------------- main
-
-
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--model", default="retailklip-lite0-shelf")
-    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx", "onnx-int8"))
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--per-round", type=int, default=40, help="photos per measurement")
-    parser.add_argument("--port", type=int, default=8797)
-    parser.add_argument("--stages", action="store_true", help="per-stage server timers")
-    parser.add_argument(
-        "--client", default="lean", choices=("lean", "httpx"), help="the HTTP client measuring"
-    )
-    parser.add_argument("--batch-wait-ms", type=float, help="override RETAILKLIP_BATCH_WAIT_MS")
-    parser.add_argument("--serve-instrumented", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_instrumented:
-        serve_instrumented()
-        return 0
+    parser.add_argument("--before", type=Path, help="checkout of the code before (a worktree)")
+    parser.add_argument("--after", type=Path, default=REPO, help="checkout measured as after")
+    parser.add_argument("--model", help="RETAILKLIP_MODEL (default: the service's default)")
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnx", "onnx-int8"))
+    parser.add_argument("--data", type=Path, default=DATA, help="the Grocery Store data set")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--per-round", type=int, default=40, help="photos per round (x8)")
+    parser.add_argument("--client", default="lean", choices=("lean", "httpx"))
+    args = parser.parse_args(argv)
+    per_round = max(8, args.per_round // 8 * 8)
 
     catalogue = classes(args.data)
     photos = [p for p, _ in queries(args.data, "test")]
-    step = max(1, len(photos) // (args.rounds * args.per_round))
-    blobs = [p.read_bytes() for p in photos[::step][: args.rounds * args.per_round]]
-    env = {"RETAILKLIP_MODEL": args.model, "RETAILKLIP_RUNTIME": args.runtime}
-    if args.batch_wait_ms is not None:
-        env["RETAILKLIP_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
-    results: dict[str, list[float]] = defaultdict(list)
-    walls: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    with tempfile.TemporaryDirectory() as tmp:
-        # Both sides serve as a replica does after its first start: from the ONNX graph cache
-        # (the first load here exports it), without PyTorch in the server.
-        onnx_dir = Path(tmp) / "onnx"
-        # The first load exports the graph; the one measured loads it from the cache.
-        EncoderAlone(args.model, args.runtime, Path(tmp) / "alone", onnx_dir)
-        alone = EncoderAlone(args.model, args.runtime, Path(tmp) / "alone", onnx_dir)
-        server = start_server(
-            Path(tmp) / "server",
-            args.port,
-            {**env, "RETAILKLIP_ONNX_DIR": str(onnx_dir)},
-            args.stages,
-        )
+    total = args.rounds * per_round
+    step = max(1, len(photos) // total)
+    blobs = [p.read_bytes() for p in photos[::step][:total]]
+    if len(blobs) < total:
+        raise SystemExit(f"only {len(blobs)} test photos under {args.data}, {total} asked for")
+    overrides = {k: v for k, v in (("model", args.model), ("runtime", args.runtime)) if v}
+
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+        work = Path(tmp)
+        onnx_dir = work / "onnx"  # one export (made by the encoder alone), every side reads it
+        encoder_settings = {"data_dir": work / "alone", "onnx_dir": onnx_dir, **overrides}
+        # The first load exports the ONNX graph (and answers with the exporting runtime); the
+        # one measured loads it from the cache, as every server below does.
+        EncoderAlone(encoder_settings)
+        alone = EncoderAlone(encoder_settings)
+        settings = {"onnx_dir": onnx_dir, **overrides}
+        codes = [("after", args.after)] + ([("before", args.before)] if args.before else [])
+        sides = [
+            Side(
+                "framework floor",
+                quiet_server(
+                    {"data_dir": work / "floor"}, work / "floor.log", command=FLOOR_COMMAND
+                ),
+            )
+        ]
+        sides += [
+            Side(
+                f"/classify {label}",
+                quiet_server(
+                    {"data_dir": work / label, **settings}, work / f"{label}.log", code=code
+                ),
+            )
+            for label, code in codes
+        ]
         try:
-            client = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120)
-            ready = client.get("/readyz").json()
-            register_catalogue(client, catalogue)
-            measuring = client if args.client == "httpx" else LeanClient(args.port)
-            for data in blobs[:16]:  # warm-up both sides
-                alone.one(data)
-            classify_run(measuring, blobs[:16], 1)
-            classify_run(measuring, blobs[:16], 8)
-            stages: dict[str, list[float]] = defaultdict(list)
-            alone.stages.clear()  # not the warm-up
-            for r in tqdm(range(args.rounds), desc="rounds"):
-                chunk = blobs[r * args.per_round : (r + 1) * args.per_round]
-                if args.stages:
-                    client.get(STAGES_PATH, params={"reset": True})
-                # Concurrency 1 alternates photo by photo, so that the machine's drift (this
-                # host's speed moves by 30% from minute to minute) hits both sides alike.
-                for data in chunk:
-                    results["encoder b1"].append(alone.one(data))
-                    results["classify c1"] += classify_run(measuring, [data], 1)[0]
-                if args.stages:  # concurrency 1 only: stages of one request do not overlap
-                    for name, values in client.get(STAGES_PATH).json().items():
-                        stages[name] += values
-                for i in range(0, len(chunk) - 7, 8):
-                    walls["encoder b8"] += alone.batch(chunk[i : i + 8])
-                    counts["encoder b8"] += 8
-                _, wall = classify_run(measuring, chunk, 8)
-                walls["classify c8"] += wall
-                counts["classify c8"] += len(chunk)
+            for side in sides:
+                side.server.start()
+                side.ready = httpx.get(f"{side.server.url}/readyz", timeout=30).json()
+                if side.name != "framework floor":
+                    with httpx.Client(base_url=side.server.url, timeout=120) as client:
+                        register_catalogue(client, catalogue)
+                side.client = (
+                    LeanClient(side.server.port)
+                    if args.client == "lean"
+                    else HttpxClient(side.server.port)
+                )
+            encoder = measure(alone, sides, blobs, args.rounds, per_round)
         finally:
-            server.terminate()
-            server.wait(30)
-    enc_p50 = p50_ms(results["encoder b1"])
-    cls_p50 = p50_ms(results["classify c1"])
-    enc_tp = counts["encoder b8"] / walls["encoder b8"]
-    cls_tp = counts["classify c8"] / walls["classify c8"]
-    print(
-        f"\nmodel {ready['model']} runtime {ready.get('runtime', 'torch')}, "
-        f"{len(catalogue)} products registered, {args.rounds} interleaved rounds of "
-        f"{args.per_round} photos, client {args.client}; encoder alone: "
-        f"{type(alone.encoder).__name__}"
-    )
-    print("| measurement | p50 ms | throughput /s |\n| --- | --- | --- |")
-    print(f"| encoder alone, 1 photo | {enc_p50:.1f} | {1000 / enc_p50:.1f} |")
-    print(f"| POST /classify, concurrency 1 | {cls_p50:.1f} | |")
-    print(f"| encoder alone, batch of 8 | | {enc_tp:.1f} |")
-    print(f"| POST /classify, concurrency 8 | | {cls_tp:.1f} |")
-    print(f"\nclassify c=1 p50 / encoder p50: {cls_p50 / enc_p50:.2f}x (target <= 1.2x)")
-    print(f"classify c=8 throughput / encoder batch-8 throughput: {cls_tp / enc_tp:.2f}x")
-    if args.stages:
-        print_stages(stages, cls_p50, args.client, alone.stages)
+            for side in sides:
+                if side.client is not None:
+                    side.client.close()
+                side.server.stop()
+
+    report(args, alone, encoder, sides, codes, catalogue, per_round)
     return 0
+
+
+# The encoder alone: "b1" and "decode" seconds per photo, "b8_wall" seconds for "b8_count".
+EncoderResults = dict[str, Any]
+
+
+def measure(
+    alone: EncoderAlone, sides: list[Side], blobs: list[bytes], rounds: int, per_round: int
+) -> EncoderResults:
+    """Fills each side's figures; returns the encoder's."""
+    results: EncoderResults = {"b1": [], "decode": [], "b8_wall": 0.0, "b8_count": 0}
+    pixels = [alone.pixels(data) for data in tqdm(blobs, desc="preprocess", leave=False)]
+    # Warm-up, every side: connections, caches, the first batch shapes.
+    for i in range(8):
+        alone.forward_seconds(pixels[i][None])
+    alone.forward_seconds(np.stack(pixels[:8]))
+    for side in sides:
+        side.run(blobs[:16], 1)
+        side.run(blobs[:16], 8)
+    services = [side for side in sides if side.name != "framework floor"]
+    for r in tqdm(range(rounds), desc="rounds"):
+        chunk = range(r * per_round, (r + 1) * per_round)
+        # Each round another side goes first (the encoder alone is one of them).
+        order: list[Side | None] = [None, *sides]
+        order = order[r % len(order) :] + order[: r % len(order)]
+        # Concurrency 1, photo by photo over every side; the servers' own histograms around it.
+        scraped = {side.name: scrape(side.server.url) for side in services}
+        for i in chunk:
+            for side in order:
+                if side is None:
+                    results["decode"].append(alone.decode_seconds(blobs[i]))
+                    results["b1"].append(alone.forward_seconds(pixels[i][None]))
+                else:
+                    side.c1 += side.run([blobs[i]], 1)[0]
+        for side in services:
+            side.stages.add(scraped[side.name], scrape(side.server.url))
+        # Concurrency 8 (the encoder: batches of 8) over the same photos.
+        for side in order:
+            if side is None:
+                for i in range(chunk.start, chunk.stop, 8):
+                    results["b8_wall"] += alone.forward_seconds(np.stack(pixels[i : i + 8]))
+                    results["b8_count"] += 8
+            else:
+                _, wall = side.run([blobs[i] for i in chunk], 8)
+                side.c8_wall += wall
+                side.c8_count += len(chunk)
+    return results
+
+
+def report(
+    args: argparse.Namespace,
+    alone: EncoderAlone,
+    encoder: EncoderResults,
+    sides: list[Side],
+    codes: list[tuple[str, Path]],
+    catalogue: dict[int, tuple[str, Path]],
+    per_round: int,
+) -> None:
+    b1 = p50_ms(encoder["b1"])
+    b8_rate = encoder["b8_count"] / encoder["b8_wall"]
+    floor = next(side for side in sides if side.name == "framework floor")
+    floor_p50 = p50_ms(floor.c1)
+    # As the servers read them (RETAILKLIP_LOG_LEVEL=warning for all three).
+    exclude = ("host", "port", "log_level")
+    uvicorn_args = {k: v for k, v in serve_arguments([]).items() if k not in exclude}
+    service = next(side for side in sides if side.name == "/classify after")
+    print(
+        f"\nmodel {service.ready.get('model')} runtime {service.ready.get('runtime', '?')}, "
+        f"encoder alone: {type(alone.encoder).__name__}; {len(catalogue)} products registered "
+        f"per service; {args.rounds} interleaved rounds of {per_round} Grocery Store test "
+        f"photos; client {args.client}; uvicorn.run arguments (services and floor): "
+        f"{uvicorn_args}, log level warning"
+    )
+    for label, code in codes:
+        print(f"{label}: {describe(code)}")
+    rows: list[list[object]] = [
+        ["(a) encoder alone, forward pass, batch 1", f"{b1:.2f}", ""],
+        ["(a) encoder alone, forward pass, batch of 8", "", f"{b8_rate:.1f}"],
+        [
+            "    decode + preprocess alone (not in the ratios)",
+            f"{p50_ms(encoder['decode']):.2f}",
+            "",
+        ],
+    ]
+    for side in sides:
+        letter = {"framework floor": "(b)", "/classify after": "(c)"}.get(side.name, "(d)")
+        rows.append(
+            [
+                f"{letter} {side.name}",
+                f"{p50_ms(side.c1):.2f}",
+                f"{side.c8_count / side.c8_wall:.1f}",
+            ]
+        )
+    print()
+    print(table(("measurement", "c=1 p50 ms", "c=8 /s (encoder: photos/s)"), rows))
+    ratio_rows: list[list[object]] = []
+    for label, _ in reversed(codes):  # before first
+        side = next(s for s in sides if s.name == f"/classify {label}")
+        ratio_rows.append(
+            [
+                label,
+                f"{p50_ms(side.c1):.2f} / ({b1:.2f} + {floor_p50:.2f}) = "
+                f"{p50_ms(side.c1) / (b1 + floor_p50):.2f}x",
+                f"{side.c8_count / side.c8_wall:.1f} / {b8_rate:.1f} = "
+                f"{side.c8_count / side.c8_wall / b8_rate:.2f}x",
+            ]
+        )
+    print()
+    print(
+        table(
+            (
+                "code",
+                "c=1: /classify p50 / (encoder b1 p50 + floor p50)",
+                "c=8: /classify req/s / encoder batch-8 photos/s",
+            ),
+            ratio_rows,
+        )
+    )
+    services = [s for s in sides if s.name != "framework floor"]
+    stage_rows: list[list[object]] = [
+        ["requests timed (c=1)", *(f"{len(s.c1)}" for s in services)],
+        ["client round trip, p50", *(f"{p50_ms(s.c1):.2f}" for s in services)],
+        ["client round trip, mean", *(f"{1000 * statistics.mean(s.c1):.2f}" for s in services)],
+        [
+            "in the app until it returns (request histogram)",
+            *(s.stages.mean_ms("route") for s in services),
+        ],
+    ]
+    stage_rows += [
+        [f"stage: {stage}", *(s.stages.mean_ms(stage) for s in services)] for stage in STAGES
+    ]
+    print(
+        "\nthe servers' own timings at c=1, mean ms per request (from /metrics; the app's time "
+        "runs until its ASGI call returns, so work after the response is sent counts there, "
+        "not in the round trip)"
+    )
+    print(table(("series", *(s.name for s in services)), stage_rows))
 
 
 if __name__ == "__main__":
