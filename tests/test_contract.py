@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
+from app.api import types
 from app.main import create_app
 from app.settings import Settings
 from tests.support.databases import backend_database
@@ -74,29 +77,88 @@ def test_every_route_declares_its_real_statuses_with_the_one_error_model() -> No
 
 
 def test_constraints_the_server_enforces_are_declared() -> None:
-    doc = document(max_top_k=40, max_images_per_request=7)
+    doc = document(
+        max_top_k=40,
+        default_top_k=3,
+        max_images_per_request=7,
+        max_catalogues_per_product=9,
+        max_boxes=5,
+        unknown_threshold=0.25,
+    )
     create = body_schema(doc, "/products")["properties"]
     assert create["sku"]["pattern"] == "^[A-Za-z0-9._-]{1,64}$"
     assert (create["name"]["minLength"], create["name"]["maxLength"]) == (1, 255)
     assert create["metadata"]["type"] == "object"
     assert (create["images"]["minItems"], create["images"]["maxItems"]) == (1, 7)
+    assert body_schema(doc, "/classify/batch")["properties"]["images"]["maxItems"] == 7
     classify = body_schema(doc, "/classify")["properties"]
     assert (classify["top_k"]["minimum"], classify["top_k"]["maximum"]) == (1, 40)
     assert (classify["min_score"]["minimum"], classify["min_score"]["maximum"]) == (-1, 1)
+    assert (classify["top_k"]["default"], classify["min_score"]["default"]) == (3, 0.25)
     query = {
         p["name"]: p.get("schema") or p["content"]["application/json"]["schema"]
         for p in doc["paths"]["/classify"]["post"]["parameters"]
     }
-    assert query["top_k"]["maximum"] == 40
+    assert (query["top_k"]["maximum"], query["top_k"]["default"]) == (40, 3)
     assert query["filter"]["type"] == "object" and query["catalogue"]["pattern"]
-    assert classify["boxes"]["maxItems"] == Settings(model="efficientnet-lite0").max_boxes
+    assert (classify["boxes"]["minItems"], classify["boxes"]["maxItems"]) == (1, 5)
     assert create["catalogues"]["items"]["pattern"] == create["sku"]["pattern"]
+    assert create["catalogues"]["maxItems"] == 9
+    put = doc["paths"]["/products/{sku}/catalogues"]["put"]["requestBody"]["content"]
+    assert put["application/json"]["schema"]["maxItems"] == 9
+    assert put["application/json"]["schema"]["items"]["pattern"] == create["sku"]["pattern"]
     path_sku = doc["paths"]["/products/{sku}"]["get"]["parameters"][0]["schema"]
     assert path_sku["pattern"] == create["sku"]["pattern"]
     listing = {p["name"]: p["schema"] for p in doc["paths"]["/products"]["get"]["parameters"]}
     assert (listing["limit"]["minimum"], listing["limit"]["maximum"]) == (1, 500)
     encoding = doc["paths"]["/products"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert "image/jpeg" in encoding["encoding"]["images"]["contentType"]
+    assert encoding["encoding"]["metadata"] == {"contentType": "application/json"}
+    # Limits are those of the settings the document is made for, never another app's.
+    assert body_schema(document(), "/classify")["properties"]["top_k"]["maximum"] == 100
+    # What the types set for elsewhere (media types, defaults) is moved, not left behind.
+    assert "x-media-type" not in str(doc) and "x-settings-default" not in str(doc)
+
+
+def test_the_document_and_the_server_check_the_same_rules() -> None:
+    """Both come from one declaration (app/api/types.py): a value the document's schema allows
+    is one the type takes, and the other way round."""
+    doc = document()
+    create = body_schema(doc, "/products")["properties"]
+    classify = body_schema(doc, "/classify")["properties"]
+    image = {
+        p["name"]: p["schema"]
+        for p in doc["paths"]["/products/{sku}/images/{image_id}"]["get"]["parameters"]
+    }
+    cases: list[tuple[Any, dict[str, Any], list[Any]]] = [
+        (
+            types.Sku,
+            create["sku"],
+            ["a", "A-1_b.c", "x" * 64, "", "x" * 65, "a b", "a/b", "é"],
+        ),
+        (types.CatalogueName, classify["catalogue"], ["store-1", "", "no/slash", "x" * 65]),
+        (
+            types.ProductName,
+            create["name"],
+            ["Banana", " x ", "", "  ", "a\x00b", "\u3000", "x" * 256],
+        ),
+        (types.MinScore, classify["min_score"], [-1, 0.5, 1, -1.5, 2]),
+        (types.ImageId, image["image_id"], [1, 2**63 - 1, 0, 2**63]),
+        (types.ThumbSize, image["size"], [16, 1024, 15, 1025]),
+    ]
+    for annotation, schema, values in cases:
+        adapter, validator = TypeAdapter(annotation), jsonschema.Draft202012Validator(schema)
+        for value in values:
+            try:
+                adapter.validate_python(value)
+                taken = True
+            except ValidationError:
+                taken = False
+            assert validator.is_valid(value) == taken, (schema.get("title"), value)
+    # `$` before a final newline: ECMA-262 (JSON Schema's dialect) and the server say no,
+    # Python's `re` (the jsonschema package) says yes.
+    with pytest.raises(ValidationError):
+        TypeAdapter(types.Sku).validate_python("ok\n")
 
 
 def test_name_pattern_matches_what_the_server_keeps() -> None:

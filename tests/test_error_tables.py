@@ -21,6 +21,10 @@ from tests.test_api import KEY, OATGHURT
 from tests.test_catalogues import classify, photos, register_products
 
 METADATA_ERROR = "metadata must be a JSON object"
+SKU_ERROR = "sku: must be 1-64 characters of A-Za-z0-9._-"
+NAME_ERROR = (
+    "name: must be 1-255 characters once leading and trailing whitespace is stripped; no NUL"
+)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -48,18 +52,8 @@ def client(
 @pytest.mark.parametrize(
     ("fields", "files", "status", "detail"),
     [
-        (
-            {"sku": "bad sku!", "name": "x"},
-            "good",
-            422,
-            "sku must be 1-64 characters of A-Za-z0-9._-",
-        ),
-        (
-            {"sku": "x" * 65, "name": "x"},
-            "good",
-            422,
-            "sku must be 1-64 characters of A-Za-z0-9._-",
-        ),
+        ({"sku": "bad sku!", "name": "x"}, "good", 422, SKU_ERROR),
+        ({"sku": "x" * 65, "name": "x"}, "good", 422, SKU_ERROR),
         (
             {"sku": "ok", "name": "x", "metadata": "[1]"},
             "good",
@@ -72,8 +66,10 @@ def client(
             422,
             "metadata must be a JSON object",
         ),
-        ({"sku": "ok", "name": "  "}, "good", 422, "name must be 1-255 characters"),
-        ({"sku": "ok", "name": "a\x00b"}, "good", 422, "name must be 1-255 characters"),
+        ({"sku": "ok", "name": "  "}, "good", 422, NAME_ERROR),
+        ({"sku": "ok", "name": "a\x00b"}, "good", 422, NAME_ERROR),
+        ({"sku": "ok", "name": "x" * 256}, "good", 422, NAME_ERROR),
+        ({"sku": "bad sku!", "name": " "}, "good", 422, f"{SKU_ERROR}; {NAME_ERROR}"),
         ({"sku": "ok", "name": "x", "metadata": '{"a": NaN}'}, "good", 422, METADATA_ERROR),
         ({"sku": "ok", "name": "x", "metadata": "[" * 100_000}, "good", 422, METADATA_ERROR),
         ({"sku": "ok"}, "good", 422, "name: Field required"),
@@ -107,7 +103,7 @@ def test_bad_scopes_are_clear_4xx(client: TestClient) -> None:
     query = photos("oatly-oat")[5]
     cases = [
         ({"catalogue": "store-9"}, 404, "catalogue not found: store-9"),
-        ({"catalogue": "no/slash"}, 422, "catalogue must be 1-64 characters of A-Za-z0-9._-"),
+        ({"catalogue": "no/slash"}, 422, "catalogue: must be 1-64 characters of A-Za-z0-9._-"),
         ({"filter": {"Brand": "Oatly"}}, 404, 'filter: no product has metadata key "Brand"'),
         ({"filter": "[1, 2]"}, 422, "filter must be a JSON object"),
         ({"filter": "{brand: Oatly}"}, 422, "filter must be a JSON object"),
@@ -122,10 +118,27 @@ def test_bad_scopes_are_clear_4xx(client: TestClient) -> None:
     assert query_param.status_code == 404
 
 
+def test_bad_options_name_the_field_and_the_rule(client: TestClient) -> None:
+    """Form field or query parameter, each value sent is checked (app/api/types.py)."""
+    query = photos("oatly-oat")[5]
+    integer = "Input should be a valid integer, unable to parse string as an integer"
+    cases = [  # (form fields, query parameters, detail)
+        ({"top_k": "0"}, {}, "top_k must be between 1 and 100"),
+        ({}, {"top_k": "101"}, "top_k must be between 1 and 100"),
+        ({"top_k": "many"}, {}, f"top_k: {integer}"),
+        ({"min_score": "1.5"}, {}, "min_score: must be between -1 and 1"),
+        ({}, {"min_score": "nan"}, "min_score: must be between -1 and 1"),
+        ({}, {"catalogue": ""}, "catalogue: must be 1-64 characters of A-Za-z0-9._-"),
+    ]
+    for data, params, detail in cases:
+        response = client.post("/classify", data=data, params=params, files={"image": jpeg(query)})
+        assert (response.status_code, response.json()) == (422, {"detail": detail}), (data, params)
+
+
 def test_bad_registration_fields_write_nothing(client: TestClient) -> None:
     before = client.get("/catalogues").json()
     for catalogues, detail in [
-        (["fine", "not fine"], "catalogue must be 1-64 characters of A-Za-z0-9._-"),
+        (["fine", "not fine"], "catalogues: catalogue must be 1-64 characters of A-Za-z0-9._-"),
         ([f"c{i}" for i in range(65)], "catalogues: at most 64 per product"),
     ]:
         response = client.post(

@@ -20,7 +20,14 @@ from pydantic import TypeAdapter
 
 from app.api.middleware import ApiKeyMiddleware
 from app.api.schemas import ERROR_DESCRIPTIONS
-from app.api.types import MEDIA_TYPE, BoxesText, ImageUpload, ImageUploads, documenting
+from app.api.types import (
+    MEDIA_TYPE,
+    SETTINGS_DEFAULT,
+    BoxesText,
+    ImageUpload,
+    ImageUploads,
+    documenting,
+)
 from app.settings import Settings
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorDetail"}
@@ -84,7 +91,7 @@ def contract_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
                 routes=app.routes,
             )
             _type_untyped_fields(doc)
-        _place_media_types(doc)
+        _place_keywords(doc)
         _use_error_model(doc)
         _declare_auth(doc, settings)
         for (operation_id, status), links in LINKS.items():
@@ -121,17 +128,19 @@ def _type_untyped_fields(doc: dict[str, Any]) -> None:
                 fields[name] = {"title": fields[name].get("title", name), **schema}
 
 
-def _place_media_types(doc: dict[str, Any]) -> None:
-    """A type names its media type (`MEDIA_TYPE`): a multipart part's goes in the form's
-    `encoding`; a query parameter with one is JSON text, declared as its `content`."""
+def _place_keywords(doc: dict[str, Any]) -> None:
+    """What types set for elsewhere (app/api/types.py): a default the server applies, and a
+    media type: a multipart part's goes in the form's `encoding`; a query parameter with one is
+    JSON text, declared as its `content`."""
     for _, op in _operations(doc):
+        fields = _form_fields(doc, op) or {}
+        for schema in [*(p["schema"] for p in op.get("parameters", [])), *fields.values()]:
+            if SETTINGS_DEFAULT in schema:
+                schema["default"] = schema.pop(SETTINGS_DEFAULT)
         for parameter in op.get("parameters", []):
             media = parameter.get("schema", {}).pop(MEDIA_TYPE, None)
             if media is not None:
                 parameter["content"] = {media: {"schema": parameter.pop("schema")}}
-        fields = _form_fields(doc, op)
-        if fields is None:
-            continue
         encoding = {
             name: {"contentType": schema.pop(MEDIA_TYPE)}
             for name, schema in fields.items()

@@ -14,8 +14,8 @@ Some rules cannot be a pydantic constraint; they are still declared here, and ch
 - `top_k` is one range, 1 to `max_top_k`, with one message naming both ends: the route checks
   the whole range (`TOP_K_MIN` here), the type only declares it.
 - JSON text (`metadata`, `filter`, `boxes`): the field's text is a JSON value, parsed by the
-  route (app/recognition/scopes.py, app/encoder/boxes.py), whose errors name what is wrong inside.
-  The type declares the schema of the decoded value and its media type.
+  route (app/api/products.py, app/recognition/scopes.py, app/encoder/boxes.py), whose errors name
+  what is wrong inside. The type declares the schema of the decoded value and its media type.
 - A sku that is only looked up (`SkuLookup`) is declared with the pattern but not checked: no
   product has a malformed sku, so the lookup answers 404, as those routes' contract says.
 """
@@ -46,9 +46,12 @@ from app.settings import Settings
 
 T = TypeVar("T")
 
-# JSON-schema keyword under which a type names the media type of its multipart part or query
-# parameter; app/api/openapi.py moves it where OpenAPI wants it (`encoding`, `content`).
+# JSON-schema keywords a type sets that belong elsewhere; app/api/openapi.py moves them there.
+# The media type of a multipart part or of a query parameter's text: to `encoding` / `content`.
 MEDIA_TYPE = "x-media-type"
+# To `default`: an omittable field's own default (None, "not sent") replaces the `default` of
+# its type's schema, so `FromSettings` writes the default the server applies here.
+SETTINGS_DEFAULT = "x-settings-default"
 # Formats the decoder takes (app/encoder/preprocess.py); others are refused with 415.
 IMAGE_MEDIA_TYPES = "image/jpeg, image/png, image/webp, image/bmp, image/gif"
 MAX_ID = 2**63 - 1  # SQL BIGINT
@@ -81,7 +84,8 @@ class FromSettings:
         if settings is not None:
             target = handler.resolve_ref_schema(schema)
             for keyword, setting in self.keywords.items():
-                target[keyword] = getattr(settings, setting)
+                key = SETTINGS_DEFAULT if keyword == "default" else keyword
+                target[key] = getattr(settings, setting)
         return schema
 
 
