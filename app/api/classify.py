@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query
 from fastapi.routing import APIRoute
 
 from app.api.deps import ServicesDep
@@ -18,7 +18,15 @@ from app.api.schemas import (
     errors,
 )
 from app.api.scope import ScopeDep
-from app.api.types import TOP_K_MIN, MinScore, Omittable, TopK
+from app.api.types import (
+    TOP_K_MIN,
+    BoxesText,
+    ImageUpload,
+    ImageUploads,
+    MinScore,
+    Omittable,
+    TopK,
+)
 from app.api.uploads import read_all
 from app.encoder.boxes import BoxError, parse_boxes
 from app.encoder.preprocess import ImageDecodeError
@@ -74,8 +82,8 @@ async def classify(
     services: ServicesDep,
     options: OptionsDep,
     scope: ScopeDep,
-    image: Annotated[UploadFile, File()],
-    boxes: Annotated[str | None, Form()] = None,
+    image: Annotated[ImageUpload, File()],
+    boxes: Annotated[Omittable[BoxesText], Form()] = None,
 ) -> ClassifyResult | RegionsResult:
     """One photo, or the regions of one photo (`boxes`): app/recognition/classify.py."""
     [data] = await read_all([image], "image", 1)
@@ -122,7 +130,7 @@ async def classify_batch(
     services: ServicesDep,
     options: OptionsDep,
     scope: ScopeDep,
-    images: Annotated[list[UploadFile], File()],
+    images: Annotated[ImageUploads, File()],
 ) -> BatchClassifyResult:
     payloads = await read_all(images, "images", services.settings.max_images_per_request)
     classifier = services.classifier

@@ -16,16 +16,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import TypeAdapter
 
 from app.api.middleware import ApiKeyMiddleware
 from app.api.schemas import ERROR_DESCRIPTIONS
 from app.api.types import (
     MEDIA_TYPE,
     SETTINGS_DEFAULT,
-    BoxesText,
-    ImageUpload,
-    ImageUploads,
     documenting,
 )
 from app.settings import Settings
@@ -74,13 +70,6 @@ LINKS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
 
 # Fields of routes whose parameters are still plain `str` / `UploadFile` (app/api/classify.py):
 # their types' schemas go in by name. An entry goes once its parameter is annotated with the type.
-UNTYPED_FIELDS: dict[tuple[str, str], Any] = {
-    ("classify", "image"): ImageUpload,
-    ("classify", "boxes"): BoxesText,
-    ("classifyBatch", "images"): ImageUploads,
-}
-
-
 def contract_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     if app.openapi_schema is None:
         with documenting(settings):
@@ -90,7 +79,6 @@ def contract_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
                 description=app.description,
                 routes=app.routes,
             )
-            _type_untyped_fields(doc)
         _place_keywords(doc)
         _use_error_model(doc)
         _declare_auth(doc, settings)
@@ -117,15 +105,6 @@ def _form_fields(doc: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | No
     body = doc["components"]["schemas"][form["schema"]["$ref"].rsplit("/", 1)[1]]
     fields: dict[str, Any] = body["properties"]
     return fields
-
-
-def _type_untyped_fields(doc: dict[str, Any]) -> None:
-    for _, op in _operations(doc):
-        fields = _form_fields(doc, op) or {}
-        for (operation_id, name), annotation in UNTYPED_FIELDS.items():
-            if op["operationId"] == operation_id and name in fields:
-                schema = TypeAdapter(annotation).json_schema()
-                fields[name] = {"title": fields[name].get("title", name), **schema}
 
 
 def _place_keywords(doc: dict[str, Any]) -> None:
