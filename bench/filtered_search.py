@@ -1,7 +1,7 @@
 """Catalogue-filtered search against unfiltered search, measured in the same run.
 
 Two parts:
-- index: `ShardSet.search` over N synthetic 1280-d vectors (the shipped encoder's width, in
+- index: `ShardStore.search` over N synthetic 1280-d vectors (the shipped encoder's width, in
   shards of SHARD_CAPACITY as served) unfiltered and with `allowed` keeping 50%, 10% and 1% of
   the images (the FAISS IDSelectorBitmap path the service takes), k = 64 as /classify asks;
 - SQL: the allowed-id array of a catalogue and of a metadata filter, computed cold and served
@@ -28,11 +28,13 @@ from sqlalchemy import insert
 from tqdm import tqdm
 
 from app.catalogue.memberships import bump_catalogue_epoch
+from app.catalogue.scope_queries import ScopeQueries
 from app.db.migrate import open_database
 from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage
 from app.db.session import make_session_factory
-from app.encoder.views import vector_id
-from app.index.shards import ShardSet
+from app.index.shard_store import ShardStore
+from app.index.stored_vectors import as_stored
+from app.index.vector_ids import vector_id
 from app.recognition.scopes import Scope, ScopeResolver, parse_filter
 from tests.support.databases import create_pg_database, drop_pg_database
 
@@ -53,7 +55,7 @@ def median_ms(run: Callable[[], object], repeat: int) -> float:
 
 
 def index_rows(n: int, rng: np.random.Generator, repeat: int) -> list[str]:
-    shards = ShardSet("bench", DIM, Path(tempfile.mkdtemp()), session_factory=None)  # type: ignore[arg-type]
+    shards = ShardStore("bench", DIM)
     # Each shard's vectors arrive as one write with its own (increasing) log sequence number.
     for seq, start in enumerate(
         tqdm(range(0, n, SHARD_CAPACITY), desc=f"index {n}", unit="shard"), start=1
@@ -61,7 +63,8 @@ def index_rows(n: int, rng: np.random.Generator, repeat: int) -> list[str]:
         ids = np.arange(start + 1, min(n, start + SHARD_CAPACITY) + 1, dtype=np.int64)
         vectors = rng.standard_normal((len(ids), DIM), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        shards.apply_added(start // SHARD_CAPACITY, seq, vector_id(ids), vectors)
+        shard_nos = np.full(len(ids), start // SHARD_CAPACITY, np.int64)
+        shards.add_local(shard_nos, seq, vector_id(ids), as_stored(vectors))
     query = rng.standard_normal((1, DIM), dtype=np.float32)
     query /= np.linalg.norm(query)
     k = 64  # what /classify asks for: max(top_k * 8, 64) per vector of an image
@@ -136,8 +139,10 @@ def sql_part(url: str, label: str, n: int, repeat: int) -> list[str]:
         ("catalogue 10%", Scope(catalogue="store-10")),
         ("filter 2%", Scope(filter=parse_filter('{"brand": "b7"}'))),
     ]:
-        cold = median_ms(lambda s=scope: ScopeResolver(factory, "bench").allowed(s), repeat)
-        resolver = ScopeResolver(factory, "bench")
+        cold = median_ms(
+            lambda s=scope: ScopeResolver(ScopeQueries(factory, "bench")).allowed(s), repeat
+        )
+        resolver = ScopeResolver(ScopeQueries(factory, "bench"))
         found = resolver.allowed(scope)
         count = 0 if found is None else len(found)
         warm = median_ms(lambda s=scope, r=resolver: r.allowed(s), repeat)

@@ -5,12 +5,12 @@
 References are real embeddings (bench/scale_data.py: the shared data sets through the shipped
 model) replicated with small noise to N vectors; queries are real held-out photos. One run prints:
 - search p50 / p99 per query, exact (the shards before training) against ANN (after
-  `ShardSet.maintain`), through `ShardSet.search` with the k that /classify asks for;
+  `ShardMaintenance.maintain`), through `ShardStore.search` with the k that /classify asks for;
 - recall@1 / @5 of the ANN answer against the exact answer, over image ids;
 - index memory per replica (exact float32 against the ANN codes);
-- start-up from SQL (`ShardSet.sync` on PostgreSQL; ready means searchable, exact until the
+- start-up from SQL (`IndexSync.sync` on PostgreSQL; ready means searchable, exact until the
   background training finishes, whose time is shown too) and from the shard files;
-- catch-up: a second replica (its own Catalogue and ShardSet) writes one image, the first syncs;
+- catch-up: a second replica (its own Replica and IndexSync) writes one image, the first syncs;
 - registration through HTTP (`retailklip serve`, POST /products) against the encoder's own
   throughput on the same images (with the degraded views the service stores);
 - what each compact vector format costs in top-1 / top-5 on both shared data sets.
@@ -35,14 +35,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from app.catalogue.products import Catalogue, NewImage
+from app.catalogue.products import NewImage
 from app.db.session import make_engine, make_session_factory
-from app.index.shards import ShardSet
 from app.index.vector_index import IndexConfig
 from app.recognition.search import MIN_FETCH
+from app.runtime.index_sync import IndexSync
 from app.storage.blobs import FileBlobStore
 from bench.scale_data import GROCERY, MODEL, real_set, replicate
 from bench.scale_sql import CODES, bulk_load, fresh_database
+from tests.support.replicas import Replica
 from tests.support.servers import quiet_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,11 +52,11 @@ K = MIN_FETCH * len(CODES)  # what /classify fetches for top_k=5 with two refere
 FORMATS = ("Flat", "SQfp16", "SQ8", "SQ6", "SQ4", "PQ160", "PCA512,SQ8", "PCA256,SQ8")
 
 
-def timed_search(shards: ShardSet, queries: np.ndarray) -> tuple[np.ndarray, list[float]]:
+def timed_search(shards: IndexSync, queries: np.ndarray) -> tuple[np.ndarray, list[float]]:
     found, times = [], []
     for row in tqdm(queries, desc="search", leave=False):
         begin = time.perf_counter()
-        _, ids = shards.search(row[None], K)
+        _, ids = shards.store.search(row[None], K)
         times.append(1000 * (time.perf_counter() - begin))
         found.append(ids[0])
     return np.stack(found), times
@@ -73,35 +74,37 @@ def recall(exact: np.ndarray, ann: np.ndarray) -> tuple[float, float]:
     return at1, at5
 
 
-def nprobe_sweep(shards: ShardSet, queries: np.ndarray, exact: np.ndarray) -> list[dict]:
+def nprobe_sweep(shards: IndexSync, queries: np.ndarray, exact: np.ndarray) -> list[dict]:
     """The INDEX_NPROBE trade-off: recall@1 and p50 per setting, same shards, same queries."""
     rows = []
-    configs = {no: shard.index.config for no, shard in shards.shards.items()}
+    configs = {no: shard.index.config for no, shard in shards.store.shards.items()}
     for nprobe in (4, 8, 16, 32, 64, 128):
-        for no, shard in shards.shards.items():
+        for no, shard in shards.store.shards.items():
             shard.index.config = replace(configs[no], nprobe=nprobe)
         found, ms = timed_search(shards, queries)
         at1, at5 = recall(exact, found)
         rows.append(
             {"nprobe": nprobe, "p50_ms": pct(ms, 50), "recall_at_1": at1, "recall_at_5": at5}
         )
-    for no, shard in shards.shards.items():
+    for no, shard in shards.store.shards.items():
         shard.index.config = configs[no]
     return rows
 
 
-def catchup(url: str, shards: ShardSet, vector: np.ndarray, blob_dir: Path, capacity: int) -> float:
+def catchup(
+    url: str, shards: IndexSync, vector: np.ndarray, blob_dir: Path, capacity: int
+) -> float:
     """A second replica registers one image; returns ms until the first one has it."""
     engine = make_engine(url)
     factory = make_session_factory(engine)
-    other = ShardSet(shards.model_id, shards.dim, blob_dir / "other-shards", factory)
-    catalogue = Catalogue(factory, FileBlobStore(blob_dir), other, shard_capacity=capacity)
+    other = IndexSync.open(shards.model_id, shards.store.dim, blob_dir / "other-shards", factory)
+    catalogue = Replica.of(factory, FileBlobStore(blob_dir), other, shard_capacity=capacity)
     image = NewImage(os.urandom(64), os.urandom(32).hex(), "jpeg", 10, 10, vector)
     catalogue.create_product("scale-catchup", "written by the other replica", {}, [image])
     begin = time.perf_counter()
     shards.sync()
     elapsed = 1000 * (time.perf_counter() - begin)
-    _, ids = shards.search(vector[None], 1)
+    _, ids = shards.store.search(vector[None], 1)
     engine.dispose()
     assert ids[0, 0] > 0, "the remote write is not searchable after sync"
     return elapsed
@@ -207,19 +210,19 @@ def main(argv: list[str] | None = None) -> int:
         del vectors
         engine = make_engine(url)
         factory = make_session_factory(engine)
-        shards = ShardSet(real.model_id, real.references.shape[1], Path(tmp), factory, config)
+        shards = IndexSync.open(real.model_id, real.references.shape[1], Path(tmp), factory, config)
         begin = time.perf_counter()
         shards.sync()
         out["startup_sql_s"] = time.perf_counter() - begin
-        out["shards"] = len(shards.shards)
-        out["bytes_exact"] = shards.memory_bytes
+        out["shards"] = len(shards.store.shards)
+        out["bytes_exact"] = shards.store.memory_bytes
         exact, exact_ms = timed_search(shards, queries)
         faiss.omp_set_num_threads(os.cpu_count() or 1)  # training gets the machine, as it would
         begin = time.perf_counter()
-        shards.maintain()
+        shards.maintenance.maintain()
         out["ann_train_s"] = time.perf_counter() - begin
         faiss.omp_set_num_threads(1)
-        out["bytes_per_replica"] = shards.memory_bytes
+        out["bytes_per_replica"] = shards.store.memory_bytes
         ann, ann_ms = timed_search(shards, queries)
         out["search_p50_ms_exact"] = pct(exact_ms, 50)
         out["search_p99_ms_exact"] = pct(exact_ms, 99)
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         out["nprobe_sweep"] = nprobe_sweep(shards, queries, exact)
         shards.persist_dirty()
         begin = time.perf_counter()
-        restarted = ShardSet(shards.model_id, shards.dim, Path(tmp), factory, config)
+        restarted = IndexSync.open(shards.model_id, shards.store.dim, Path(tmp), factory, config)
         restarted.sync(use_files=True)
         out["startup_files_s"] = time.perf_counter() - begin
         assert restarted.rebuilds == 0 and restarted.size == shards.size
