@@ -31,6 +31,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,13 +117,36 @@ def _seed(url: str, refs: int, capacity: int = CAPACITY) -> int:
     return int(size)
 
 
+def _replica_api() -> tuple[Any, Any, Any]:
+    """(open an index, make a writer, search) in whichever code base is measured: the split
+    index (IndexSync, ProductStore) or the earlier ShardSet and Catalogue."""
+    try:
+        from app.catalogue.products import ProductStore
+        from app.runtime.index_sync import IndexSync
+    except ImportError:  # the code before the split
+        from app.index.shards import ShardSet
+
+        from app.catalogue import Catalogue
+
+        def old_writer(factory: Any, blobs: Any, capacity: int, work: Path) -> Any:
+            return Catalogue(factory, blobs, ShardSet(MODEL, DIM, work, factory), capacity)
+
+        return ShardSet, old_writer, lambda index, q, k: index.search(q, k)
+
+    def new_writer(factory: Any, blobs: Any, capacity: int, work: Path) -> Any:
+        index = IndexSync.open(MODEL, DIM, work, factory)
+        return ProductStore(factory, blobs, MODEL, capacity, committed=index.follower)
+
+    return IndexSync.open, new_writer, lambda index, q, k: index.store.search(q, k)
+
+
 def run_sync(url: str, refs: int, writes: int, work: Path) -> dict[str, object]:
-    from app.catalogue.products import Catalogue, NewImage
+    from app.catalogue.products import NewImage
     from app.db.migrate import upgrade_to_head
     from app.db.session import make_engine, make_session_factory
-    from app.index.shards import ShardSet
     from app.storage.blobs import FileBlobStore, sha256_hex
 
+    open_index, make_writer, search = _replica_api()
     upgrade_to_head(url)
     # One shard holds the seeded vectors and the writes: "one write into a shard of N".
     capacity = max(CAPACITY, refs + writes)
@@ -131,23 +155,18 @@ def run_sync(url: str, refs: int, writes: int, work: Path) -> dict[str, object]:
     replica_factory = make_session_factory(replica_engine)
     writer_factory = make_session_factory(writer_engine)
 
-    replica = ShardSet(MODEL, DIM, work / "replica", replica_factory)
+    replica = open_index(MODEL, DIM, work / "replica", replica_factory)
     begin = time.perf_counter()
     replica.sync(use_files=True)
     startup_sql = time.perf_counter() - begin
     replica.persist_dirty()
-    again = ShardSet(MODEL, DIM, work / "replica", replica_factory)
+    again = open_index(MODEL, DIM, work / "replica", replica_factory)
     begin = time.perf_counter()
     again.sync(use_files=True)
     startup_files = time.perf_counter() - begin
     del again
 
-    writer = Catalogue(
-        writer_factory,
-        FileBlobStore(work / "blobs"),
-        ShardSet(MODEL, DIM, work / "writer", writer_factory),
-        capacity,
-    )
+    writer = make_writer(writer_factory, FileBlobStore(work / "blobs"), capacity, work / "writer")
     rng = np.random.default_rng(1)
     catchups, rebuilds_before = [], replica.rebuilds
     for i in range(writes):
@@ -158,7 +177,7 @@ def run_sync(url: str, refs: int, writes: int, work: Path) -> dict[str, object]:
         begin = time.perf_counter()
         replica.sync()
         catchups.append(1000 * (time.perf_counter() - begin))
-        _, hits = replica.search(v[None], 1)
+        _, hits = search(replica, v[None], 1)
         assert hits[0, 0] == refs + i + 1, "the remote write is not searchable after sync"
     replica_engine.dispose()
     writer_engine.dispose()
