@@ -65,6 +65,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
         settings.resolved_max_batch(str(encoder.device)),
         settings.batch_wait_ms,
         on_batch=metrics.batch_size.observe,
+        on_stage=metrics.observe_stage,
         reference_views=settings.resolved_reference_views(encoder.preprocess),
     )
     products = ProductStore(

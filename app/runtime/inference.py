@@ -27,7 +27,6 @@ from app.encoder.boxes import Box, pixel_boxes
 from app.encoder.loading import ServingEncoder
 from app.encoder.preprocess import decode_image_with_format, eval_pixels
 from app.encoder.views import degraded_views, view_code
-from app.runtime.metrics import stage_hook
 from app.storage.blobs import sha256_hex
 from app.storage.uploaded import UploadedImage
 
@@ -68,7 +67,7 @@ class Inference:
         batch_wait_ms: float,
         on_batch: Callable[[int], None] = lambda size: None,
         reference_views: tuple[str, ...] = (),
-        on_stage: Callable[[str, float], None] | None = None,
+        on_stage: Callable[[str, float], None] = lambda stage, seconds: None,
     ) -> None:
         self.encoder = encoder
         self.reference_views = reference_views
@@ -79,9 +78,8 @@ class Inference:
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
         self.on_batch = on_batch
-        # Seconds per stage (app/runtime/metrics.py STAGES: decode, forward, search) for
-        # /metrics; unset, the stage histogram that goes with `on_batch`'s metrics, if any.
-        self.on_stage = on_stage if on_stage is not None else stage_hook(on_batch)
+        # Seconds per stage (app/runtime/metrics.py STAGES: decode, forward, search).
+        self.on_stage = on_stage
         self.decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
         self.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # The stages of a classification timed by app/runtime/inference.py (`ServiceMetrics.stages`).
 STAGES = ("decode", "forward", "search")
-
-
-class _BatchSizes(Histogram):
-    """The batch-size histogram. Its `observe` is the `on_batch` hook app/main.py hands to
-    `Inference`; it knows its ServiceMetrics, so that `stage_hook` finds the stage histogram
-    of the same registry from that hook."""
-
-    metrics: ServiceMetrics | None = None
 
 
 class ServiceMetrics:
@@ -34,13 +24,12 @@ class ServiceMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
-        self.batch_size = _BatchSizes(
+        self.batch_size = Histogram(
             "retailklip_encoder_batch_size",
             "Images per encoder forward pass (micro-batching)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
-        self.batch_size.metrics = self
         self.stages = Histogram(
             "retailklip_stage_duration_seconds",
             "Seconds per stage of recognition, observed by the inference runtime: decode (one "
@@ -73,17 +62,3 @@ class ServiceMetrics:
     def observe_stage(self, stage: str, seconds: float) -> None:
         """One stage's duration (`STAGES`) of one request or batch."""
         self._stage[stage].observe(seconds)
-
-
-def _no_stage(stage: str, seconds: float) -> None:
-    return None
-
-
-def stage_hook(on_batch: Callable[[int], None]) -> Callable[[str, float], None]:
-    """The stage timer that goes with a batch-size hook: for `ServiceMetrics.batch_size.observe`
-    (what app/main.py passes to `Inference` as `on_batch`) that ServiceMetrics' `observe_stage`;
-    for any other hook (tests, tools without metrics) a no-op."""
-    sizes = getattr(on_batch, "__self__", None)
-    if isinstance(sizes, _BatchSizes) and sizes.metrics is not None:
-        return sizes.metrics.observe_stage
-    return _no_stage
