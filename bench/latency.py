@@ -21,10 +21,12 @@ threads over a round's photos, against the encoder's batch-8 rate over the same 
 
 Reported: p50 at concurrency 1 and requests/s at concurrency 8 per side; for each code base
 /classify c=1 p50 / (encoder batch-1 p50 + floor p50) and /classify c=8 throughput / encoder
-batch-8 rate; and the server's own stage timings over the concurrency-1 requests, read from
-/metrics (differences of histogram sums and counts before and after each round:
-retailklip_stage_duration_seconds per stage, retailklip_http_request_duration_seconds for the
-route), '-' where a code base does not export them.
+batch-8 rate, then the same two ratios with the photos' decode + preprocess added to the
+encoder's side (what embedding a photo costs a caller in this process); and the server's own
+stage timings over the concurrency-1 requests, read from /metrics (differences of histogram
+sums and counts before and after each round: retailklip_stage_duration_seconds per stage,
+retailklip_http_request_duration_seconds for the route), '-' where a code base does not export
+them.
 
 The client is a keep-alive `http.client` connection per thread with the multipart body built
 before the clock starts (`--client httpx` measures through httpx instead, which spends about a
@@ -468,6 +470,33 @@ def report(
                 "c=8: /classify req/s / encoder batch-8 photos/s",
             ),
             ratio_rows,
+        )
+    )
+    # The same ratios against the encoder as a caller in this process uses it: each photo is
+    # decoded and preprocessed (one thread), then forwarded (a /classify request does both).
+    decode = p50_ms(encoder["decode"])
+    b8_with_decode = encoder["b8_count"] / (encoder["b8_wall"] + sum(encoder["decode"]))
+    with_decode: list[list[object]] = []
+    for label, _ in reversed(codes):
+        side = next(s for s in sides if s.name == f"/classify {label}")
+        c1, c8 = p50_ms(side.c1), side.c8_count / side.c8_wall
+        with_decode.append(
+            [
+                label,
+                f"{c1:.2f} / ({decode:.2f} + {b1:.2f} + {floor_p50:.2f}) = "
+                f"{c1 / (decode + b1 + floor_p50):.2f}x",
+                f"{c8:.1f} / {b8_with_decode:.1f} = {c8 / b8_with_decode:.2f}x",
+            ]
+        )
+    print()
+    print(
+        table(
+            (
+                "code",
+                "c=1: /classify p50 / (decode p50 + encoder b1 p50 + floor p50)",
+                "c=8: /classify req/s / encoder batch-8 photos/s, decode included",
+            ),
+            with_decode,
         )
     )
     services = [s for s in sides if s.name != "framework floor"]
