@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     index_threshold: int = 20_000  # exact search costs ~5 ms per query here at about this size
     index_codec: str = "SQ8"  # IVF list codes: SQ8 (1 byte/dim), SQfp16, SQ4, Flat, PQ<m>
     index_nlist: int = 0  # 0: about 4 * sqrt(vectors in the shard)
-    index_nprobe: int = 16  # lists scanned per query: recall against speed (README)
+    index_nprobe: int = 16  # lists scanned per query: recall against speed (docs/PERFORMANCE.md)
     index_delta_limit: int = 4096  # exact-searched new vectors folded into the IVF past this
 
     @field_validator("index_codec")

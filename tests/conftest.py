@@ -1,6 +1,7 @@
 """Shared fixtures: real PostgreSQL and SQLite databases, the shared data set, live servers.
 
-The helpers behind them live in `tests/support/` (the drills in bench/ use them too)."""
+The helpers behind them live in `tests/support/` (bench/ and the drills in tests/support/drills
+use them too)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """The failure drills (crash, database outage, load, disk full), each against a real
 `retailklip serve`; the drills themselves are in tests/support/drills/, what they found and how
-to read it in README "Failure drills".
+to read it in docs/DRILLS.md.
 
-By default each runs short. `RETAILKLIP_DRILLS=full` runs them at the length the README's
+By default each runs short. `RETAILKLIP_DRILLS=full` runs them at the length docs/DRILLS.md's
 figures come from (crash: 100 kill cycles of 4 writers; outage: PostgreSQL down 10 s; load:
 64 clients for 180 s against the default limits; disk full: a 1 MB blob store); `-s` shows each
 drill's tables as it goes (a failing drill's tables are in its captured output anyway).
 `RETAILKLIP_DRILL_MODEL` picks the served model (default efficientnet-lite0):
 
-    RETAILKLIP_DRILLS=full .venv/bin/pytest -s -p no:cacheprovider tests/test_drills.py -k crash
+    RETAILKLIP_DRILLS=full .venv/bin/pytest -s -p no:cacheprovider tests/test_drills.py -k sigkill
     RETAILKLIP_DRILLS=full RETAILKLIP_DRILL_MODEL=retailklip-lite0-shelf \
         .venv/bin/pytest -s -p no:cacheprovider tests/test_drills.py -k overload
 
