@@ -34,7 +34,7 @@ REFUSED_UPLOAD = re.compile(r"^images\[(\d+)\]: (.*)$")
 
 
 @dataclass
-class Entry:
+class ProductEntry:
     name: str
     paths: list[Path] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -73,14 +73,14 @@ class ImportState:
         os.replace(temp, self.path)  # a crash leaves the old state or the new one, never half
 
 
-def read_catalogue(source: Path, problems: list[str]) -> dict[str, Entry]:
-    catalogue: dict[str, Entry] = {}
+def read_catalogue(source: Path, problems: list[str]) -> dict[str, ProductEntry]:
+    catalogue: dict[str, ProductEntry] = {}
     if source.is_dir():
         for folder in sorted(p for p in source.iterdir() if p.is_dir()):
             images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not images:
                 continue
-            entry = Entry(folder.name, images)
+            entry = ProductEntry(folder.name, images)
             described = folder / "product.json"
             if described.is_file():
                 try:
@@ -106,7 +106,7 @@ def read_catalogue(source: Path, problems: list[str]) -> dict[str, Entry]:
             except ValueError as exc:
                 problems.append(f"{source}:{line}: metadata is not a JSON object ({exc}); skipped")
                 continue
-            entry = catalogue.setdefault(sku, Entry(row.get("name") or sku))
+            entry = catalogue.setdefault(sku, ProductEntry(row.get("name") or sku))
             entry.paths.append(source.parent / path)
             entry.metadata = entry.metadata or metadata
             entry.catalogues |= {c.strip() for c in (row.get("catalogues") or "").split(";")}
@@ -151,7 +151,7 @@ class Importer:
     def key(self, path: Path) -> str:
         return os.path.relpath(path, self.root)
 
-    def product(self, sku: str, entry: Entry, max_images: int, max_bytes: int) -> None:
+    def product(self, sku: str, entry: ProductEntry, max_images: int, max_bytes: int) -> None:
         pending = []
         for path in entry.paths:
             earlier = self.state.earlier(self.key(path), path)
@@ -171,7 +171,7 @@ class Importer:
         if entry.catalogues and mode == "existing":
             self.merge_catalogues(sku, entry.catalogues)
 
-    def send(self, sku: str, entry: Entry, part: list[Path], mode: str) -> str:
+    def send(self, sku: str, entry: ProductEntry, part: list[Path], mode: str) -> str:
         """Post one chunk, dropping refused files until the rest goes through. `mode`: "create"
         (try POST /products), "created" (by this run) or "existing" (before this run: its
         catalogues are merged in afterwards); returns the mode for the next chunk."""

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.db import changelog
 from app.db.dialect import psycopg_connection
 from app.db.models import Embedding
-from app.index.log_follower import Entry, Head, Rows
+from app.index.log_follower import Head, LogEntry, Rows
 
 ID_BATCH = 5000  # image ids per IN (...) when re-reading the rows entries name
 STREAM_ROWS = 20_000  # rows per fetch when reading a whole model (server-side cursor)
@@ -41,7 +41,7 @@ class SqlChangeReader:
     def head(self) -> Head:
         return changelog.head(self.session, self.model_id)
 
-    def entries_after(self, position: int, limit: int) -> list[Entry]:
+    def entries_after(self, position: int, limit: int) -> list[LogEntry]:
         return changelog.entries_after(self.session, self.model_id, position, limit)
 
     def count(self) -> int:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from app.db.dialect import dbapi_marker, is_postgresql, upsert
 from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage, Replica
 from app.db.session import rowcount
-from app.index.log_follower import Entry, Head
+from app.index.log_follower import Head, LogEntry
 
 
 def append(session: Session, model_id: str, op: str, vector_ids: np.ndarray) -> int:
@@ -98,7 +98,7 @@ class HeadReader:
                 connection.close()
 
 
-def entries_after(session: Session, model_id: str, position: int, limit: int) -> list[Entry]:
+def entries_after(session: Session, model_id: str, position: int, limit: int) -> list[LogEntry]:
     rows = session.execute(
         select(ChangeLogEntry.seq, ChangeLogEntry.op, ChangeLogEntry.vector_ids)
         .where(ChangeLogEntry.model_id == model_id, ChangeLogEntry.seq > position)
@@ -106,7 +106,8 @@ def entries_after(session: Session, model_id: str, position: int, limit: int) ->
         .limit(limit)
     ).all()
     return [
-        Entry(int(s), op, np.frombuffer(ids, dtype="<i8").astype(np.int64)) for s, op, ids in rows
+        LogEntry(int(s), op, np.frombuffer(ids, dtype="<i8").astype(np.int64))
+        for s, op, ids in rows
     ]
 
 

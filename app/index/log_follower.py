@@ -41,7 +41,7 @@ class Head:
 
 
 @dataclass(frozen=True)
-class Entry:
+class LogEntry:
     seq: int
     op: str
     vector_ids: np.ndarray
@@ -61,7 +61,7 @@ class ChangeReader(Protocol):
 
     def head(self) -> Head: ...
 
-    def entries_after(self, position: int, limit: int) -> list[Entry]: ...
+    def entries_after(self, position: int, limit: int) -> list[LogEntry]: ...
 
     def rows_of(self, image_ids: np.ndarray) -> Rows: ...
 

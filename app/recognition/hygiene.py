@@ -29,7 +29,7 @@ class NearDuplicate:
 
 
 @dataclass(frozen=True)
-class SimilarProduct:
+class LookAlike:
     sku: str
     name: str
     score: float  # best cosine between any reference of the two products
@@ -87,13 +87,13 @@ def similar_products(
     vectors: np.ndarray,
     limit: int,
     vectors_per_image: int = 1,
-) -> list[SimilarProduct]:
+) -> list[LookAlike]:
     """The `limit` other products whose best reference pair with this one scores highest."""
     if len(vectors) == 0 or shards.size == 0:
         return []
     depth = (limit * 8 + len(image_ids)) * vectors_per_image
     scores, ids, known = _neighbours(shards, names, vectors, max(depth, DEPTH))
-    best: dict[str, SimilarProduct] = {}
+    best: dict[str, LookAlike] = {}
     for own, row_scores, row_ids in zip(image_ids, scores, ids, strict=True):
         for score, image_id in zip(row_scores, row_ids, strict=True):
             match = known.get(int(image_id))
@@ -101,7 +101,7 @@ def similar_products(
                 continue
             current = best.get(match.sku)
             if current is None or score > current.score:
-                best[match.sku] = SimilarProduct(
+                best[match.sku] = LookAlike(
                     sku=match.sku,
                     name=match.name,
                     score=round(float(score), 6),
