@@ -30,8 +30,8 @@ from tqdm import tqdm
 from app.catalogue.memberships import bump_catalogue_epoch
 from app.catalogue.scope_queries import ScopeQueries
 from app.db.migrate import open_database
-from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage
 from app.db.session import make_session_factory
+from app.db.tables import Embedding, Product, ProductCatalogue, ReferenceImage
 from app.index.shard_store import ShardStore
 from app.index.stored_vectors import as_stored
 from app.index.vector_ids import vector_id

@@ -17,7 +17,7 @@ from app.catalogue.products import NewImage
 from app.cli.model_admin import run_drop_model
 from app.cli.reindex import _store
 from app.db import changelog
-from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage
+from app.db.tables import ChangeLogEntry, Embedding, LogHead, ReferenceImage
 from app.index.log_follower import Head
 from app.index.stored_vectors import decode_vectors
 from app.recognition.search import classify_vectors

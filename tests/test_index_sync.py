@@ -10,9 +10,9 @@ import numpy as np
 from sqlalchemy import select
 
 from app.db.migrate import upgrade_to_head
-from app.db.models import Replica as ReplicaRow
 from app.db.replicas import ReplicaRegistry
 from app.db.session import make_engine, make_session_factory
+from app.db.tables import Replica as ReplicaRow
 from app.index.shard_store import ShardStore
 from app.index.stored_vectors import as_stored
 from app.index.vector_ids import vector_id

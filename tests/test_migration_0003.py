@@ -164,7 +164,7 @@ def test_migrated_schema_is_what_the_models_declare(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from app.db.models import Base
+    from app.db.tables import Base
 
     upgrade_to_head(db_url)
     engine = make_engine(db_url)

@@ -12,7 +12,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from app.catalogue.products import NewImage
-from app.db.models import Embedding, ReferenceImage
+from app.db.tables import Embedding, ReferenceImage
 from app.encoder.views import MAX_VIEW_CODE, VIEWS, degraded_views, parse_views, view_code
 from app.index import vector_ids
 from app.index.vector_ids import all_vector_ids, image_of, vector_id

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from app.catalogue.products import NewImage, NotFound, ProductExists, ProductStore
 from app.db import changelog
 from app.db.migrate import SchemaOutOfDate, check_at_head, upgrade_to_head
-from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_engine, make_session_factory
+from app.db.tables import Embedding, Product, ReferenceImage
 from app.index.stored_vectors import decode_vectors
 from app.index.vector_ids import vector_id
 from app.recognition.hit_names import HitNames, Match

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from app.db.models import Product
+from app.db.tables import Product
 
 if TYPE_CHECKING:
     from app.recognition.search import Verdict

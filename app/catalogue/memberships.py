@@ -13,8 +13,8 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from app.db.dialect import upsert
-from app.db.models import CatalogueEpoch, ProductCatalogue
 from app.db.session import rowcount
+from app.db.tables import CatalogueEpoch, ProductCatalogue
 
 
 def bump_catalogue_epoch(session: Session) -> None:

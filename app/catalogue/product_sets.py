@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.catalogue.memberships import add_memberships, drop_memberships
 from app.catalogue.products import NotFound
-from app.db.models import Embedding, Product, ProductCatalogue, ReferenceImage
+from app.db.tables import Embedding, Product, ProductCatalogue, ReferenceImage
 from app.index.stored_vectors import decode_vectors
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.catalogue.memberships import add_memberships, drop_memberships
 from app.db import changelog
-from app.db.models import Embedding, Product, ReferenceImage
+from app.db.tables import Embedding, Product, ReferenceImage
 from app.index.stored_vectors import encode_vector
 from app.index.vector_ids import vector_id
 from app.storage.blobs import BlobStore

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.db.dialect import metadata_match
-from app.db.models import (
+from app.db.tables import (
     CatalogueEpoch,
     Embedding,
     LogHead,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from app.db.migrate import open_database
-from app.db.models import ReferenceImage
 from app.db.session import make_session_factory
+from app.db.tables import ReferenceImage
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
 

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from app.db.migrate import open_database
-from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage, Replica
 from app.db.session import make_session_factory, rowcount
+from app.db.tables import ChangeLogEntry, Embedding, LogHead, ReferenceImage, Replica
 from app.settings import Settings
 
 DROP_BATCH = 5000  # images per DELETE: short transactions, progress to watch

@@ -16,8 +16,8 @@ from tqdm import tqdm
 from app.catalogue.products import embedding_rows, shard_of
 from app.db import changelog
 from app.db.migrate import open_database
-from app.db.models import Embedding, Product, ReferenceImage
 from app.db.session import make_session_factory
+from app.db.tables import Embedding, Product, ReferenceImage
 from app.encoder.loading import load_service_encoder
 from app.encoder.preprocess import decode_image
 from app.encoder.views import degraded_views, view_code

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.db import changelog
 from app.db.dialect import psycopg_connection
-from app.db.models import Embedding
+from app.db.tables import Embedding
 from app.index.log_follower import Head, LogEntry, Rows
 
 ID_BATCH = 5000  # image ids per IN (...) when re-reading the rows entries name

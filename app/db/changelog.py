@@ -21,8 +21,8 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.dialect import dbapi_marker, is_postgresql, upsert
-from app.db.models import ChangeLogEntry, Embedding, LogHead, ReferenceImage, Replica
 from app.db.session import rowcount
+from app.db.tables import ChangeLogEntry, Embedding, LogHead, ReferenceImage, Replica
 from app.index.log_follower import Head, LogEntry
 
 

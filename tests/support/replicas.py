@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.catalogue.products import NewImage, ProductStore
 from app.db.changelog import HeadReader
-from app.db.models import Product
+from app.db.tables import Product
 from app.recognition.hit_names import HitNames, Match
 from app.runtime.index_sync import IndexSync
 from app.storage.blobs import BlobStore
