@@ -15,9 +15,15 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 Scalar = str | int | float | bool | None
+
+
+def is_sqlite_url(url: str) -> bool:
+    """Before an engine exists: does this URL name an SQLite database?"""
+    return make_url(url).get_backend_name() == "sqlite"
 
 
 def is_postgresql(bind: Engine | Connection | Session) -> bool:
