@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.api import catalogues, classify, health, products, references
+from app.api import catalogues, classify, health, products, references, review
 from app.api.console import install_console
 from app.api.errors import install_error_handlers
 from app.api.middleware import (
@@ -21,13 +21,16 @@ from app.api.middleware import (
 )
 from app.api.openapi import contract_openapi
 from app.catalogue.products import ProductStore
+from app.catalogue.review_queue import ReviewQueue
 from app.catalogue.scope_queries import ScopeQueries
 from app.db.changelog import HeadReader
 from app.db.migrate import open_database
 from app.db.session import make_session_factory
+from app.encoder.identity import model_tiers
 from app.encoder.loading import load_service_encoder
 from app.recognition.classify import Classifier
 from app.recognition.hit_names import HitNames
+from app.recognition.review import Review
 from app.recognition.scopes import ScopeResolver
 from app.runtime.index_sync import IndexSync
 from app.runtime.inference import Inference
@@ -79,7 +82,15 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     head = HeadReader(engine, encoder.model_id)
     names = HitNames(index.store, products, head, head.close)
     scopes = ScopeResolver(ScopeQueries(session_factory, encoder.model_id))
-    classifier = Classifier(index, names, scopes, inference)
+    tiers = settings.resolved_tiers(model_tiers(settings.model))
+    classifier = Classifier(index, names, scopes, inference, tiers)
+    queue = ReviewQueue(
+        session_factory,
+        FileBlobStore(settings.resolved_review_dir),
+        settings.review_max_items,
+        settings.review_max_age_s,
+    )
+    review = Review(settings.review, queue, settings.max_image_pixels)
     return Services(
         settings,
         engine,
@@ -91,6 +102,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
         names,
         scopes,
         classifier,
+        review,
     )
 
 
@@ -127,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(classify.router)
     app.include_router(catalogues.router)
     app.include_router(references.router)
+    app.include_router(review.router)
     app.include_router(health.router)
     install_console(app)
 

@@ -11,6 +11,7 @@ from app.catalogue.products import ProductStore
 from app.encoder.loading import ServingEncoder
 from app.recognition.classify import Classifier
 from app.recognition.hit_names import HitNames
+from app.recognition.review import Review
 from app.recognition.scopes import ScopeResolver
 from app.runtime.index_sync import IndexSync
 from app.runtime.inference import Inference
@@ -29,6 +30,7 @@ class Services:
     names: HitNames
     scopes: ScopeResolver
     classifier: Classifier
+    review: Review
 
     @property
     def model_id(self) -> str:

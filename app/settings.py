@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 # Nothing here may import torch: `retailklip migrate`, `gc-blobs` and migrations/env.py read
 # settings without loading a model.
 from app.encoder.model_spec import BUILTIN_CHECKPOINTS
+from app.encoder.tiers import Tiers
 from app.encoder.views import parse_views
 
 if TYPE_CHECKING:
@@ -47,6 +48,15 @@ class Settings(BaseSettings):
     default_top_k: int = 5
     max_top_k: int = 100
     unknown_threshold: float = 0.5
+    # The `confident` verdict tier (app/encoder/tiers.py): unset, the model's calibrated values
+    # from its checkpoint; a model without them answers `ambiguous` where it would be confident.
+    confident_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    confident_margin: float | None = Field(default=None, ge=0.0, le=2.0)
+    # The review queue (app/recognition/review.py): off, ambiguous (every answer that is not
+    # confident) or all; photos kept under data_dir/review, bounded by count and age.
+    review: Literal["off", "ambiguous", "all"] = "off"
+    review_max_items: int = Field(default=1000, ge=1)
+    review_max_age_s: float = Field(default=7 * 86400.0, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
@@ -119,6 +129,23 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1")
         return value
 
+    def resolved_tiers(self, calibrated: Tiers | None) -> Tiers | None:
+        """The model's calibrated tiers with these settings' overrides; None when either
+        threshold is known from neither."""
+        score = self.confident_score
+        margin = self.confident_margin
+        if calibrated is not None:
+            score = calibrated.confident_score if score is None else score
+            margin = calibrated.confident_margin if margin is None else margin
+        if score is None or margin is None:
+            return None
+        if calibrated is not None and (score, margin) == (
+            calibrated.confident_score,
+            calibrated.confident_margin,
+        ):
+            return calibrated
+        return Tiers(score, margin, calibrated_on="settings")
+
     def resolved_max_batch(self, device: str) -> int:
         if self.max_batch is not None:
             return self.max_batch
@@ -153,6 +180,10 @@ class Settings(BaseSettings):
     @property
     def resolved_onnx_dir(self) -> Path:
         return self.onnx_dir or self.data_dir / "onnx"
+
+    @property
+    def resolved_review_dir(self) -> Path:
+        return self.data_dir / "review"
 
     @property
     def resolved_shard_dir(self) -> Path:

@@ -36,6 +36,9 @@ def server(
             max_image_pixels=5_000_000,
             batch_wait_ms=40,
             unknown_threshold=0.5,
+            # The offline backbone has no calibrated tiers: these make `confident` reachable.
+            confident_score=0.6,
+            confident_margin=0.02,
         ) as live,
     ):
         yield live
@@ -161,12 +164,16 @@ def test_classify_returns_distinct_skus_best_first(client: httpx.Client) -> None
     assert scores == sorted(scores, reverse=True)
     assert answer["model"] == "efficientnet-lite0:in1k"
     assert answer["unknown"] is (scores[0] < 0.5)
+    confident = scores[0] >= 0.6 and scores[0] - scores[1] >= 0.02
+    tier = "unknown" if answer["unknown"] else "confident" if confident else "ambiguous"
+    assert answer["verdict"] == tier
     strict = client.post("/classify", files={"image": jpeg(query)}, params={"min_score": 0.99})
-    assert strict.json()["unknown"] is True
+    assert strict.json()["unknown"] is True and strict.json()["verdict"] == "unknown"
     lenient = client.post("/classify", files={"image": jpeg(query)}, data={"min_score": "-1"})
     assert lenient.json()["unknown"] is False
     one = client.post("/classify", files={"image": jpeg(query)}, params={"top_k": 1}).json()
     assert len(one["matches"]) == 1
+    assert one["verdict"] == tier  # the margin is to the runner-up, shown or not
     bad_k = client.post("/classify", files={"image": jpeg(query)}, data={"top_k": "0"})
     assert bad_k.json() == {"detail": "top_k must be between 1 and 100"}
     not_image = client.post("/classify", files={"image": ("x.jpg", b"nope", "image/jpeg")})

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Query
 from fastapi.routing import APIRoute
 
 from app.api.deps import ServicesDep
@@ -28,10 +28,12 @@ from app.api.types import (
     TopK,
 )
 from app.api.uploads import read_all
-from app.encoder.boxes import BoxError, parse_boxes
+from app.encoder.boxes import Box, BoxError, parse_boxes
 from app.encoder.preprocess import ImageDecodeError
 from app.recognition.classify import ClassifyOptions, ImageRejected, IndexIncomplete
 from app.recognition.scopes import ScopeError
+from app.recognition.search import Verdict
+from app.services import Services
 from app.strict_json import loads_strict
 
 router = APIRouter(tags=["classify"])
@@ -78,10 +80,25 @@ def refusals(model_id: str) -> Iterator[None]:
         raise HTTPException(exc.error.status, f"images[{exc.position}]: {exc.error}") from exc
 
 
+def for_review(
+    services: Services,
+    after: BackgroundTasks,
+    data: bytes,
+    verdicts: list[Verdict],
+    boxes: list[Box] | None = None,
+) -> None:
+    """The answers the review queue wants, kept once the response has gone (a thread)."""
+    review = services.review
+    for i, verdict in enumerate(verdicts):
+        if review.wants(verdict):
+            after.add_task(review.keep, data, verdict, None if boxes is None else boxes[i])
+
+
 async def classify(
     services: ServicesDep,
     options: OptionsDep,
     scope: ScopeDep,
+    after: BackgroundTasks,
     image: Annotated[ImageUpload, File()],
     boxes: Annotated[Omittable[BoxesText], Form()] = None,
 ) -> ClassifyResult | RegionsResult:
@@ -90,13 +107,17 @@ async def classify(
     classifier = services.classifier
     with refusals(classifier.model_id):
         if boxes is None:
-            return ClassifyResult.of(await classifier.classify(data, options, scope))
+            verdict = await classifier.classify(data, options, scope)
+            for_review(services, after, data, [verdict])
+            return ClassifyResult.of(verdict)
         regions = parse_boxes(boxes, services.settings.max_boxes)
         verdicts = await classifier.classify_regions(data, regions, options, scope)
+    for_review(services, after, data, verdicts, regions)
     return RegionsResult(
         regions=[
             RegionResult(
-                box=box, **ClassifyResult.of(verdict).model_dump(include={"matches", "unknown"})
+                box=box,
+                **ClassifyResult.of(verdict).model_dump(include={"matches", "unknown", "verdict"}),
             )
             for box, verdict in zip(loads_strict(boxes), verdicts, strict=True)  # as sent
         ],
@@ -130,12 +151,15 @@ async def classify_batch(
     services: ServicesDep,
     options: OptionsDep,
     scope: ScopeDep,
+    after: BackgroundTasks,
     images: Annotated[ImageUploads, File()],
 ) -> BatchClassifyResult:
     payloads = await read_all(images, "images", services.settings.max_images_per_request)
     classifier = services.classifier
     with refusals(classifier.model_id):
         verdicts = await classifier.classify_batch(payloads, options, scope)
+    for data, verdict in zip(payloads, verdicts, strict=True):
+        for_review(services, after, data, [verdict])
     return BatchClassifyResult(
         results=[ClassifyResult.of(v) for v in verdicts], model=classifier.model_id
     )

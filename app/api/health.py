@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -37,14 +39,18 @@ async def readyz(request: Request) -> JSONResponse:
         # A model switch in progress: answering from a half-built index would lose matches.
         detail = f"index for model {services.model_id} incomplete: reindex not finished"
         return JSONResponse({"detail": detail}, status_code=503)
+    tiers = services.classifier.tiers
     return JSONResponse(
         {
             "status": "ready",
             "model": services.encoder.model_id,
+            "model_name": services.settings.model,  # the setting that chose it
             "device": str(services.encoder.device),
             "runtime": services.encoder.runtime,
             "index_vectors": services.index.size,
             "shards": len(services.index.store.shards),
+            # The `confident` verdict's thresholds and what they were calibrated to promise.
+            "tiers": None if tiers is None else asdict(tiers),
         }
     )
 

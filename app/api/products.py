@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ProductsDep, ServicesDep
 from app.api.schemas import (
-    DuplicateWarning,
     ImagesAdded,
     ProductCreated,
     ProductOut,
@@ -31,10 +28,8 @@ from app.api.types import (
     Sku,
     SkuLookup,
 )
-from app.api.uploads import embed_uploads, read_all
-from app.catalogue.products import NewImage, NotFound, ProductExists, WriteConflict
-from app.recognition.hygiene import near_duplicates
-from app.services import Services
+from app.api.uploads import add_references, duplicate_warnings, embed_uploads, read_all
+from app.catalogue.products import NotFound, ProductExists, WriteConflict
 from app.strict_json import loads_strict
 
 router = APIRouter(prefix="/products", tags=["products"])
@@ -80,24 +75,6 @@ async def create_product(
     return ProductCreated(**ProductOut.of(product).model_dump(), warnings=warnings)
 
 
-async def duplicate_warnings(
-    services: Services, sku: str, uploads: list[NewImage]
-) -> list[DuplicateWarning]:
-    """Searched before the write, so the uploads cannot match themselves."""
-    if not uploads:
-        return []
-    found = await run_in_threadpool(
-        near_duplicates,
-        services.index.store,
-        services.names,
-        sku,
-        np.stack([u.embedding for u in uploads]),
-        services.settings.duplicate_threshold,
-        services.inference.vectors_per_image,
-    )
-    return [DuplicateWarning(**asdict(d)) for d in found]
-
-
 @router.post(
     "/{sku}/images",
     status_code=201,
@@ -108,15 +85,7 @@ async def add_images(
     services: ServicesDep, sku: Annotated[Sku, Path()], images: Annotated[ImageUploads, File()]
 ) -> ImagesAdded:
     payloads = await read_all(images, "images", services.settings.max_images_per_request)
-    uploads = await embed_uploads(services, payloads, "images")
-    warnings = await duplicate_warnings(services, sku, uploads)
-    try:
-        ids, added = await run_in_threadpool(services.products.add_images, sku, uploads)
-    except NotFound as exc:
-        raise HTTPException(404, f"product not found: {sku}") from exc
-    except WriteConflict as exc:
-        raise HTTPException(409, f"concurrent write to product {sku}; retry") from exc
-    return ImagesAdded(sku=sku, image_ids=ids, added=added, warnings=warnings)
+    return await add_references(services, sku, payloads, "images")
 
 
 @router.get("", operation_id="listProducts", responses=errors(422, 503))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from app.db.tables import Product
+from app.db.tables import Product, ReviewItem
 
 if TYPE_CHECKING:
     from app.recognition.search import Verdict
@@ -78,9 +78,22 @@ class MatchOut(BaseModel):
     image_id: int
 
 
+VERDICT_DESCRIPTION = (
+    "How sure the answer is, from the best product's score and its margin over the second: "
+    "`confident`: known, at least the model's calibrated score and margin (on the calibration "
+    "data the top match was right that often, see /readyz `tiers`; a checkout may accept it "
+    "without a person); `ambiguous`: known but not confident (a person should look); "
+    "`unknown`: exactly when `unknown` is true"
+)
+Tier = Annotated[
+    Literal["confident", "ambiguous", "unknown"], Field(description=VERDICT_DESCRIPTION)
+]
+
+
 class ClassifyResult(BaseModel):
     matches: list[MatchOut]
     unknown: bool
+    verdict: Tier
     model: str
 
     @classmethod
@@ -91,6 +104,7 @@ class ClassifyResult(BaseModel):
                 for h in verdict.matches
             ],
             unknown=verdict.unknown,
+            verdict=verdict.tier,
             model=verdict.model,
         )
 
@@ -104,6 +118,7 @@ class RegionResult(BaseModel):
     box: list[int | float]  # as sent
     matches: list[MatchOut]
     unknown: bool
+    verdict: Tier
 
 
 class RegionsResult(BaseModel):
@@ -172,3 +187,41 @@ ERROR_DESCRIPTIONS = {
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries for a route: each status with the one error body model."""
     return {code: {"model": ErrorDetail, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+class ReviewCandidate(BaseModel):
+    sku: str
+    name: str
+    score: float
+
+
+class ReviewItemOut(BaseModel):
+    id: int
+    created_at: datetime
+    model: str  # the model that answered
+    verdict: Tier
+    top_score: float | None
+    margin: float | None = Field(description="the best product's lead over the second")
+    candidates: list[ReviewCandidate]  # best first, at most 3
+    box: list[float] | None  # the region of a `boxes` request; the photo is its crop
+
+    @classmethod
+    def of(cls, item: ReviewItem) -> ReviewItemOut:
+        return cls(
+            id=item.id,
+            created_at=_utc(item.created_at),
+            model=item.model_id,
+            verdict=item.verdict,  # type: ignore[arg-type]  # stored from a Tier
+            top_score=item.top_score,
+            margin=item.margin,
+            candidates=[ReviewCandidate(**c) for c in item.candidates],
+            box=item.box,
+        )
+
+
+class ReviewPage(BaseModel):
+    mode: Literal["off", "ambiguous", "all"]  # RETAILKLIP_REVIEW
+    items: list[ReviewItemOut]  # most uncertain first
+    total: int
+    limit: int
+    offset: int

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 
+import numpy as np
 from fastapi import HTTPException, UploadFile
+from starlette.concurrency import run_in_threadpool
 
-from app.catalogue.products import NewImage
+from app.api.schemas import DuplicateWarning, ImagesAdded
+from app.catalogue.products import NewImage, NotFound, WriteConflict
 from app.encoder.preprocess import ImageDecodeError
+from app.recognition.hygiene import near_duplicates
 from app.runtime.inference import DecodedImage
 from app.services import Services
 
@@ -51,3 +56,37 @@ async def embed_uploads(services: Services, payloads: list[bytes], field: str) -
         codes = services.inference.view_codes if d.view_pixels else ()
         uploads.append(NewImage.embedded(d, own, views, codes))
     return uploads
+
+
+async def duplicate_warnings(
+    services: Services, sku: str, uploads: list[NewImage]
+) -> list[DuplicateWarning]:
+    """Searched before the write, so the uploads cannot match themselves."""
+    if not uploads:
+        return []
+    found = await run_in_threadpool(
+        near_duplicates,
+        services.index.store,
+        services.names,
+        sku,
+        np.stack([u.embedding for u in uploads]),
+        services.settings.duplicate_threshold,
+        services.inference.vectors_per_image,
+    )
+    return [DuplicateWarning(**asdict(d)) for d in found]
+
+
+async def add_references(
+    services: Services, sku: str, payloads: list[bytes], field: str
+) -> ImagesAdded:
+    """New reference images of a product: POST /products/{sku}/images, and a confirmed
+    review item, take this one path (decode, embed, near-duplicate warnings, write)."""
+    uploads = await embed_uploads(services, payloads, field)
+    warnings = await duplicate_warnings(services, sku, uploads)
+    try:
+        ids, added = await run_in_threadpool(services.products.add_images, sku, uploads)
+    except NotFound as exc:
+        raise HTTPException(404, f"product not found: {sku}") from exc
+    except WriteConflict as exc:
+        raise HTTPException(409, f"concurrent write to product {sku}; retry") from exc
+    return ImagesAdded(sku=sku, image_ids=ids, added=added, warnings=warnings)

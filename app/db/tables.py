@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -169,3 +170,23 @@ class CatalogueEpoch(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     epoch: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class ReviewItem(Base):
+    """A classification kept for a person (RETAILKLIP_REVIEW): the photo or box crop, stored
+    under `photo_key` in the review photo directory, and the answer it got."""
+
+    __tablename__ = "review_items"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    model_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    photo_key: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    verdict: Mapped[str] = mapped_column(String(16), nullable=False)
+    top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    margin: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # [{"sku", "name", "score"}, ...] best first, as the answer named them.
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    box: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)

@@ -9,8 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.encoder.model_spec import ModelLoadError, ModelSpec
+from app.encoder.model_spec import ModelLoadError, ModelSpec, parse_model_spec
 from app.encoder.preprocess import PreprocessConfig
+from app.encoder.tiers import METADATA_KEY, Tiers
 
 CHECKPOINT_FORMAT = "retailklip-encoder/1"
 OFFLINE_MODEL_ID = "efficientnet-lite0:in1k"
@@ -68,3 +69,12 @@ def identify(spec: ModelSpec) -> ModelIdentity | None:
             int(json.loads(metadata["tower"])["embed_dim"]),
         )
     return None
+
+
+def model_tiers(model: str) -> Tiers | None:
+    """The verdict tiers calibrated for a model setting (its checkpoint's metadata), if any."""
+    spec = parse_model_spec(model)
+    if spec.kind != "checkpoint" or spec.path is None or not spec.path.is_file():
+        return None
+    text = checkpoint_metadata(spec.path).get(METADATA_KEY)
+    return Tiers.from_json(text) if text else None

@@ -35,6 +35,7 @@ import numpy as np
 
 from app.encoder.boxes import Box
 from app.encoder.preprocess import ImageDecodeError
+from app.encoder.tiers import Tiers
 from app.index.shard_store import ShardStore
 from app.recognition.hit_names import HitNames
 from app.recognition.scopes import Scope, ScopeResolver
@@ -80,6 +81,7 @@ class VerdictSearch:
     options: ClassifyOptions
     searchable: Searchable
     vectors_per_image: int
+    tiers: Tiers | None
 
     @property
     def key(self) -> Hashable:
@@ -97,6 +99,7 @@ class VerdictSearch:
             self.vectors_per_image,
             self.searchable.allowed,
             self.searchable.head,
+            self.tiers,
         )
 
 
@@ -106,6 +109,7 @@ class Classifier:
     names: HitNames
     scopes: ScopeResolver
     inference: Inference
+    tiers: Tiers | None  # the model's calibrated verdict tiers, with the settings' overrides
 
     @property
     def model_id(self) -> str:
@@ -157,4 +161,5 @@ class Classifier:
             options,
             Searchable(allowed, head),
             self.inference.vectors_per_image,
+            self.tiers,
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.encoder.tiers import TierName, Tiers, tier_of
 from app.index.shard_store import ShardStore
 from app.recognition.hit_names import HitNames, Match
 
@@ -37,6 +38,8 @@ class Verdict:
     matches: list[Hit]  # distinct SKUs, best first
     unknown: bool  # no match, or the best under the threshold
     model: str
+    tier: TierName = "unknown"  # app/encoder/tiers.py
+    margin: float | None = None  # the best product's lead over the second (None: fewer than 2)
 
 
 def _ranked_images(row_ids: list[int]) -> list[int]:
@@ -79,9 +82,12 @@ def classify_vectors(
     vectors_per_image: int = 1,
     allowed: np.ndarray | None = None,
     head: Future[int] | None = None,
+    tiers: Tiers | None = None,
 ) -> list[Verdict]:
     """`head`: the change log's head as read when the request started (`LogHeadReads.after`);
-    lets the hit lookup trust what SQL said before (`HitNames.matches_for`)."""
+    lets the hit lookup trust what SQL said before (`HitNames.matches_for`). `tiers`: the
+    model's calibration; the tier needs the runner-up, so two products are named at least."""
+    answer_k, top_k = top_k, max(top_k, 2)
     # An image with degraded views owns several neighbours; fetch deeper to keep top_k SKUs.
     k = max(top_k * OVERFETCH, MIN_FETCH) * vectors_per_image
     # A degraded view's hit comes back as its image: it never shows as a match of its own.
@@ -112,7 +118,23 @@ def classify_vectors(
         depth *= 4
     results = []
     for best in found:
-        matches = list(best.values()) if best is not None else []
-        unknown = not matches or matches[0].score < threshold
-        results.append(Verdict(matches=matches, unknown=unknown, model=shards.model_id))
+        ranked_hits = list(best.values()) if best is not None else []
+        unknown = not ranked_hits or ranked_hits[0].score < threshold
+        top, second = _top_two(ranked_hits)
+        results.append(
+            Verdict(
+                matches=ranked_hits[:answer_k],
+                unknown=unknown,
+                model=shards.model_id,
+                tier=tier_of(top, second, unknown, tiers),
+                margin=None if top is None or second is None else round(top - second, 6),
+            )
+        )
     return results
+
+
+def _top_two(hits: list[Hit]) -> tuple[float | None, float | None]:
+    """The best two products' scores, None where there are fewer."""
+    top = hits[0].score if hits else None
+    second = hits[1].score if len(hits) > 1 else None
+    return top, second

@@ -1,0 +1,116 @@
+"""The review queue's routes: list what was kept, look at a photo, confirm it as a product's
+reference, reject it, purge the queue (app/recognition/review.py says what is kept)."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, HTTPException, Path, Query, Response
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ServicesDep
+from app.api.references import IMAGE_RESPONSES, MEDIA_TYPES
+from app.api.schemas import ImagesAdded, ReviewItemOut, ReviewPage, errors
+from app.api.types import ImageId, PageLimit, PageOffset, Sku
+from app.api.uploads import add_references
+from app.catalogue.review_queue import ReviewQueue
+from app.db.tables import ReviewItem
+
+router = APIRouter(prefix="/review", tags=["review"])
+
+ItemId = Annotated[ImageId, Path(description="a review item's id")]
+
+
+def _queue(services: ServicesDep) -> ReviewQueue:
+    return services.review.queue
+
+
+async def _item(queue: ReviewQueue, item_id: int) -> ReviewItem:
+    item = await run_in_threadpool(queue.get, item_id)
+    if item is None:
+        raise HTTPException(404, f"review item not found: {item_id}")
+    return item
+
+
+@router.get("", operation_id="listReview", responses=errors(422, 503))
+async def list_review(
+    services: ServicesDep,
+    limit: Annotated[PageLimit, Query()] = 50,
+    offset: Annotated[PageOffset, Query()] = 0,
+) -> ReviewPage:
+    """Kept classifications, most uncertain first (smallest margin over the runner-up)."""
+    items, total = await run_in_threadpool(_queue(services).page, limit, offset)
+    return ReviewPage(
+        mode=services.review.mode,
+        items=[ReviewItemOut.of(i) for i in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/{item_id}/photo",
+    operation_id="getReviewPhoto",
+    response_class=Response,
+    responses={200: IMAGE_RESPONSES[200], **errors(404, 422, 503)},
+)
+async def get_review_photo(services: ServicesDep, item_id: ItemId) -> Response:
+    queue = _queue(services)
+    item = await _item(queue, item_id)
+    try:
+        data = await run_in_threadpool(queue.photo, item)
+    except FileNotFoundError as exc:  # dropped meanwhile
+        raise HTTPException(404, f"review item not found: {item_id}") from exc
+    kind = Image.open(io.BytesIO(data)).format or "JPEG"
+    return Response(data, media_type=MEDIA_TYPES.get(kind, "application/octet-stream"))
+
+
+@router.post(
+    "/{item_id}/confirm",
+    status_code=201,
+    operation_id="confirmReview",
+    responses=errors(400, 404, 409, 413, 422, 503, 507),
+)
+async def confirm_review(
+    services: ServicesDep, item_id: ItemId, sku: Annotated[Sku, Form()]
+) -> ImagesAdded:
+    """The photo is product `sku`: it becomes a reference of it, searchable at once, through
+    the path of POST /products/{sku}/images (near-duplicate warnings included); the item goes."""
+    queue = _queue(services)
+    item = await _item(queue, item_id)
+    try:
+        data = await run_in_threadpool(queue.photo, item)
+    except FileNotFoundError as exc:
+        raise HTTPException(404, f"review item not found: {item_id}") from exc
+    added = await add_references(services, sku, [data], "photo")
+    await run_in_threadpool(queue.remove, item_id)
+    return added
+
+
+@router.post(
+    "/{item_id}/reject",
+    status_code=204,
+    operation_id="rejectReview",
+    responses=errors(404, 422, 503),
+)
+async def reject_review(
+    services: ServicesDep,
+    item_id: ItemId,
+    reason: Annotated[
+        Literal["not_a_product", "not_in_catalogue"],
+        Form(description="not a product at all, or a product the catalogue does not hold"),
+    ],
+) -> Response:
+    """Nothing of the item is left behind: its row and its photo go."""
+    if not await run_in_threadpool(_queue(services).remove, item_id):
+        raise HTTPException(404, f"review item not found: {item_id}")
+    return Response(status_code=204)
+
+
+@router.delete("", status_code=204, operation_id="purgeReview", responses=errors(503))
+async def purge_review(services: ServicesDep) -> Response:
+    await run_in_threadpool(_queue(services).purge)
+    return Response(status_code=204)

@@ -1,0 +1,134 @@
+"""The review queue in SQL: classifications kept for a person, bounded by count and age.
+
+Photos live in a blob store of their own (never the references' store, so dropping an item
+can never take a reference's bytes), keyed by content: the same photo is queued once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db.tables import ReviewItem
+from app.storage.blobs import BlobStore
+
+
+@dataclass(frozen=True)
+class QueuedPhoto:
+    """What a classification leaves for review."""
+
+    data: bytes  # the photo, or the box's crop, as an image file
+    model_id: str
+    verdict: str
+    top_score: float | None
+    margin: float | None
+    candidates: list[dict[str, Any]]
+    box: list[float] | None = None
+
+
+class ReviewQueue:
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        photos: BlobStore,
+        max_items: int,
+        max_age_s: float,
+    ) -> None:
+        self.session_factory = session_factory
+        self.photos = photos
+        self.max_items = max_items
+        self.max_age_s = max_age_s
+
+    def add(self, photo: QueuedPhoto) -> int | None:
+        """Keep it (None: already queued); then drop what is past the bounds, oldest first."""
+        key = self.photos.put(photo.data)  # bytes before the row that names them
+        with self.session_factory() as session:
+            item = ReviewItem(
+                model_id=photo.model_id,
+                photo_key=key,
+                verdict=photo.verdict,
+                top_score=photo.top_score,
+                margin=photo.margin,
+                candidates=photo.candidates,
+                box=photo.box,
+            )
+            session.add(item)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return None
+            item_id = item.id
+        self.enforce_bounds()
+        return item_id
+
+    def enforce_bounds(self) -> int:
+        """Drop items older than the age limit and, past the count limit, the oldest."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.max_age_s)
+        with self.session_factory() as session:
+            old = select(ReviewItem.id).where(ReviewItem.created_at < cutoff)
+            keep = (
+                select(ReviewItem.id)
+                .order_by(ReviewItem.created_at.desc(), ReviewItem.id.desc())
+                .limit(self.max_items)
+            )
+            beyond = select(ReviewItem.id).where(ReviewItem.id.not_in(keep))
+            doomed = set(session.scalars(old)) | set(session.scalars(beyond))
+        return len(self._delete(sorted(doomed)))
+
+    def page(self, limit: int, offset: int) -> tuple[list[ReviewItem], int]:
+        """Most uncertain first: the smallest margin over the runner-up (no match at all
+        first of all), newest first among equals."""
+        with self.session_factory() as session:
+            total = session.scalar(select(func.count()).select_from(ReviewItem)) or 0
+            items = session.scalars(
+                select(ReviewItem)
+                .order_by(
+                    ReviewItem.margin.is_not(None),
+                    ReviewItem.margin,
+                    ReviewItem.created_at.desc(),
+                    ReviewItem.id.desc(),
+                )
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            return list(items), total
+
+    def get(self, item_id: int) -> ReviewItem | None:
+        with self.session_factory() as session:
+            return session.get(ReviewItem, item_id)
+
+    def photo(self, item: ReviewItem) -> bytes:
+        return self.photos.get(item.photo_key)
+
+    def remove(self, item_id: int) -> bool:
+        """Drop one item, row and photo; False if it was not there."""
+        return bool(self._delete([item_id]))
+
+    def purge(self) -> int:
+        with self.session_factory() as session:
+            ids = list(session.scalars(select(ReviewItem.id)))
+        return len(self._delete(ids))
+
+    def _delete(self, ids: list[int]) -> list[str]:
+        if not ids:
+            return []
+        with self.session_factory() as session:
+            keys = list(
+                session.scalars(
+                    delete(ReviewItem)
+                    .where(ReviewItem.id.in_(ids))
+                    .returning(ReviewItem.photo_key)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            session.commit()
+        for key in keys:  # after the commit: a row never names missing bytes
+            self.photos.delete(key)
+        return keys
