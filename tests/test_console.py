@@ -55,7 +55,7 @@ SEEDS = {  # registered through the API before the browser opens
 LEMON_ICONIC = ICONIC / "Fruit/Lemon/Lemon_Iconic.jpg"
 LEMON_SHELF = GROCERY / "test/Fruit/Lemon/Lemon_001.jpg"
 WAIT_S = 120  # a classification on a busy 2-core machine
-README_SHOTS = {"wrong-answer", "corrected", "box", "catalogue", "catalogue-filter", "phone"}
+README_SHOTS = {"wrong-answer", "corrected", "box", "catalogue", "catalogue-filter", "phone", "review"}
 ARTEFACTS = (
     Path(
         os.environ.get("RETAILKLIP_ARTEFACTS", Path(tempfile.gettempdir()) / "retailklip-artefacts")
@@ -71,7 +71,7 @@ def iconic(folder: str) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     base = tmp_path_factory.mktemp("console")
-    live = start_server(base, base / "data", api_keys=KEY)
+    live = start_server(base, base / "data", api_keys=KEY, review="all")
     try:
         with httpx.Client(base_url=live.url, headers={"X-API-Key": KEY}, timeout=120) as api:
             for sku, (name, folder, metadata) in SEEDS.items():
@@ -526,3 +526,46 @@ def test_a_wheel_ships_the_console(tmp_path: Path) -> None:
     web = REPO / "app/web"
     expected = {f"app/web/{p.relative_to(web).as_posix()}" for p in web.rglob("*") if p.is_file()}
     assert "app/web/index.html" in expected and shipped == expected
+
+
+def test_the_review_page_confirms_an_item_with_one_key(
+    server: LiveServer, browser: WebDriver, api: httpx.Client
+) -> None:
+    # Products of their own, in a catalogue of their own: the seeds stay as other tests know them.
+    for sku, folder in (("review-kiwi", "Fruit/Kiwi"), ("review-mango", "Fruit/Mango")):
+        path = iconic(folder)
+        created = api.post(
+            "/products",
+            data={"sku": sku, "name": sku, "catalogues": "review-test"},
+            files={"images": (path.name, path.read_bytes(), "image/jpeg")},
+        )
+        assert created.status_code == 201, created.text
+    assert api.delete("/review").status_code == 204
+    shelf = sorted((GROCERY / "test/Fruit/Kiwi").glob("*.jpg"))[0]
+    answer = api.post(
+        "/classify",
+        files={"image": (shelf.name, shelf.read_bytes(), "image/jpeg")},
+        data={"catalogue": "review-test"},
+    ).json()
+    first = answer["matches"][0]["sku"]
+    WebDriverWait(api, 30, 0.1).until(lambda c: c.get("/review").json()["total"] == 1)
+
+    open_console(browser, server)
+    # Before any photo is chosen there is no (broken) photo, and the header names the model.
+    assert not by_id(browser, "photo").is_displayed()
+    assert "efficientnet-lite0 (efficientnet-lite0:in1k)" in by_id(browser, "model").text
+    by_id(browser, "nav-review").click()
+    wait(browser, lambda b: len(css(b, "li.review-item.selected")) == 1, "the review item")
+    item = css(browser, "li.review-item")[0]
+    suggested = [
+        b.get_attribute("data-sku") for b in item.find_elements(By.CSS_SELECTOR, "button.confirm")
+    ]
+    assert suggested == [m["sku"] for m in answer["matches"]][:3]
+    wait(browser, lambda b: len(css(b, "li.review-item img")) == 1, "its photo")
+    screenshot(browser, "review")
+    images_before = api.get(f"/products/{first}").json()["image_count"]
+    browser.find_element(By.TAG_NAME, "body").send_keys("1")  # the keyboard path
+    wait(browser, notice_says("is now reference image"), "the confirmation")
+    wait(browser, lambda b: not css(b, "li.review-item"), "an empty queue")
+    assert api.get("/review").json()["total"] == 0
+    assert api.get(f"/products/{first}").json()["image_count"] == images_before + 1

@@ -2,6 +2,7 @@
 
 import { apiKey, onKeyNeeded, optional, request, setApiKey } from "./api.js";
 import { initCatalogue, loadPage, openProduct, setCataloguesAvailable } from "./catalogue.js";
+import { initReview, loadReview } from "./review.js";
 import { initTry, setCatalogues, setSkuSuggestions, showTry } from "./tryit.js";
 import { $, guarded } from "./ui.js";
 
@@ -49,12 +50,13 @@ async function refreshShared() {
 
 function route(event) {
   const [page, ...rest] = (location.hash.slice(1) || "try").split("/");
-  const current = page === "catalogue" ? "catalogue" : "try";
-  $("page-try").hidden = current !== "try";
-  $("page-catalogue").hidden = current !== "catalogue";
-  $("nav-try").classList.toggle("active", current === "try");
-  $("nav-catalogue").classList.toggle("active", current === "catalogue");
+  const current = ["catalogue", "review"].includes(page) ? page : "try";
+  for (const name of ["try", "catalogue", "review"]) {
+    $(`page-${name}`).hidden = current !== name;
+    $(`nav-${name}`).classList.toggle("active", current === name);
+  }
   if (current === "try") showTry();
+  else if (current === "review") loadReview();
   else if (current === "catalogue" && rest.length) openProduct(decodeURIComponent(rest.join("/")));
   else if (current === "catalogue" && event) loadPage(); // others may have changed it meanwhile
 }
@@ -62,7 +64,8 @@ function route(event) {
 async function showModel() {
   try {
     const ready = await (await fetch("/readyz")).json();
-    $("model").textContent = ready.model ? `model ${ready.model} on ${ready.device}` : "service not ready";
+    const name = ready.model_name && ready.model_name !== ready.model ? `${ready.model_name} (${ready.model})` : ready.model;
+    $("model").textContent = ready.model ? `model ${name} on ${ready.device}` : "service not ready";
   } catch {
     $("model").textContent = "service unreachable";
   }
@@ -81,6 +84,7 @@ function start() {
   });
   initTry({ onCatalogueChanged: refreshShared });
   initCatalogue({ onChanged: refreshShared });
+  initReview({ onCatalogueChanged: refreshShared });
   window.addEventListener("hashchange", route);
   route();
   showModel();

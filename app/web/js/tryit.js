@@ -166,6 +166,7 @@ function render(answer, sent) {
   const best = result.matches[0];
   if (!best) verdict.textContent = "No match: the catalogue is empty";
   else if (result.unknown) verdict.textContent = `Unknown product (best score ${best.score.toFixed(3)})`;
+  else if (result.verdict === "ambiguous") verdict.textContent = `Maybe ${best.name} (${best.sku}): ambiguous`;
   else verdict.textContent = `${best.name} (${best.sku})`;
   verdict.classList.toggle("unknown", result.unknown || !best);
   const searched = [
