@@ -55,7 +55,15 @@ SEEDS = {  # registered through the API before the browser opens
 LEMON_ICONIC = ICONIC / "Fruit/Lemon/Lemon_Iconic.jpg"
 LEMON_SHELF = GROCERY / "test/Fruit/Lemon/Lemon_001.jpg"
 WAIT_S = 120  # a classification on a busy 2-core machine
-README_SHOTS = {"wrong-answer", "corrected", "box", "catalogue", "catalogue-filter", "phone", "review"}
+README_SHOTS = {
+    "wrong-answer",
+    "corrected",
+    "box",
+    "catalogue",
+    "catalogue-filter",
+    "phone",
+    "review",
+}
 ARTEFACTS = (
     Path(
         os.environ.get("RETAILKLIP_ARTEFACTS", Path(tempfile.gettempdir()) / "retailklip-artefacts")

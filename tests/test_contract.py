@@ -41,6 +41,7 @@ STATUSES = {
     ("GET", "/products/{sku}/images/{image_id}"): {200, 304, 401, 404, 422, 503},
     ("GET", "/products/{sku}/similar"): {200, 401, 404, 422, 503},
     ("GET", "/review"): {200, 401, 422, 503},
+    ("GET", "/review/needs"): {200, 401, 422, 503},
     ("GET", "/review/{item_id}/photo"): {200, 401, 404, 422, 503},
     ("POST", "/review/{item_id}/confirm"): {201, 400, 401, 404, 409, 413, 422, 503, 507},
     ("POST", "/review/{item_id}/reject"): {204, 401, 404, 422, 503},

@@ -104,6 +104,11 @@ def test_a_rejected_item_leaves_nothing_behind(server: LiveServer) -> None:
         client.post("/classify", files={"image": jpeg(GRANNY[0])})
         [item] = queue(client, 1)
         assert sum(p.is_file() for p in photos.rglob("*")) == 1
+        needs = client.get("/review/needs").json()["items"]
+        top = item["candidates"][0]["sku"]
+        assert [n["sku"] for n in needs] == [top] and needs[0]["uncertain"] == 1
+        others = set(PRODUCTS) - {top}
+        assert needs[0]["look_alike"]["sku"] in others  # two products: the other one
         bad = client.post(f"/review/{item['id']}/reject", data={"reason": "maybe"})
         assert bad.status_code == 422 and client.get("/review").json()["total"] == 1
         gone = client.post(f"/review/{item['id']}/reject", data={"reason": "not_in_catalogue"})

@@ -4,6 +4,7 @@ reference, reject it, purge the queue (app/recognition/review.py says what is ke
 from __future__ import annotations
 
 import io
+from dataclasses import asdict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, HTTPException, Path, Query, Response
@@ -12,11 +13,22 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
 from app.api.references import IMAGE_RESPONSES, MEDIA_TYPES
-from app.api.schemas import ImagesAdded, ReviewItemOut, ReviewPage, errors
-from app.api.types import ImageId, PageLimit, PageOffset, Sku
+from app.api.schemas import (
+    ImagesAdded,
+    PhotoNeed,
+    PhotoNeeds,
+    ReviewItemOut,
+    ReviewPage,
+    SimilarProduct,
+    errors,
+)
+from app.api.types import ImageId, PageLimit, PageOffset, SimilarLimit, Sku
 from app.api.uploads import add_references
+from app.catalogue.product_sets import product_vectors
+from app.catalogue.products import NotFound
 from app.catalogue.review_queue import ReviewQueue
 from app.db.tables import ReviewItem
+from app.recognition.hygiene import similar_products
 
 router = APIRouter(prefix="/review", tags=["review"])
 
@@ -49,6 +61,37 @@ async def list_review(
         limit=limit,
         offset=offset,
     )
+
+
+@router.get("/needs", operation_id="listPhotoNeeds", responses=errors(422, 503))
+async def photo_needs(
+    services: ServicesDep, limit: Annotated[SimilarLimit, Query()] = 20
+) -> PhotoNeeds:
+    """Which products most need a shelf photo: those the kept uncertain answers name first
+    most often, each with its closest look-alike (GET /products/{sku}/similar's first)."""
+    counts = await run_in_threadpool(_queue(services).uncertain_counts)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    items = []
+    for sku, uncertain in ranked:
+        try:
+            ids, vectors = await run_in_threadpool(
+                product_vectors, services.session_factory, sku, services.model_id
+            )
+        except NotFound:
+            continue  # deleted since
+        similar = await run_in_threadpool(
+            similar_products,
+            services.index.store,
+            services.names,
+            sku,
+            ids,
+            vectors,
+            1,
+            services.inference.vectors_per_image,
+        )
+        look_alike = SimilarProduct(**asdict(similar[0])) if similar else None
+        items.append(PhotoNeed(sku=sku, uncertain=uncertain, look_alike=look_alike))
+    return PhotoNeeds(items=items, model=services.model_id)
 
 
 @router.get(

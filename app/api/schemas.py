@@ -225,3 +225,14 @@ class ReviewPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class PhotoNeed(BaseModel):
+    sku: str
+    uncertain: int  # kept answers that named it first without being confident
+    look_alike: SimilarProduct | None  # its closest other product, if any
+
+
+class PhotoNeeds(BaseModel):
+    items: list[PhotoNeed]  # the products a shelf photo would help most, first
+    model: str

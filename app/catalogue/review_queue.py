@@ -100,6 +100,19 @@ class ReviewQueue:
             ).all()
             return list(items), total
 
+    def uncertain_counts(self) -> dict[str, int]:
+        """SKU -> kept answers that named it first without being confident."""
+        with self.session_factory() as session:
+            rows = session.execute(
+                select(ReviewItem.candidates).where(ReviewItem.verdict != "confident")
+            ).all()
+        counts: dict[str, int] = {}
+        for (candidates,) in rows:
+            if candidates:
+                sku = candidates[0]["sku"]
+                counts[sku] = counts.get(sku, 0) + 1
+        return counts
+
     def get(self, item_id: int) -> ReviewItem | None:
         with self.session_factory() as session:
             return session.get(ReviewItem, item_id)
