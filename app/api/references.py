@@ -20,10 +20,10 @@ from app.api.deps import (
 )
 from app.api.schemas import SimilarProduct, SimilarProducts, errors
 from app.api.types import ImageId, Omittable, SimilarLimit, SkuLookup, ThumbSize
-from app.catalogue.product_sets import find_image, product_vectors
+from app.catalogue.product_sets import find_image
 from app.catalogue.products import NotFound
 from app.encoder.preprocess import decode_image
-from app.recognition.hygiene import similar_products
+from app.recognition.hygiene import look_alikes
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -92,28 +92,24 @@ async def get_similar(
     shards: ShardsDep,
     names: NamesDep,
     inference: InferenceDep,
-    session_factory: SessionFactoryDep,
+    products: ProductsDep,
     sku: Annotated[SkuLookup, Path()],
     limit: Annotated[SimilarLimit, Query()] = 10,
 ) -> SimilarProducts:
     """Other products whose references score highest against this one's: the confusable
     pairs worth photographing better."""
     try:
-        ids, vectors = await run_in_threadpool(
-            product_vectors, session_factory, sku, shards.model_id
+        similar = await run_in_threadpool(
+            look_alikes,
+            products,
+            shards,
+            names,
+            sku,
+            limit,
+            inference.vectors_per_image,
         )
     except NotFound as exc:
         raise HTTPException(404, f"product not found: {sku}") from exc
-    similar = await run_in_threadpool(
-        similar_products,
-        shards,
-        names,
-        sku,
-        ids,
-        vectors,
-        limit,
-        inference.vectors_per_image,
-    )
     return SimilarProducts(
         sku=sku,
         similar=[SimilarProduct(**asdict(s)) for s in similar],

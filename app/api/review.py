@@ -24,11 +24,10 @@ from app.api.schemas import (
 )
 from app.api.types import ImageId, PageLimit, PageOffset, SimilarLimit, Sku
 from app.api.uploads import add_references
-from app.catalogue.product_sets import product_vectors
 from app.catalogue.products import NotFound
 from app.catalogue.review_queue import ReviewQueue
 from app.db.tables import ReviewItem
-from app.recognition.hygiene import similar_products
+from app.recognition.hygiene import look_alikes
 
 router = APIRouter(prefix="/review", tags=["review"])
 
@@ -74,21 +73,17 @@ async def photo_needs(
     items = []
     for sku, uncertain in ranked:
         try:
-            ids, vectors = await run_in_threadpool(
-                product_vectors, services.session_factory, sku, services.model_id
+            similar = await run_in_threadpool(
+                look_alikes,
+                services.products,
+                services.index.store,
+                services.names,
+                sku,
+                1,
+                services.inference.vectors_per_image,
             )
         except NotFound:
             continue  # deleted since
-        similar = await run_in_threadpool(
-            similar_products,
-            services.index.store,
-            services.names,
-            sku,
-            ids,
-            vectors,
-            1,
-            services.inference.vectors_per_image,
-        )
         look_alike = SimilarProduct(**asdict(similar[0])) if similar else None
         items.append(PhotoNeed(sku=sku, uncertain=uncertain, look_alike=look_alike))
     return PhotoNeeds(items=items, model=services.model_id)

@@ -10,14 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.catalogue.memberships import add_memberships, drop_memberships
 from app.catalogue.products import NotFound
-from app.db.tables import Embedding, Product, ProductCatalogue, ReferenceImage
-from app.index.stored_vectors import decode_vectors
+from app.db.tables import Product, ProductCatalogue, ReferenceImage
 
 
 def set_catalogues(session_factory: Callable[[], Session], sku: str, names: list[str]) -> Product:
@@ -77,28 +75,3 @@ def find_image(session_factory: Callable[[], Session], sku: str, image_id: int) 
     if row is None:
         raise NotFound(f"{sku}/{image_id}")
     return StoredImage(int(row[0]), row[1], row[2], row[3])
-
-
-def product_vectors(
-    session_factory: Callable[[], Session], sku: str, model_id: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """(image ids, their embeddings under `model_id`) of one product; NotFound if no such sku."""
-    with session_factory() as session:
-        product_id = session.scalar(select(Product.id).where(Product.sku == sku))
-        if product_id is None:
-            raise NotFound(sku)
-        rows = session.execute(
-            select(ReferenceImage.id, Embedding.vector)
-            .join(Embedding, Embedding.image_id == ReferenceImage.id)
-            .where(
-                ReferenceImage.product_id == product_id,
-                Embedding.model_id == model_id,
-                Embedding.code == 0,
-            )
-            .order_by(ReferenceImage.id)
-        ).all()
-    if not rows:
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    dim = len(rows[0][1]) // 2  # float16
-    return ids, decode_vectors([r[1] for r in rows], dim)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.catalogue.memberships import add_memberships, drop_memberships
 from app.db import changelog
 from app.db.tables import Embedding, Product, ReferenceImage
-from app.index.stored_vectors import encode_vector
+from app.index.stored_vectors import decode_vectors, encode_vector
 from app.index.vector_ids import vector_id
 from app.storage.blobs import BlobStore
 from app.storage.uploaded import UploadedImage
@@ -344,6 +344,29 @@ class ProductStore:
                 .options(selectinload(Product.images))
             ).all()
             return list(products), total
+
+    def vectors_of(self, sku: str) -> tuple[np.ndarray, np.ndarray]:
+        """(image ids, their own vectors under this model) of a product's references, stored
+        order; raises NotFound."""
+        with self.session_factory() as session:
+            product_id = session.scalar(select(Product.id).where(Product.sku == sku))
+            if product_id is None:
+                raise NotFound(sku)
+            rows = session.execute(
+                select(ReferenceImage.id, Embedding.vector)
+                .join(Embedding, Embedding.image_id == ReferenceImage.id)
+                .where(
+                    ReferenceImage.product_id == product_id,
+                    Embedding.model_id == self.model_id,
+                    Embedding.code == 0,
+                )
+                .order_by(ReferenceImage.id)
+            ).all()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        dim = len(rows[0][1]) // 2  # float16
+        return ids, decode_vectors([r[1] for r in rows], dim)
 
     def owners_of(self, image_ids: list[int]) -> dict[int, tuple[str, str]]:
         """Image id -> (sku, name) of the images that exist; run for every classification."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.catalogue.products import ProductStore
 from app.index.shard_store import ShardStore
 from app.recognition.hit_names import HitNames, Match
 
@@ -109,3 +110,16 @@ def similar_products(
                     own_image_id=int(own),
                 )
     return sorted(best.values(), key=lambda s: (-s.score, s.sku))[:limit]
+
+
+def look_alikes(
+    products: ProductStore,
+    shards: ShardStore,
+    names: HitNames,
+    sku: str,
+    limit: int,
+    vectors_per_image: int = 1,
+) -> list[LookAlike]:
+    """`similar_products` of a stored product, from its own stored vectors; raises NotFound."""
+    ids, vectors = products.vectors_of(sku)
+    return similar_products(shards, names, sku, ids, vectors, limit, vectors_per_image)
