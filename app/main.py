@@ -152,6 +152,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ConcurrencyLimitMiddleware, max_in_flight=settings.max_concurrency, in_flight=in_flight
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_roles)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "retailklip-lite0-shelf"
 
+# What an API key may do, each role including the ones before it: classify (read and classify),
+# edit (also register, add images, correct, review), admin (also delete).
+Role = Literal["classify", "edit", "admin"]
+ROLES: tuple[Role, ...] = ("classify", "edit", "admin")
+
 
 def default_model() -> str:
     # The shipped finetuned checkpoint when present, else the offline ImageNet backbone.
@@ -191,4 +196,28 @@ class Settings(BaseSettings):
 
     @property
     def api_key_list(self) -> list[str]:
-        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+        return list(self.api_key_roles)
+
+    @property
+    def api_key_roles(self) -> dict[str, Role]:
+        """`key:role` entries (roles: ROLES); a bare key is an admin key, as before roles."""
+        roles: dict[str, Role] = {}
+        for entry in (e.strip() for e in self.api_keys.split(",")):
+            if not entry:
+                continue
+            key, colon, role = entry.rpartition(":")
+            if colon:
+                roles[key] = role  # type: ignore[assignment]  # `_known_roles` checked it
+            else:
+                roles[entry] = "admin"
+        return roles
+
+    @field_validator("api_keys")
+    @classmethod
+    def _known_roles(cls, value: str) -> str:
+        # A typo in a role must not turn a checkout lane's key into an admin key.
+        for entry in (e.strip() for e in value.split(",")):
+            key, colon, role = entry.rpartition(":")
+            if colon and (not key or role not in ROLES):
+                raise ValueError(f"API key entry '...:{role}': the role must be one of {ROLES}")
+        return value

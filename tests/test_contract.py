@@ -26,26 +26,26 @@ from tests.support.servers import LiveServer, running_server
 
 KEY = "contract-key"
 ERROR_REF = "#/components/schemas/ErrorDetail"
-# What each route really answers (401 only where keys are configured).
+# What each route really answers (401 and 403 only where keys are configured).
 STATUSES = {
-    ("POST", "/products"): {201, 400, 401, 409, 413, 415, 422, 503, 507},
+    ("POST", "/products"): {201, 400, 401, 403, 409, 413, 415, 422, 503, 507},
     ("GET", "/products"): {200, 401, 422, 503},
-    ("POST", "/products/{sku}/images"): {201, 400, 401, 404, 409, 413, 415, 422, 503, 507},
+    ("POST", "/products/{sku}/images"): {201, 400, 401, 403, 404, 409, 413, 415, 422, 503, 507},
     ("GET", "/products/{sku}"): {200, 401, 404, 503},
-    ("DELETE", "/products/{sku}"): {204, 401, 404, 503},
-    ("DELETE", "/products/{sku}/images/{image_id}"): {204, 401, 404, 422, 503},
+    ("DELETE", "/products/{sku}"): {204, 401, 403, 404, 503},
+    ("DELETE", "/products/{sku}/images/{image_id}"): {204, 401, 403, 404, 422, 503},
     ("POST", "/classify"): {200, 400, 401, 404, 413, 415, 422, 503},
     ("POST", "/classify/batch"): {200, 400, 401, 404, 413, 415, 422, 503},
     ("GET", "/catalogues"): {200, 401, 503},
-    ("PUT", "/products/{sku}/catalogues"): {200, 400, 401, 404, 422, 503},
+    ("PUT", "/products/{sku}/catalogues"): {200, 400, 401, 403, 404, 422, 503},
     ("GET", "/products/{sku}/images/{image_id}"): {200, 304, 401, 404, 422, 503},
     ("GET", "/products/{sku}/similar"): {200, 401, 404, 422, 503},
-    ("GET", "/review"): {200, 401, 422, 503},
-    ("GET", "/review/needs"): {200, 401, 422, 503},
-    ("GET", "/review/{item_id}/photo"): {200, 401, 404, 422, 503},
-    ("POST", "/review/{item_id}/confirm"): {201, 400, 401, 404, 409, 413, 422, 503, 507},
-    ("POST", "/review/{item_id}/reject"): {204, 401, 404, 422, 503},
-    ("DELETE", "/review"): {204, 401, 503},
+    ("GET", "/review"): {200, 401, 403, 422, 503},
+    ("GET", "/review/needs"): {200, 401, 403, 422, 503},
+    ("GET", "/review/{item_id}/photo"): {200, 401, 403, 404, 422, 503},
+    ("POST", "/review/{item_id}/confirm"): {201, 400, 401, 403, 404, 409, 413, 422, 503, 507},
+    ("POST", "/review/{item_id}/reject"): {204, 401, 403, 404, 422, 503},
+    ("DELETE", "/review"): {204, 401, 403, 503},
     ("GET", "/healthz"): {200},
     ("GET", "/readyz"): {200, 503},
     ("GET", "/metrics"): {200},
@@ -181,6 +181,7 @@ def test_api_key_scheme_only_when_keys_are_configured() -> None:
     open_doc, keyed = document(), document(api_keys=KEY)
     assert "securitySchemes" not in open_doc["components"]
     assert all("401" not in op["responses"] for _, _, op in operations(open_doc))
+    assert all("403" not in op["responses"] for _, _, op in operations(open_doc))
     scheme = keyed["components"]["securitySchemes"]["ApiKeyHeader"]
     assert scheme == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     secured = {(m, p) for m, p, op in operations(keyed) if "security" in op}

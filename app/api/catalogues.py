@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SessionFactoryDep, SettingsDep
+from app.api.deps import SessionFactoryDep, SettingsDep, requires
 from app.api.schemas import CatalogueList, CatalogueOut, ErrorDetail, ProductOut, errors
 from app.api.scope import valid_catalogues
 from app.api.types import CatalogueNames, Sku
@@ -26,6 +26,7 @@ async def get_catalogues(session_factory: SessionFactoryDep) -> CatalogueList:
 @router.put(
     "/products/{sku}/catalogues",
     operation_id="setCatalogues",
+    dependencies=[requires("edit")],
     responses={
         **errors(404, 422, 503),
         400: {"model": ErrorDetail, "description": "The body is not UTF-8 encoded JSON."},

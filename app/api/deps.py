@@ -8,18 +8,19 @@ FastAPI runs a plain `def` dependency in its thread pool, a thread hop per depen
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
+from app.api.middleware import ROLE_STATE
 from app.catalogue.products import ProductStore
 from app.index.shard_store import ShardStore
 from app.recognition.hit_names import HitNames
 from app.runtime.inference import Inference
 from app.runtime.metrics import ServiceMetrics
 from app.services import Services
-from app.settings import Settings
+from app.settings import ROLES, Role, Settings
 
 
 async def get_metrics(request: Request) -> ServiceMetrics:
@@ -66,3 +67,32 @@ InferenceDep = Annotated[Inference, Depends(get_inference)]
 ShardsDep = Annotated[ShardStore, Depends(get_shards)]
 NamesDep = Annotated[HitNames, Depends(get_names)]
 SessionFactoryDep = Annotated[Callable[[], Session], Depends(get_session_factory)]
+
+
+class RoleCheck:
+    """A route's required role (a dependency): 403 for a key whose role is lower. Without
+    configured keys the middleware sets no role and everything is allowed."""
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    async def __call__(self, request: Request) -> None:
+        granted = request.scope.get("state", {}).get(ROLE_STATE)
+        if granted is not None and ROLES.index(granted) < ROLES.index(self.role):
+            raise HTTPException(
+                403, f"this API key's role is {granted}; {request.method} needs {self.role}"
+            )
+
+
+def requires(role: Role) -> Any:
+    """`dependencies=[requires("edit")]` on a route: what its key must be allowed."""
+    return Depends(RoleCheck(role))
+
+
+def route_role(dependencies: list[Any]) -> Role:
+    """The role a route's dependency list requires (`classify`: any valid key)."""
+    for dependency in dependencies:
+        call = getattr(dependency, "call", None) or getattr(dependency, "dependency", None)
+        if isinstance(call, RoleCheck):
+            return call.role
+    return "classify"

@@ -12,26 +12,31 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.runtime.metrics import ServiceMetrics
 from app.runtime.requests_in_flight import RequestsInFlight
+from app.settings import Role
+
+ROLE_STATE = "api_role"  # where a request's role is kept in its scope's state
 
 
 class ApiKeyMiddleware:
     """401 before any byte of the body is read, unless the path is a probe, the API docs or the
-    console's static files."""
+    console's static files. A valid key's role goes into the request's state, where the routes
+    that need more than `classify` check it (app/api/deps.py `requires`)."""
 
     OPEN_PATHS = frozenset(
         {"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/"}
     )
     OPEN_PREFIX = "/console/"  # the web console's static files: no data, and it asks for the key
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: dict[str, Role]) -> None:
         self.app = app
-        self.keys = [key.encode() for key in keys]
+        self.keys = [(key.encode(), role) for key, role in keys.items()]
 
-    def _valid(self, given: bytes) -> bool:
-        valid = False
-        for key in self.keys:  # no early exit: timing says nothing about which key nearly matched
-            valid |= hmac.compare_digest(given, key)
-        return valid
+    def _role(self, given: bytes) -> Role | None:
+        found: Role | None = None
+        for key, role in self.keys:  # no early exit: timing says nothing of which key matched
+            if hmac.compare_digest(given, key):
+                found = role
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -44,7 +49,9 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers", [])).get(b"x-api-key", b"")
-        if self._valid(given):
+        role = self._role(given)
+        if role is not None:
+            scope.setdefault("state", {})[ROLE_STATE] = role
             await self.app(scope, receive, send)
             return
         for message in _error(401, "missing or invalid API key"):

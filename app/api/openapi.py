@@ -14,9 +14,11 @@ import re
 from functools import cache
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, routing
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
+from app.api.deps import route_role
 from app.api.middleware import ApiKeyMiddleware
 from app.api.schemas import ERROR_DESCRIPTIONS
 from app.api.types import (
@@ -24,7 +26,7 @@ from app.api.types import (
     SETTINGS_DEFAULT,
     documenting,
 )
-from app.settings import Settings
+from app.settings import Role, Settings
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorDetail"}
 API_KEY_SCHEME = "ApiKeyHeader"
@@ -81,7 +83,7 @@ def contract_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             )
         _place_keywords(doc)
         _use_error_model(doc)
-        _declare_auth(doc, settings)
+        _declare_auth(doc, settings, _roles(app))
         for (operation_id, status), links in LINKS.items():
             _find(doc, operation_id)["responses"][status]["links"] = links
         for _, op in _operations(doc):
@@ -141,7 +143,31 @@ def _use_error_model(doc: dict[str, Any]) -> None:
     schemas.pop("ValidationError", None)
 
 
-def _declare_auth(doc: dict[str, Any], settings: Settings) -> None:
+def _roles(app: FastAPI) -> dict[str, Role]:
+    """operationId -> the role its route requires (app/api/deps.py `requires`)."""
+    return {
+        route.operation_id: route_role(route.dependencies)
+        for route in api_routes(app)
+        if route.operation_id
+    }
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every API route of the app, through included routers, as the OpenAPI document sees them."""
+    originals = (context.original_route for context in routing.iter_route_contexts(app.routes))
+    return [route for route in originals if isinstance(route, APIRoute)]
+
+
+def _declare_auth(doc: dict[str, Any], settings: Settings, roles: dict[str, Role]) -> None:
+    """Every keyed operation names the role it needs (`x-required-role`, and its description
+    says it); with keys configured, the scheme, and 401 / 403 where they can happen."""
+    for path, op in _operations(doc):
+        if path in ApiKeyMiddleware.OPEN_PATHS:
+            continue
+        role = roles.get(op.get("operationId", ""), "classify")
+        op["x-required-role"] = role
+        note = f"Needs an API key of role `{role}` or higher (when keys are configured)."
+        op["description"] = f"{op['description']}\n\n{note}" if op.get("description") else note
     if not settings.api_key_list:
         return
     doc["components"]["securitySchemes"] = {
@@ -151,10 +177,12 @@ def _declare_auth(doc: dict[str, Any], settings: Settings) -> None:
         if path in ApiKeyMiddleware.OPEN_PATHS:
             continue
         op["security"] = [{API_KEY_SCHEME: []}]
-        op["responses"]["401"] = {
-            "description": ERROR_DESCRIPTIONS[401],
-            "content": {"application/json": {"schema": ERROR_REF}},
-        }
+        refusals = (401, 403) if op["x-required-role"] != "classify" else (401,)
+        for status in refusals:
+            op["responses"][str(status)] = {
+                "description": ERROR_DESCRIPTIONS[status],
+                "content": {"application/json": {"schema": ERROR_REF}},
+            }
 
 
 @cache

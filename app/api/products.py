@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ProductsDep, ServicesDep
+from app.api.deps import ProductsDep, ServicesDep, requires
 from app.api.schemas import (
     ImagesAdded,
     ProductCreated,
@@ -51,6 +51,7 @@ def _valid_metadata(raw: str | None) -> dict[str, Any]:
     "",
     status_code=201,
     operation_id="createProduct",
+    dependencies=[requires("edit")],
     responses=errors(400, 409, 413, 415, 422, 503, 507),
 )
 async def create_product(
@@ -79,6 +80,7 @@ async def create_product(
     "/{sku}/images",
     status_code=201,
     operation_id="addImages",
+    dependencies=[requires("edit")],
     responses=errors(400, 404, 409, 413, 415, 422, 503, 507),
 )
 async def add_images(
@@ -108,7 +110,13 @@ async def get_product(store: ProductsDep, sku: Annotated[SkuLookup, Path()]) -> 
         raise HTTPException(404, f"product not found: {sku}") from exc
 
 
-@router.delete("/{sku}", status_code=204, operation_id="deleteProduct", responses=errors(404, 503))
+@router.delete(
+    "/{sku}",
+    status_code=204,
+    operation_id="deleteProduct",
+    dependencies=[requires("admin")],
+    responses=errors(404, 503),
+)
 async def delete_product(store: ProductsDep, sku: Annotated[SkuLookup, Path()]) -> Response:
     try:
         await run_in_threadpool(store.delete_product, sku)
@@ -121,6 +129,7 @@ async def delete_product(store: ProductsDep, sku: Annotated[SkuLookup, Path()]) 
     "/{sku}/images/{image_id}",
     status_code=204,
     operation_id="deleteImage",
+    dependencies=[requires("admin")],
     responses=errors(404, 422, 503),
 )
 async def delete_image(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Form, HTTPException, Path, Query, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ServicesDep
+from app.api.deps import ServicesDep, requires
 from app.api.references import IMAGE_RESPONSES, MEDIA_TYPES
 from app.api.schemas import (
     ImagesAdded,
@@ -45,7 +45,9 @@ async def _item(queue: ReviewQueue, item_id: int) -> ReviewItem:
     return item
 
 
-@router.get("", operation_id="listReview", responses=errors(422, 503))
+@router.get(
+    "", operation_id="listReview", dependencies=[requires("edit")], responses=errors(422, 503)
+)
 async def list_review(
     services: ServicesDep,
     limit: Annotated[PageLimit, Query()] = 50,
@@ -62,7 +64,12 @@ async def list_review(
     )
 
 
-@router.get("/needs", operation_id="listPhotoNeeds", responses=errors(422, 503))
+@router.get(
+    "/needs",
+    operation_id="listPhotoNeeds",
+    dependencies=[requires("edit")],
+    responses=errors(422, 503),
+)
 async def photo_needs(
     services: ServicesDep, limit: Annotated[SimilarLimit, Query()] = 20
 ) -> PhotoNeeds:
@@ -92,6 +99,7 @@ async def photo_needs(
 @router.get(
     "/{item_id}/photo",
     operation_id="getReviewPhoto",
+    dependencies=[requires("edit")],
     response_class=Response,
     responses={200: IMAGE_RESPONSES[200], **errors(404, 422, 503)},
 )
@@ -110,6 +118,7 @@ async def get_review_photo(services: ServicesDep, item_id: ItemId) -> Response:
     "/{item_id}/confirm",
     status_code=201,
     operation_id="confirmReview",
+    dependencies=[requires("edit")],
     responses=errors(400, 404, 409, 413, 422, 503, 507),
 )
 async def confirm_review(
@@ -132,6 +141,7 @@ async def confirm_review(
     "/{item_id}/reject",
     status_code=204,
     operation_id="rejectReview",
+    dependencies=[requires("edit")],
     responses=errors(404, 422, 503),
 )
 async def reject_review(
@@ -148,7 +158,13 @@ async def reject_review(
     return Response(status_code=204)
 
 
-@router.delete("", status_code=204, operation_id="purgeReview", responses=errors(503))
+@router.delete(
+    "",
+    status_code=204,
+    operation_id="purgeReview",
+    dependencies=[requires("admin")],
+    responses=errors(503),
+)
 async def purge_review(services: ServicesDep) -> Response:
     await run_in_threadpool(_queue(services).purge)
     return Response(status_code=204)

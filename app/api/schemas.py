@@ -172,6 +172,7 @@ class ReadyOut(BaseModel):
 ERROR_DESCRIPTIONS = {
     400: "An upload is not a decodable image, is truncated or corrupt, or is empty.",
     401: "API keys are configured and `X-API-Key` is missing or wrong.",
+    403: "The key's role is below the one this route needs (`x-required-role`): nothing was done.",
     404: "Unknown product, image or catalogue.",
     409: "The sku is taken, or a concurrent write to the same product won (retry).",
     413: "The request body is over `RETAILKLIP_MAX_UPLOAD_BYTES`.",
