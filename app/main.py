@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.api import catalogues, classify, health, products, references, review
+from app.api import access, catalogues, classify, health, products, references, review
 from app.api.console import install_console
 from app.api.errors import install_error_handlers
 from app.api.middleware import (
@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(references.router)
     app.include_router(review.router)
     app.include_router(health.router)
+    app.include_router(access.router)
     install_console(app)
 
     install_error_handlers(app)

@@ -36,7 +36,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.support.paths import GROCERY, REPO
 from tests.support.servers import LiveServer, start_server
 
-KEY = "console-test-key"
+KEY = "console-test-key"  # an admin key (no role given)
+LANE_KEY = "console-lane-key"  # a checkout lane's: classify only
 ICONIC = GROCERY / "iconic-images-and-descriptions"
 SEEDS = {  # registered through the API before the browser opens
     "banana": ("Banana", "Fruit/Banana", {"category": "fruit"}),
@@ -79,7 +80,7 @@ def iconic(folder: str) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     base = tmp_path_factory.mktemp("console")
-    live = start_server(base, base / "data", api_keys=KEY, review="all")
+    live = start_server(base, base / "data", api_keys=f"{KEY}, {LANE_KEY}:classify", review="all")
     try:
         with httpx.Client(base_url=live.url, headers={"X-API-Key": KEY}, timeout=120) as api:
             for sku, (name, folder, metadata) in SEEDS.items():
@@ -157,12 +158,12 @@ def by_id(browser: WebDriver, element_id: str) -> WebElement:
     return browser.find_element(By.ID, element_id)
 
 
-def open_console(browser: WebDriver, server: LiveServer) -> None:
+def open_console(browser: WebDriver, server: LiveServer, key: str = KEY) -> None:
     """Load `/`: the first API call answers 401 and the console asks for the key."""
     browser.get(server.url + "/")
     wait(browser, lambda b: by_id(b, "key-dialog").get_attribute("open") is not None, "key dialog")
     assert "missing or invalid API key" in by_id(browser, "key-reason").text
-    by_id(browser, "key-input").send_keys(KEY)
+    by_id(browser, "key-input").send_keys(key)
     by_id(browser, "key-save").click()
     wait(
         browser,
@@ -170,7 +171,7 @@ def open_console(browser: WebDriver, server: LiveServer) -> None:
         "the catalogue's first page",
     )
     stored = browser.execute_script("return sessionStorage.getItem('retailklip.apiKey')")
-    assert stored == KEY
+    assert stored == key
 
 
 def css(browser: WebDriver, selector: str) -> list[WebElement]:
@@ -577,3 +578,28 @@ def test_the_review_page_confirms_an_item_with_one_key(
     wait(browser, lambda b: not css(b, "li.review-item"), "an empty queue")
     assert api.get("/review").json()["total"] == 0
     assert api.get(f"/products/{first}").json()["image_count"] == images_before + 1
+
+
+def test_a_classify_key_is_offered_what_it_may_do_and_refused_the_rest(
+    server: LiveServer, browser: WebDriver
+) -> None:
+    open_console(browser, server, key=LANE_KEY)
+    wait(
+        browser,
+        lambda b: "role-classify" in b.find_element(By.TAG_NAME, "body").get_attribute("class"),
+        "the role",
+    )
+    for hidden in ("new-product", "nav-review", "correct-form"):
+        assert not by_id(browser, hidden).is_displayed(), hidden
+    assert (
+        by_id(browser, "nav-try").is_displayed() and by_id(browser, "nav-catalogue").is_displayed()
+    )
+    pick_photo(browser, LEMON_SHELF)  # classifying is what a lane key is for
+    wait(browser, lambda b: by_id(b, "result").is_displayed(), "an answer")
+    assert not [b for b in css(browser, "button.this-is") if b.is_displayed()]
+    browser.get(server.url + "/#review")  # asked anyway: the API's 403 is shown
+    wait(browser, lambda b: by_id(b, "error").is_displayed(), "error")
+    assert (
+        "403 this API key's role is classify; GET /review needs edit"
+        in by_id(browser, "error").text
+    )

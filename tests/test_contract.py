@@ -46,6 +46,7 @@ STATUSES = {
     ("POST", "/review/{item_id}/confirm"): {201, 400, 401, 403, 404, 409, 413, 422, 503, 507},
     ("POST", "/review/{item_id}/reject"): {204, 401, 403, 404, 422, 503},
     ("DELETE", "/review"): {204, 401, 403, 503},
+    ("GET", "/auth/role"): {200, 401},
     ("GET", "/healthz"): {200},
     ("GET", "/readyz"): {200, 503},
     ("GET", "/metrics"): {200},

@@ -57,7 +57,7 @@ def test_every_route_answers_by_role(server: LiveServer) -> None:
                 if ROLES.index(granted) < ROLES.index(role):
                     assert answer.status_code == 403, (method, path, granted)
                     assert answer.json() == {
-                        "detail": f"this API key's role is {granted}; {method} needs {role}"
+                        "detail": f"this API key's role is {granted}; {method} {url} needs {role}"
                     }
                 else:
                     assert answer.status_code not in (401, 403), (method, path, granted)

@@ -80,7 +80,9 @@ class RoleCheck:
         granted = request.scope.get("state", {}).get(ROLE_STATE)
         if granted is not None and ROLES.index(granted) < ROLES.index(self.role):
             raise HTTPException(
-                403, f"this API key's role is {granted}; {request.method} needs {self.role}"
+                403,
+                f"this API key's role is {granted}; "
+                f"{request.method} {request.url.path} needs {self.role}",
             )
 
 

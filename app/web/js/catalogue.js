@@ -120,7 +120,7 @@ function imageFigure(productSku, id) {
     "figure",
     { "data-image-id": id },
     thumbnail(productSku, id, 128),
-    el("figcaption", {}, `#${id} `, el("button", { type: "button", class: "delete-image", onclick: remove }, "Delete")),
+    el("figcaption", {}, `#${id} `, el("button", { type: "button", class: "delete-image needs-admin", onclick: remove }, "Delete")),
   );
 }
 

@@ -36,6 +36,13 @@ function askForKey(reason) {
   return pendingKey;
 }
 
+// The key's role decides what the pages offer (body.role-classify / role-edit hide the rest).
+async function showRole() {
+  const answer = await guarded(() => request("GET", "/auth/role"));
+  const role = answer ? answer.role : null;
+  for (const name of ["classify", "edit", "admin"]) document.body.classList.toggle(`role-${name}`, role === name);
+}
+
 async function refreshShared() {
   const page = await guarded(() => request("GET", `/products?limit=${SUGGESTED_SKUS}`));
   if (page) setSkuSuggestions(page.items.map((p) => p.sku));
@@ -75,6 +82,7 @@ function start() {
   onKeyNeeded(askForKey);
   $("key-button").addEventListener("click", async () => {
     if (await askForKey("")) {
+      await showRole();
       await refreshShared();
       await loadPage(0);
     }
@@ -89,7 +97,9 @@ function start() {
   route();
   showModel();
   // One after the other: a 401 on the first opens the key dialog once, the rest reuse the key.
-  refreshShared().then(() => loadPage(0));
+  showRole()
+    .then(refreshShared)
+    .then(() => loadPage(0));
 }
 
 start();

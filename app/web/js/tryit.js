@@ -195,7 +195,7 @@ function matchItem(match) {
       el("div", { class: "score" }, `score ${match.score.toFixed(3)}`),
       el("div", { class: "score-bar" }, bar),
     ),
-    el("button", { type: "button", class: "this-is", onclick: () => correct(match.sku) }, `This is ${match.sku}`),
+    el("button", { type: "button", class: "this-is needs-edit", onclick: () => correct(match.sku) }, `This is ${match.sku}`),
   );
 }
 
