@@ -116,7 +116,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = await run_in_threadpool(build_services, settings, metrics)
         services.inference.start()
         syncer = asyncio.create_task(
-            services.index.keep_in_step(settings.sync_interval_s, settings.shard_persist_interval_s)
+            services.index.keep_in_step(
+                settings.sync_interval_s,
+                settings.shard_persist_interval_s,
+                listen=services.engine if settings.log_push else None,
+            )
         )
         app.state.services = services
         try:

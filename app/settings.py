@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     shard_capacity: int = 100_000
     sync_interval_s: float = 2.0
+    # PostgreSQL: follow the change log as writes commit (LISTEN/NOTIFY), the interval above
+    # only as the fallback; false: poll only (SQLite always polls).
+    log_push: bool = True
     shard_persist_interval_s: float = 30.0
     # Change-log entries older than this are pruned; a replica away longer rebuilds from SQL
     # when it comes back (docs/DEPLOYMENT.md, "Change log and model switch").

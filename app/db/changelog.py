@@ -21,6 +21,7 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.dialect import dbapi_marker, is_postgresql, upsert
+from app.db.log_notices import notify
 from app.db.session import rowcount
 from app.db.tables import ChangeLogEntry, Embedding, LogHead, ReferenceImage, Replica
 from app.index.log_follower import Head, LogEntry
@@ -44,6 +45,7 @@ def append(session: Session, model_id: str, op: str, vector_ids: np.ndarray) -> 
         )
     )
     session.flush()
+    notify(session, model_id)  # replicas hear it when this transaction commits
     return seq
 
 

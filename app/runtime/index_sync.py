@@ -8,15 +8,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.db.change_feed import SqlChangeFeed
+from app.db.log_notices import LogListener
 from app.db.replicas import ReplicaRegistry
 from app.index.log_follower import LogFollower
 from app.index.maintenance import ShardMaintenance
@@ -96,19 +99,38 @@ class IndexSync:
     def persist_dirty(self) -> int:
         return self.files.persist_dirty()
 
-    async def keep_in_step(self, interval_s: float, persist_interval_s: float) -> None:
+    async def keep_in_step(
+        self, interval_s: float, persist_interval_s: float, listen: Engine | None = None
+    ) -> None:
         """Follow the change log other processes append to; now and then write changed shards.
-        Every step runs in the thread pool: each takes locks or reads SQL."""
+        With `listen` (PostgreSQL), a write's notification wakes the loop at once
+        (app/db/log_notices.py); the interval stays as the fallback. Every step runs in the
+        thread pool: each takes locks or reads SQL."""
         loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        listener = None
+        if listen is not None:
+
+            def heard() -> None:  # on the listener's thread
+                loop.call_soon_threadsafe(wake.set)
+
+            listener = LogListener(listen, self.model_id, heard)
+            listener.start()
         last_persist = loop.time()
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await run_in_threadpool(self.sync)
-                await run_in_threadpool(self.maintenance.in_background)
-                # Files only speed up the next start (SQL is the truth), so write them rarely.
-                if loop.time() - last_persist >= persist_interval_s:
-                    await run_in_threadpool(self.persist_dirty)
-                    last_persist = loop.time()
-            except Exception:
-                log.exception("shard sync failed; will retry")
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), interval_s)
+                wake.clear()  # what arrives from here on wakes the next round
+                try:
+                    await run_in_threadpool(self.sync)
+                    await run_in_threadpool(self.maintenance.in_background)
+                    # Files only speed up the next start (SQL is the truth): write them rarely.
+                    if loop.time() - last_persist >= persist_interval_s:
+                        await run_in_threadpool(self.persist_dirty)
+                        last_persist = loop.time()
+                except Exception:
+                    log.exception("shard sync failed; will retry")
+        finally:
+            if listener is not None:
+                listener.stop(timeout=0)
