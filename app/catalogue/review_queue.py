@@ -46,7 +46,8 @@ class ReviewQueue:
         self.max_age_s = max_age_s
 
     def add(self, photo: QueuedPhoto) -> int | None:
-        """Keep it (None: already queued); then drop what is past the bounds, oldest first."""
+        """Keep it (None: already queued), dropping in the same transaction what the bounds
+        no longer hold, oldest first: no reader ever sees the queue past them."""
         key = self.photos.put(photo.data)  # bytes before the row that names them
         with self.session_factory() as session:
             item = ReviewItem(
@@ -60,27 +61,34 @@ class ReviewQueue:
             )
             session.add(item)
             try:
-                session.commit()
+                session.flush()
             except IntegrityError:
                 session.rollback()
                 return None
             item_id = item.id
-        self.enforce_bounds()
+            dropped = self._drop(session, self._beyond_bounds(session))
+            session.commit()
+        self._forget_photos(dropped)
         return item_id
 
     def enforce_bounds(self) -> int:
         """Drop items older than the age limit and, past the count limit, the oldest."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.max_age_s)
         with self.session_factory() as session:
-            old = select(ReviewItem.id).where(ReviewItem.created_at < cutoff)
-            keep = (
-                select(ReviewItem.id)
-                .order_by(ReviewItem.created_at.desc(), ReviewItem.id.desc())
-                .limit(self.max_items)
-            )
-            beyond = select(ReviewItem.id).where(ReviewItem.id.not_in(keep))
-            doomed = set(session.scalars(old)) | set(session.scalars(beyond))
-        return len(self._delete(sorted(doomed)))
+            dropped = self._drop(session, self._beyond_bounds(session))
+            session.commit()
+        self._forget_photos(dropped)
+        return len(dropped)
+
+    def _beyond_bounds(self, session: Session) -> list[int]:
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.max_age_s)
+        old = select(ReviewItem.id).where(ReviewItem.created_at < cutoff)
+        keep = (
+            select(ReviewItem.id)
+            .order_by(ReviewItem.created_at.desc(), ReviewItem.id.desc())
+            .limit(self.max_items)
+        )
+        beyond = select(ReviewItem.id).where(ReviewItem.id.not_in(keep))
+        return sorted(set(session.scalars(old)) | set(session.scalars(beyond)))
 
     def page(self, limit: int, offset: int) -> tuple[list[ReviewItem], int]:
         """Most uncertain first: the smallest margin over the runner-up (no match at all
@@ -130,18 +138,26 @@ class ReviewQueue:
         return len(self._delete(ids))
 
     def _delete(self, ids: list[int]) -> list[str]:
+        with self.session_factory() as session:
+            keys = self._drop(session, ids)
+            session.commit()
+        self._forget_photos(keys)
+        return keys
+
+    @staticmethod
+    def _drop(session: Session, ids: list[int]) -> list[str]:
+        """Delete these rows in the caller's transaction; returns their photo keys."""
         if not ids:
             return []
-        with self.session_factory() as session:
-            keys = list(
-                session.scalars(
-                    delete(ReviewItem)
-                    .where(ReviewItem.id.in_(ids))
-                    .returning(ReviewItem.photo_key)
-                    .execution_options(synchronize_session=False)
-                )
+        return list(
+            session.scalars(
+                delete(ReviewItem)
+                .where(ReviewItem.id.in_(ids))
+                .returning(ReviewItem.photo_key)
+                .execution_options(synchronize_session=False)
             )
-            session.commit()
+        )
+
+    def _forget_photos(self, keys: list[str]) -> None:
         for key in keys:  # after the commit: a row never names missing bytes
             self.photos.delete(key)
-        return keys
