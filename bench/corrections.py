@@ -24,12 +24,12 @@ import random
 import re
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import httpx
 from tqdm import tqdm
 
+from bench.grozi_http import register_grozi
 from tests.support.paths import REPO
 from tests.support.reports import table
 from tests.support.servers import LiveServer, settings_env
@@ -117,15 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         server = LiveServer(env=env, log_path=Path(tmp) / "server.log").start()
         try:
             with httpx.Client(base_url=server.url, timeout=120) as client:
-                catalogue: dict[str, list[Path]] = defaultdict(list)
-                for path in sorted((args.grozi / "catalogue").rglob("*.jpg")):
-                    catalogue[path.parent.name].append(path)
-                for product, paths in tqdm(catalogue.items(), desc="register"):
-                    client.post(
-                        "/products",
-                        data={"sku": f"grozi-{product}", "name": f"GroZi {product}"},
-                        files=[("images", (p.name, p.read_bytes())) for p in paths],
-                    ).raise_for_status()
+                catalogue = register_grozi(client, args.grozi)
                 client.delete("/review").raise_for_status()
                 model = client.get("/readyz").json()["model"]
                 rows = []

@@ -24,6 +24,20 @@ from training.data import read_grozi
 REPO = Path(__file__).resolve().parents[1]
 
 
+def register_grozi(client: httpx.Client, grozi: Path) -> dict[str, list[Path]]:
+    """Every GroZi-dev product with all its catalogue images (sku `grozi-<id>`); returns them."""
+    catalogue: dict[str, list[Path]] = defaultdict(list)
+    for sample in read_grozi(grozi, "catalogue"):
+        catalogue[sample.label].append(sample.path)
+    for product, paths in tqdm(catalogue.items(), desc="register"):
+        client.post(
+            "/products",
+            data={"sku": f"grozi-{product}", "name": f"GroZi {product}"},
+            files=[("images", (p.name, p.read_bytes())) for p in paths],
+        ).raise_for_status()
+    return catalogue
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="retailklip-lite0-grocery")
@@ -31,20 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--port", type=int, default=8798)
     args = parser.parse_args(argv)
-    catalogue: dict[str, list[Path]] = defaultdict(list)
-    for sample in read_grozi(args.grozi, "catalogue"):
-        catalogue[sample.label].append(sample.path)
     shelf = read_grozi(args.grozi, "shelf", per_class=args.per_class, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         server = start(args.model, Path(tmp), args.port)
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120)
-            for product, paths in tqdm(catalogue.items(), desc="register"):
-                client.post(
-                    "/products",
-                    data={"sku": f"grozi-{product}", "name": f"GroZi {product}"},
-                    files=[("images", (p.name, p.read_bytes())) for p in paths],
-                ).raise_for_status()
+            catalogue = register_grozi(client, args.grozi)
             ready = client.get("/readyz").json()
             hit1 = hit5 = 0
             for sample in tqdm(shelf, desc="classify"):

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from app.api.middleware import ROLE_STATE
+from app.api.middleware import role_of
 
 router = APIRouter(tags=["access"])
 
@@ -19,4 +19,4 @@ class KeyRole(BaseModel):
 
 @router.get("/auth/role", operation_id="getKeyRole")
 async def key_role(request: Request) -> KeyRole:
-    return KeyRole(role=request.scope.get("state", {}).get(ROLE_STATE))
+    return KeyRole(role=role_of(request.scope))

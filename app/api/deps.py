@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from app.api.middleware import ROLE_STATE
+from app.api.middleware import role_of
 from app.catalogue.products import ProductStore
 from app.index.shard_store import ShardStore
 from app.recognition.hit_names import HitNames
@@ -77,7 +77,7 @@ class RoleCheck:
         self.role = role
 
     async def __call__(self, request: Request) -> None:
-        granted = request.scope.get("state", {}).get(ROLE_STATE)
+        granted = role_of(request.scope)
         if granted is not None and ROLES.index(granted) < ROLES.index(self.role):
             raise HTTPException(
                 403,

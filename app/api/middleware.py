@@ -17,6 +17,12 @@ from app.settings import Role
 ROLE_STATE = "api_role"  # where a request's role is kept in its scope's state
 
 
+def role_of(scope: Scope) -> Role | None:
+    """The role ApiKeyMiddleware found for this request's key; None without configured keys."""
+    role: Role | None = scope.get("state", {}).get(ROLE_STATE)
+    return role
+
+
 class ApiKeyMiddleware:
     """401 before any byte of the body is read, unless the path is a probe, the API docs or the
     console's static files. A valid key's role goes into the request's state, where the routes

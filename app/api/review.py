@@ -26,7 +26,6 @@ from app.api.types import ImageId, PageLimit, PageOffset, SimilarLimit, Sku
 from app.api.uploads import add_references
 from app.catalogue.products import NotFound
 from app.catalogue.review_queue import ReviewQueue
-from app.db.tables import ReviewItem
 from app.recognition.hygiene import look_alikes
 
 router = APIRouter(prefix="/review", tags=["review"])
@@ -38,11 +37,20 @@ def _queue(services: ServicesDep) -> ReviewQueue:
     return services.review.queue
 
 
-async def _item(queue: ReviewQueue, item_id: int) -> ReviewItem:
-    item = await run_in_threadpool(queue.get, item_id)
-    if item is None:
+def _read_photo(queue: ReviewQueue, item_id: int) -> tuple[bytes, str] | None:
+    """An item's photo and its media type (off the event loop: SQL, a file, PIL's header read)."""
+    data = queue.photo(item_id)
+    if data is None:
+        return None
+    kind = Image.open(io.BytesIO(data)).format or "JPEG"
+    return data, MEDIA_TYPES.get(kind, "application/octet-stream")
+
+
+async def _photo(queue: ReviewQueue, item_id: int) -> tuple[bytes, str]:
+    found = await run_in_threadpool(_read_photo, queue, item_id)
+    if found is None:
         raise HTTPException(404, f"review item not found: {item_id}")
-    return item
+    return found
 
 
 @router.get(
@@ -104,14 +112,8 @@ async def photo_needs(
     responses={200: IMAGE_RESPONSES[200], **errors(404, 422, 503)},
 )
 async def get_review_photo(services: ServicesDep, item_id: ItemId) -> Response:
-    queue = _queue(services)
-    item = await _item(queue, item_id)
-    try:
-        data = await run_in_threadpool(queue.photo, item)
-    except FileNotFoundError as exc:  # dropped meanwhile
-        raise HTTPException(404, f"review item not found: {item_id}") from exc
-    kind = Image.open(io.BytesIO(data)).format or "JPEG"
-    return Response(data, media_type=MEDIA_TYPES.get(kind, "application/octet-stream"))
+    data, media_type = await _photo(_queue(services), item_id)
+    return Response(data, media_type=media_type)
 
 
 @router.post(
@@ -127,11 +129,7 @@ async def confirm_review(
     """The photo is product `sku`: it becomes a reference of it, searchable at once, through
     the path of POST /products/{sku}/images (near-duplicate warnings included); the item goes."""
     queue = _queue(services)
-    item = await _item(queue, item_id)
-    try:
-        data = await run_in_threadpool(queue.photo, item)
-    except FileNotFoundError as exc:
-        raise HTTPException(404, f"review item not found: {item_id}") from exc
+    data, _ = await _photo(queue, item_id)
     added = await add_references(services, sku, [data], "photo")
     await run_in_threadpool(queue.remove, item_id)
     return added

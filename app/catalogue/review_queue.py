@@ -71,14 +71,6 @@ class ReviewQueue:
         self._forget_photos(dropped)
         return item_id
 
-    def enforce_bounds(self) -> int:
-        """Drop items older than the age limit and, past the count limit, the oldest."""
-        with self.session_factory() as session:
-            dropped = self._drop(session, self._beyond_bounds(session))
-            session.commit()
-        self._forget_photos(dropped)
-        return len(dropped)
-
     def _beyond_bounds(self, session: Session) -> list[int]:
         cutoff = datetime.now(UTC) - timedelta(seconds=self.max_age_s)
         old = select(ReviewItem.id).where(ReviewItem.created_at < cutoff)
@@ -121,12 +113,16 @@ class ReviewQueue:
                 counts[sku] = counts.get(sku, 0) + 1
         return counts
 
-    def get(self, item_id: int) -> ReviewItem | None:
+    def photo(self, item_id: int) -> bytes | None:
+        """An item's photo; None when there is no such item (or it was dropped meanwhile)."""
         with self.session_factory() as session:
-            return session.get(ReviewItem, item_id)
-
-    def photo(self, item: ReviewItem) -> bytes:
-        return self.photos.get(item.photo_key)
+            key = session.scalar(select(ReviewItem.photo_key).where(ReviewItem.id == item_id))
+        if key is None:
+            return None
+        try:
+            return self.photos.get(key)
+        except FileNotFoundError:
+            return None
 
     def remove(self, item_id: int) -> bool:
         """Drop one item, row and photo; False if it was not there."""
