@@ -1,4 +1,5 @@
-"""The failure drills (crash, database outage, load, disk full), each against a real
+"""The failure drills (crash, database outage, load, disk full, backup under writers), each
+against a real
 `retailklip serve`; the drills themselves are in tests/support/drills/, what they found and how
 to read it in docs/DRILLS.md.
 
@@ -22,7 +23,7 @@ import os
 import pytest
 
 from tests.support.databases import pg_ready
-from tests.support.drills import crash, disk_full, load, outage
+from tests.support.drills import backup, crash, disk_full, load, outage
 from tests.support.reports import table
 
 SCALE = os.environ.get("RETAILKLIP_DRILLS", "short")
@@ -89,3 +90,11 @@ def test_full_blob_store_answers_507_and_leaves_nothing_half_written() -> None:
     print(disk_full.report(report, size_kb))
     assert disk_full.problems(report) == []
     assert report.refused_full > 0 and report.accepted > 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_backup_taken_under_writers_restores_complete(backend: str) -> None:
+    row = backup.run(backend, model=MODEL, seeded=16 if FULL else 8, writers=3 if FULL else 2)
+    print(table(backup.HEADERS, [[row[h] for h in backup.HEADERS]]))
+    assert backup.problems(row) == []
+    assert row["acked before"] and row["deleted before"] and row["acked during"], row

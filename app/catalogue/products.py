@@ -153,7 +153,8 @@ class ProductStore:
                 session.flush()
             except IntegrityError as exc:
                 raise ProductExists(sku) from exc
-            add_memberships(session, product.id, catalogues)
+            # The images' log entry tells cached scopes; an image-less product changes none.
+            add_memberships(session, product.id, catalogues, bump=False)
             # The answer is read inside the transaction: a read after commit could fail (database
             # gone) and turn a committed product into an error the client would retry.
             created: list[Product] = []
@@ -257,7 +258,9 @@ class ProductStore:
             if product_id is None:
                 raise NotFound(sku)
             removed = self._delete_returning(session, ReferenceImage.product_id == product_id)
-            drop_memberships(session, product_id)
+            # With images, their log entry tells cached scopes; without, the epoch must (the
+            # catalogue may be empty now, and unknown).
+            drop_memberships(session, product_id, bump=removed is None)
             session.execute(delete(Product).where(Product.id == product_id))
             self._commit_removal(session, removed or {})
 

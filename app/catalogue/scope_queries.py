@@ -1,5 +1,6 @@
 """The SQL of search scopes: which reference images a catalogue and/or a metadata filter allow,
-and the stamp that says when a cached answer is still current (app/recognition/scopes.py)."""
+the stamp that says when a cached answer is still current, and the images the change log says
+were touched since (app/recognition/scopes.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from app.db.changelog import entries_after
 from app.db.dialect import metadata_match
 from app.db.tables import (
     CatalogueEpoch,
@@ -20,9 +22,14 @@ from app.db.tables import (
     ProductCatalogue,
     ReferenceImage,
 )
+from app.index.vector_ids import image_of
 
 # A filter as sorted (key, allowed values as JSON text) pairs.
 FilterPairs = tuple[tuple[str, tuple[str, ...]], ...]
+
+# Past these, a cached scope is recomputed whole rather than updated by the log's entries.
+MAX_DELTA_ENTRIES = 500
+MAX_DELTA_IMAGES = 5_000
 
 
 class UnknownCatalogue(LookupError):
@@ -58,9 +65,25 @@ class ScopeReader:
         row = self.session.execute(sa.select(head.scalar_subquery(), epoch.scalar_subquery())).one()
         return int(row[0] or 0), int(row[1] or 0)
 
-    def image_ids(self, catalogue: str | None, filter: FilterPairs) -> np.ndarray:
+    def touched_since(self, position: int, head: int) -> np.ndarray | None:
+        """Sorted ids of the images named by the model's log entries after `position` up to
+        `head`; None when they cannot all be read (pruned) or are too many to be worth it."""
+        if head - position > MAX_DELTA_ENTRIES:
+            return None
+        entries = entries_after(self.session, self.model_id, position, head - position)
+        if [e.seq for e in entries] != list(range(position + 1, head + 1)):
+            return None
+        if not entries:
+            return np.empty(0, np.int64)
+        images = np.unique(image_of(np.concatenate([e.vector_ids for e in entries])))
+        return images if len(images) <= MAX_DELTA_IMAGES else None
+
+    def image_ids(
+        self, catalogue: str | None, filter: FilterPairs, among: np.ndarray | None = None
+    ) -> np.ndarray:
         """Sorted ids of the images with a vector of the model whose product is in `catalogue`
-        and matches every filter key; raises UnknownCatalogue / UnknownMetadataKey."""
+        and matches every filter key, only those in `among` if given; raises UnknownCatalogue /
+        UnknownMetadataKey."""
         session = self.session
         # Images holding a vector of this model (code 0: the image itself, not a view).
         query = (
@@ -82,5 +105,9 @@ class ScopeReader:
             if session.scalar(sa.select(Product.id).where(has_key).limit(1)) is None:
                 raise UnknownMetadataKey(key)
             products = products.where(matches)
+        if among is not None:
+            if len(among) == 0:
+                return np.empty(0, np.int64)
+            query = query.where(ReferenceImage.id.in_(among.tolist()))
         query = query.where(ReferenceImage.product_id.in_(products)).order_by(ReferenceImage.id)
         return np.fromiter(session.scalars(query), dtype=np.int64)

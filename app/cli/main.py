@@ -1,5 +1,5 @@
 """`retailklip` command line: serve, migrate, reindex, models, drop-model, import, openapi,
-gc-blobs, train, eval."""
+gc-blobs, backup, restore, train, eval."""
 
 from __future__ import annotations
 
@@ -92,6 +92,30 @@ def _import(args: argparse.Namespace) -> int:
     )
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from app.cli.backup import run_backup
+    from app.db.sql_backup import BackupError
+    from app.settings import Settings
+
+    try:
+        return run_backup(Settings(), args.directory)
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from app.cli.backup import run_restore
+    from app.db.sql_backup import BackupError
+    from app.settings import Settings
+
+    try:
+        return run_restore(Settings(), args.directory)
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Training and evaluation own their argument parsing (python -m training works the same).
@@ -146,6 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     gc.add_argument("--grace-hours", type=float, default=24.0)
     gc.add_argument("--dry-run", action="store_true")
     gc.set_defaults(func=_gc)
+    backup = sub.add_parser(
+        "backup", help="consistent copy of SQL, then of the blobs it names, while writers run"
+    )
+    backup.add_argument("directory", type=Path, help="a new (or empty) directory")
+    backup.set_defaults(func=_backup)
+    restore = sub.add_parser(
+        "restore", help="a backup into an empty database and blob directory, then migrate"
+    )
+    restore.add_argument("directory", type=Path, help="as `retailklip backup` wrote it")
+    restore.set_defaults(func=_restore)
     sub.add_parser("train", help="finetune an encoder (see `retailklip train --help`)")
     sub.add_parser("eval", help="nearest-neighbour evaluation (see `retailklip eval --help`)")
     args = parser.parse_args(argv)

@@ -4,9 +4,15 @@ The answer is an array of image ids computed in SQL (app/catalogue/scope_queries
 membership, exact matches on the product metadata JSON) and handed to the index as a FAISS
 selector, so the restriction happens inside the search. Arrays are cached per scope with the
 stamp they were read at: the model's change-log head (every image add, delete or reindex moves
-it) and the catalogue epoch (every membership change moves it). A request costs one small stamp
-query while the cached array is current; processes sharing a database see each other's changes
-through the same stamp.
+it) and, for a catalogue scope, the catalogue epoch (every membership change of an existing
+product moves it). A request costs one small stamp query while the cached array is current.
+
+When only the head moved, the cached array is brought up to it from the log instead of being
+recomputed: the images the new entries name leave the array, and those of them the scope still
+allows (one query over just those ids) come back. A product's metadata is written only with the
+product, and a new or deleted product's memberships travel with its images' log entry, so the
+entries name every image whose answer can have changed. Processes sharing a database see each
+other's changes through the same stamp.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 from app.catalogue.scope_queries import (
     FilterPairs,
     ScopeQueries,
+    ScopeReader,
     UnknownCatalogue,
     UnknownMetadataKey,
 )
@@ -80,10 +87,17 @@ def parse_filter(raw: str) -> FilterPairs:
     return tuple(pairs)
 
 
+@dataclass(frozen=True)
+class _Cached:
+    head: int
+    epoch: int
+    ids: np.ndarray
+
+
 class ScopeResolver:
     def __init__(self, queries: ScopeQueries) -> None:
         self.queries = queries
-        self._cache: OrderedDict[Scope, tuple[tuple[int, int], np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[Scope, _Cached] = OrderedDict()
         self._lock = threading.Lock()
 
     def allowed(self, scope: Scope) -> np.ndarray | None:
@@ -91,21 +105,45 @@ class ScopeResolver:
         if scope.unrestricted:
             return None
         with self.queries.reading() as reader:
-            stamp = reader.stamp()
-            with self._lock:
-                hit = self._cache.get(scope)
-                if hit is not None and hit[0] == stamp:
-                    self._cache.move_to_end(scope)
-                    return hit[1]
+            head, epoch = reader.stamp()
+            cached = self._usable(scope, epoch)
+            if cached is not None and cached.head >= head:
+                return cached.ids  # current, or read by a request that began after this one
             try:
-                ids = reader.image_ids(scope.catalogue, scope.filter)
+                ids = self._read(reader, scope, cached, head)
             except UnknownCatalogue as exc:
                 raise ScopeError(f"catalogue not found: {exc}", 404) from exc
             except UnknownMetadataKey as exc:
                 raise ScopeError(f'filter: no product has metadata key "{exc}"', 404) from exc
         with self._lock:
-            self._cache[scope] = (stamp, ids)
+            self._cache[scope] = _Cached(head, epoch, ids)
             self._cache.move_to_end(scope)
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
         return ids
+
+    def _usable(self, scope: Scope, epoch: int) -> _Cached | None:
+        """The cached array, if a log head at or past its own can bring it up to date."""
+        with self._lock:
+            cached = self._cache.get(scope)
+            if cached is None:
+                return None
+            # A filter alone does not depend on memberships.
+            if scope.catalogue is not None and cached.epoch != epoch:
+                return None
+            # An empty array is not trusted: its catalogue may have become unknown since.
+            if len(cached.ids) == 0:
+                return None
+            self._cache.move_to_end(scope)
+            return cached
+
+    @staticmethod
+    def _read(reader: ScopeReader, scope: Scope, cached: _Cached | None, head: int) -> np.ndarray:
+        """The cached array brought up to `head` by the log's entries, or the whole answer when
+        there is none or the entries cannot be read."""
+        touched = None if cached is None else reader.touched_since(cached.head, head)
+        if cached is None or touched is None:
+            return reader.image_ids(scope.catalogue, scope.filter)
+        kept = cached.ids[~np.isin(cached.ids, touched, assume_unique=True)]
+        allowed = reader.image_ids(scope.catalogue, scope.filter, among=touched)
+        return np.union1d(kept, allowed).astype(np.int64)

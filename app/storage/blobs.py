@@ -59,9 +59,19 @@ class FileBlobStore:
 
     def keys_older_than(self, seconds: float) -> Iterator[str]:
         cutoff = time.time() - seconds
-        for path in self.root.glob("??/??/*"):
-            if not path.name.startswith(".") and path.stat().st_mtime < cutoff:
+        for path in self._files():
+            if path.stat().st_mtime < cutoff:
                 yield path.name
+
+    def keys(self) -> Iterator[str]:
+        """Every stored key (a backup's blobs, say)."""
+        for path in self._files():
+            yield path.name
+
+    def _files(self) -> Iterator[Path]:
+        for path in self.root.glob("??/??/*"):
+            if not path.name.startswith("."):  # a write in progress (app/storage/files.py)
+                yield path
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
