@@ -82,6 +82,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     head = HeadReader(engine, encoder.model_id)
     names = HitNames(index.store, products, head, head.close)
     scopes = ScopeResolver(ScopeQueries(session_factory, encoder.model_id))
+    index.store.on_change(scopes.changed)
     tiers = settings.resolved_tiers(model_tiers(settings.model))
     classifier = Classifier(index, names, scopes, inference, tiers)
     queue = ReviewQueue(
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await syncer
             await services.inference.stop()
             services.names.close()
+            await run_in_threadpool(services.scopes.close)
             await run_in_threadpool(services.index.persist_dirty)
             services.engine.dispose()
 

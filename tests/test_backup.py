@@ -55,8 +55,9 @@ def test_a_round_trip_keeps_every_row_and_blob(
     try:
         restored = retailklip("restore", str(tmp_path / "bk"), env=env(target, target_url))
         assert restored.returncode == 0, restored.stderr
-        before, after = sql_state(resolved, "test-model"), sql_state(
-            target_url or sqlite_url(target), "test-model"
+        before, after = (
+            sql_state(resolved, "test-model"),
+            sql_state(target_url or sqlite_url(target), "test-model"),
         )
         assert after.products == before.products == {"a": 1, "b": 2, "c": 3}
         assert after.vectors == before.vectors == 6

@@ -4,6 +4,7 @@ of an existing product (or a log that cannot be read) costs a whole recomputatio
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,12 @@ SCOPES = (STORE, MILK, MILK_IN_STORE)
 
 
 class Whole:
-    """Counts the scope computations that read every image rather than a log's worth."""
+    """Counts the scope computations that read every image rather than a log's worth (and,
+    in `partial`, those that read a log's worth)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
+        self.partial = 0
         original = ScopeReader.image_ids
 
         def counted(
@@ -36,6 +39,8 @@ class Whole:
         ) -> np.ndarray:
             if among is None:
                 self.count += 1
+            else:
+                self.partial += 1
             return original(reader, catalogue, filter, among)  # type: ignore[arg-type]
 
         monkeypatch.setattr(ScopeReader, "image_ids", counted)
@@ -141,3 +146,26 @@ def test_a_catalogue_emptied_by_deletes_is_unknown_at_once(replica: Replica) -> 
     with pytest.raises(ScopeError) as refused:
         resolver.allowed(other)
     assert refused.value.status == 404
+
+
+def test_applied_changes_bring_recent_scopes_up_to_date_before_a_request(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolver = ScopeResolver(ScopeQueries(replica.session_factory, replica.model_id))
+    replica.shards.store.on_change(resolver.changed)  # as app/main.py wires it
+    try:
+        cached_equals_scratch(resolver, replica)
+        whole = Whole(monkeypatch)
+        replica.create_product("soy", "Soy", {"kind": "milk"}, new_images(1, "soy"), ["store"])
+        head = replica.shards.store.position
+        deadline = time.monotonic() + 10
+        while any((resolver.cached_head(s) or 0) < head for s in SCOPES):
+            assert time.monotonic() < deadline, "the refresher did not catch up"
+            time.sleep(0.01)
+        assert whole.count == 0 and whole.partial == len(SCOPES)  # a log's worth, each
+        # The request itself: one stamp query, nothing recomputed.
+        assert whole.since(lambda: [resolver.allowed(s) for s in SCOPES]) == 0
+        assert whole.partial == len(SCOPES)
+        cached_equals_scratch(resolver, replica)
+    finally:
+        resolver.close()

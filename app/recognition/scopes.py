@@ -9,7 +9,10 @@ product moves it). A request costs one small stamp query while the cached array 
 
 When only the head moved, the cached array is brought up to it from the log instead of being
 recomputed: the images the new entries name leave the array, and those of them the scope still
-allows (one query over just those ids) come back. A product's metadata is written only with the
+allows (one query over just those ids) come back. That happens as the shards apply entries
+(`changed`, a `ShardStore` listener, wakes a thread that brings the most recently used scopes up
+to the head), so the first filtered request after a write usually finds its scope current; one
+that comes sooner does the same update itself. A product's metadata is written only with the
 product, and a new or deleted product's memberships travel with its images' log entry, so the
 entries name every image whose answer can have changed. Processes sharing a database see each
 other's changes through the same stamp.
@@ -18,6 +21,7 @@ other's changes through the same stamp.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,6 +41,9 @@ from app.strict_json import loads_strict
 MAX_FILTER_KEYS = 16
 MAX_FILTER_VALUES = 100
 CACHE_ENTRIES = 256
+REFRESHED_SCOPES = 32  # the most recently used, brought up to the head after each change
+
+log = logging.getLogger(__name__)
 
 
 class ScopeError(ValueError):
@@ -99,6 +106,52 @@ class ScopeResolver:
         self.queries = queries
         self._cache: OrderedDict[Scope, _Cached] = OrderedDict()
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._refresher: threading.Thread | None = None
+
+    def changed(self, image_ids: list[int] | None) -> None:
+        """A `ShardStore` change listener (called under the store's lock: it only wakes the
+        refresher, which reads SQL on its own thread)."""
+        if self._closed:
+            return
+        if self._refresher is None:
+            self._refresher = threading.Thread(
+                target=self._refresh, name="scope-refresh", daemon=True
+            )
+            self._refresher.start()
+        self._wake.set()
+
+    def _refresh(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            with self._lock:
+                recent = list(self._cache)[-REFRESHED_SCOPES:]
+            for scope in reversed(recent):
+                try:
+                    self.allowed(scope)
+                except ScopeError:
+                    with self._lock:
+                        self._cache.pop(scope, None)  # unknown now: a request will say so
+                except Exception:
+                    # The database may be away: requests compute what they need themselves.
+                    log.warning("refreshing a cached search scope failed", exc_info=True)
+                    break
+
+    def cached_head(self, scope: Scope) -> int | None:
+        """The log head the scope's cached array is current at, if cached."""
+        with self._lock:
+            cached = self._cache.get(scope)
+        return None if cached is None else cached.head
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=5)
 
     def allowed(self, scope: Scope) -> np.ndarray | None:
         """Image ids the scope allows (sorted int64), or None when it restricts nothing."""
@@ -116,7 +169,10 @@ class ScopeResolver:
             except UnknownMetadataKey as exc:
                 raise ScopeError(f'filter: no product has metadata key "{exc}"', 404) from exc
         with self._lock:
-            self._cache[scope] = _Cached(head, epoch, ids)
+            kept = self._cache.get(scope)
+            # A slower reader of an older head must not replace a newer answer.
+            if kept is None or kept.head <= head:
+                self._cache[scope] = _Cached(head, epoch, ids)
             self._cache.move_to_end(scope)
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)

@@ -225,14 +225,16 @@ def _check(
         "acked before": len(must_exist),
         "deleted before": len(must_be_gone),
         "acked during": during,
-        "missing": missing,
-        "undeleted": undeleted,
-        "wrong answer": wrong,
+        "missing": len(missing),
+        "undeleted": len(undeleted),
+        "wrong answer": len(wrong),
+        "details": {"missing": missing, "undeleted": undeleted, "wrong answer": wrong},
     }
 
 
 def problems(row: dict[str, object]) -> list[str]:
-    found = [f"{key}: {row[key]}" for key in ("missing", "undeleted", "wrong answer") if row[key]]
+    details: dict[str, list[str]] = row["details"]  # type: ignore[assignment]
+    found = [f"{key}: {skus}" for key, skus in details.items() if skus]
     if row["rows without blob"]:
         found.append(f"rows without blob: {row['rows without blob']}")
     return found
