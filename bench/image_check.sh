@@ -6,9 +6,11 @@
 # For each image: build docker/Dockerfile.<flavour> unchanged except for build arguments, with
 # buildah (vfs storage, chroot isolation, host network) on a stand-in for python:3.11-slim-bookworm
 # made with debootstrap; then, from the built image:
-#   - the image holds no .git, .venv, data, test or bench files; which torch it got (printed);
+#   - the image holds no .git, .venv, data, test or bench files; which torch it got (printed;
+#     the CPU image must hold none: `import torch` fails in it, and its ONNX graph is listed);
 #   - the service (the image's CMD, on a free port) with a data directory mounted, until /readyz;
-#     register two products and classify a shelf photo over HTTP (real grocery-store photos);
+#     register two products and classify two shelf photos over HTTP (real grocery-store photos);
+#     RSS of the server when ready; with `all`, the two images' scores must agree (< 2e-3);
 #   - the image's own HEALTHCHECK command passes while it serves and fails once it is stopped;
 #   - the server process runs as the image's non-root USER;
 #   - `retailklip migrate` on a scratch PostgreSQL database, then two services on that database
@@ -386,8 +388,19 @@ check_flavour() {
     echo "clean: none of [${present% }] (present in the build context) reached the image; /opt/venv $venv_size" >&2
 
     local torch_info
-    torch_info=$(buildah run --isolation chroot "$ctr" -- python -c \
-        "import torch, torchvision; print(torch.__version__, '/ torchvision', torchvision.__version__, '/', 'CUDA ' + torch.version.cuda + ' build' if torch.version.cuda else 'CPU-only build')")
+    if [[ $flavour == cpu ]]; then
+        # The slim image serves the baked ONNX graph: PyTorch must not be there at all.
+        if buildah run --isolation chroot "$ctr" -- python -c "import torch" >/dev/null 2>&1; then
+            fail "import torch succeeds in the CPU image; it must serve without PyTorch"
+        fi
+        torch_info="none (import torch fails)"
+        local graphs
+        graphs=$(buildah run --isolation chroot "$ctr" -- sh -c 'ls /opt/onnx; du -sh /opt/onnx | cut -f1' | xargs)
+        echo "ONNX graphs in the image: $graphs" >&2
+    else
+        torch_info=$(buildah run --isolation chroot "$ctr" -- python -c \
+            "import torch, torchvision; print(torch.__version__, '/ torchvision', torchvision.__version__, '/', 'CUDA ' + torch.version.cuda + ' build' if torch.version.cuda else 'CPU-only build')")
+    fi
     echo "torch in the image: $torch_info" >&2
 
     # ---- the service on its default SQLite database, data directory mounted ----------------
@@ -408,6 +421,9 @@ check_flavour() {
     uid=$(ps -o uid= -p "$pid" | tr -d ' ')
     [[ $uid == "$IMAGE_UID" ]] || fail "the server runs as uid $uid, not the image's USER $IMAGE_UID"
     echo "server pid $pid runs as uid $uid ($(ps -o comm= -p "$pid"))" >&2
+    local rss_mb
+    rss_mb=$(($(ps -o rss= -p "$pid" | tr -d ' ') / 1024))
+    echo "RSS when ready: ${rss_mb} MB" >&2
 
     register "$port" banana Banana "$BANANA_ICONIC"
     register "$port" oatly-oatghurt "Oatly Natural Oatghurt" "$OATLY_ICONIC"
@@ -415,6 +431,10 @@ check_flavour() {
     sku=$(classify "$port" "$BANANA_PHOTO")
     [[ $sku == banana ]] || fail "the banana photo was classified as '$sku'"
     echo "classify Banana_001.jpg: $(cat "$WORK/classify.json")" >&2
+    cp "$WORK/classify.json" "$WORK/scores-$flavour-banana.json"
+    sku=$(classify "$port" "$OATLY_PHOTO")
+    [[ $sku == oatly-oatghurt ]] || fail "the Oatly photo was classified as '$sku'"
+    cp "$WORK/classify.json" "$WORK/scores-$flavour-oatly.json"
     [[ -n $(find "$WORK/$flavour-data/blobs" -type f) ]] || fail "no blob written under the mounted /data"
 
     run_healthcheck "$ctr" "$port" || { cat "$WORK/healthcheck.log" >&2; fail "HEALTHCHECK failed while serving"; }
@@ -487,7 +507,7 @@ check_flavour() {
         pg_result="migrate ok; both ready ${ready_ab}s; A->B ${seen_ab}s, B->A ${seen_ba}s"
     fi
 
-    ROWS+=("$flavour|$size|$build_s|${ready_s}s|$torch_info|$pg_result")
+    ROWS+=("$flavour|$size|$build_s|${ready_s}s|${rss_mb} MB|$torch_info|$pg_result")
 
     # Free the disk before the next image (vfs).
     buildah rm "$ctr" >/dev/null
@@ -499,9 +519,27 @@ check_flavour() {
 make_base_image
 for flavour in $FLAVOURS; do check_flavour "$flavour"; done
 
+# Same answers from both images: the slim image's ONNX graph against the torch image.
+if [[ -f $WORK/scores-cpu-banana.json && -f $WORK/scores-cuda-banana.json ]]; then
+    log "same answers: the CPU image (no torch) against the CUDA image (torch), both on the CPU"
+    python3 - "$WORK" <<'PY' || fail "the two images answer differently"
+import json, sys
+work = sys.argv[1]
+worst = 0.0
+for photo in ("banana", "oatly"):
+    a, b = (json.load(open(f"{work}/scores-{f}-{photo}.json"))["matches"] for f in ("cpu", "cuda"))
+    assert [m["sku"] for m in a] == [m["sku"] for m in b], (photo, a, b)
+    for x, y in zip(a, b):
+        worst = max(worst, abs(x["score"] - y["score"]))
+    print(photo, [(m["sku"], round(m["score"], 5)) for m in a], [(m["sku"], round(m["score"], 5)) for m in b])
+print(f"largest score difference {worst:.2e}")
+assert worst < 2e-3
+PY
+fi
+
 log "results (built on $(nproc) CPUs, storage $STORAGE_DRIVER, base $BASE_IMAGE)"
 # A Markdown table, ready for docs/DEPLOYMENT.md.
-printf '%s\n' "image|size|build|start-up to ready|torch|migrate + two replicas" "${ROWS[@]}" |
+printf '%s\n' "image|size|build|start-up to ready|RSS when ready|torch|migrate + two replicas" "${ROWS[@]}" |
     python3 -c '
 import sys
 rows = [line.rstrip("\n").split("|") for line in sys.stdin]

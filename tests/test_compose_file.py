@@ -346,11 +346,28 @@ def test_dockerfile_runtime_stage(flavour: str) -> None:
 def test_dockerfile_installs_torch_first_then_the_project(flavour: str) -> None:
     runs = [rest for word, rest in instructions(DOCKERFILES[flavour]) if word == "RUN"]
     torch_at = next(i for i, r in enumerate(runs) if re.search(r"pip install .*torch", r))
-    project_at = next(i for i, r in enumerate(runs) if re.search(r"pip install \.(\s|$)", r))
+    project = r'pip install (\.|"\.\[torch\]")(\s|$)'
+    project_at = next(i for i, r in enumerate(runs) if re.search(project, r))
     assert torch_at < project_at
     assert not any(re.search(r"pip install .*(-e|--editable)\s+\.", r) for r in runs)
     text = DOCKERFILES[flavour].read_text()
     assert ("whl/cpu" in text) == (flavour == "cpu")
+    if flavour == "cuda":
+        assert any('pip install ".[torch]"' in r for r in runs)
+        return
+    # CPU: torch only in the export venv; the serving venv is the project without extras,
+    # checked to lack torch, and the runtime stage takes that venv and the graph, nothing else.
+    assert any('/opt/build/bin/pip install ".[torch]"' in r and "export-onnx" in r for r in runs)
+    assert any(
+        re.search(r"/opt/venv/bin/pip install \.(\s|$)", r)
+        and '! /opt/venv/bin/python -c "import torch"' in r
+        for r in runs
+    )
+    runtime = final_stage(DOCKERFILES[flavour])
+    copied = {
+        rest.split()[1] for word, rest in runtime if word == "COPY" and "--from=builder" in rest
+    }
+    assert copied == {"/opt/venv", "/opt/onnx", "/src/alembic.ini", "/src/migrations"}
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))

@@ -1,5 +1,5 @@
 """`retailklip` command line: serve, migrate, reindex, models, drop-model, import, openapi,
-gc-blobs, backup, restore, train, eval."""
+gc-blobs, backup, restore, export-onnx, train, eval."""
 
 from __future__ import annotations
 
@@ -12,11 +12,20 @@ from pathlib import Path
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.encoder.loading import serving_blocker
+    from app.encoder.model_spec import ModelLoadError
     from app.main import create_app
     from app.settings import Settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
+    try:
+        blocker = serving_blocker(settings)
+    except ModelLoadError as exc:  # a checkpoint path that is not there, say
+        blocker = str(exc)
+    if blocker is not None:
+        print(f"error: {blocker}", file=sys.stderr)
+        return 2
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -116,6 +125,21 @@ def _restore(args: argparse.Namespace) -> int:
         return 2
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    from app.cli.export_onnx import run_export
+    from app.encoder.model_spec import ModelLoadError
+    from app.settings import Settings
+
+    settings = Settings()
+    try:
+        return run_export(
+            args.model or settings.model, args.runtime, args.out or settings.resolved_onnx_dir
+        )
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Training and evaluation own their argument parsing (python -m training works the same).
@@ -180,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     restore.add_argument("directory", type=Path, help="as `retailklip backup` wrote it")
     restore.set_defaults(func=_restore)
+    export = sub.add_parser(
+        "export-onnx", help="write a model's checked ONNX graph (needs the torch extra)"
+    )
+    export.add_argument("--model", default=None, help="default: RETAILKLIP_MODEL")
+    export.add_argument("--runtime", default="onnx", choices=["onnx", "onnx-int8"])
+    export.add_argument("--out", type=Path, default=None, help="default: RETAILKLIP_ONNX_DIR")
+    export.set_defaults(func=_export_onnx)
     sub.add_parser("train", help="finetune an encoder (see `retailklip train --help`)")
     sub.add_parser("eval", help="nearest-neighbour evaluation (see `retailklip eval --help`)")
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from app.encoder.identity import identify
-from app.encoder.model_spec import parse_model_spec
+from app.encoder.model_spec import ModelLoadError, parse_model_spec
 from app.encoder.onnx_graph import GraphEncoder, OnnxGraph, cpu_threads, graph_path
 from app.encoder.preprocess import PreprocessConfig
 
@@ -68,6 +69,8 @@ def load_service_encoder(settings: EncoderChoice) -> ServingEncoder:
     if cached is not None:
         log.info("serving %s from its cached ONNX graph %s", cached.model_id, cached.graph.path)
         return cached
+    if not torch_installed():
+        raise ModelLoadError(without_torch(settings))
     from app.encoder.torch_encoder import load_encoder
 
     encoder = load_encoder(settings.model, settings.device)
@@ -127,6 +130,51 @@ def cached_graph_encoder(settings: EncoderChoice) -> GraphEncoder | None:
         log.warning("cached ONNX graph %s gives shape %s; exporting again", path, out.shape)
         return None
     return encoder
+
+
+def serving_blocker(settings: EncoderChoice) -> str | None:
+    """Why these settings cannot serve from this install (no PyTorch, no graph), checked
+    before the server starts; None when they can, or when only loading will tell."""
+    if torch_installed():
+        return None
+    if settings.runtime != "torch" and cpu_only(settings.device):
+        identity = identify(parse_model_spec(settings.model))
+        runtime = "onnx" if settings.runtime == "auto" else settings.runtime
+        if (
+            identity is not None
+            and graph_path(settings.resolved_onnx_dir, identity.model_id, runtime).is_file()
+        ):
+            return None
+    return without_torch(settings)
+
+
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def without_torch(settings: EncoderChoice) -> str:
+    """Why this torch-free install cannot serve these settings, and what makes it able to."""
+    if settings.runtime == "torch" or not cpu_only(settings.device):
+        return (
+            f"RETAILKLIP_RUNTIME={settings.runtime} / RETAILKLIP_DEVICE={settings.device} needs "
+            "PyTorch, which this install lacks: pip install 'retailklip[torch]'"
+        )
+    runtime = "onnx" if settings.runtime == "auto" else settings.runtime
+    identity = identify(parse_model_spec(settings.model))
+    where = settings.resolved_onnx_dir
+    if identity is None:
+        return (
+            f"model {settings.model!r} is built from a PyTorch tower at start-up and this install "
+            "has no PyTorch: serve a RetailKLIP checkpoint whose ONNX graph is exported, or "
+            "pip install 'retailklip[torch]'"
+        )
+    return (
+        f"no ONNX graph for model {identity.model_id} ({runtime}) in {where}, and this install "
+        "has no PyTorch to export one. Make it where PyTorch is installed "
+        f"(pip install 'retailklip[torch]'): retailklip export-onnx --model {settings.model} "
+        f"--runtime {runtime} --out {where} (or into a directory you then copy to "
+        "RETAILKLIP_ONNX_DIR)"
+    )
 
 
 def cpu_only(device: str) -> bool:

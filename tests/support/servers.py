@@ -88,6 +88,7 @@ class LiveServer:
     ready_after_s: float = 0.0  # how long the last start took until it answered
     code: Path = REPO
     command: tuple[str, ...] = SERVE
+    python: str = sys.executable  # another venv's, to serve from another install
     _own_log: bool = False
 
     @property
@@ -121,7 +122,7 @@ class LiveServer:
         begin = time.monotonic()
         with open(self.log_path, "ab") as log:  # the child holds its own copy
             self.process = subprocess.Popen(
-                [sys.executable, *self.command],
+                [self.python, *self.command],
                 cwd=self.code,
                 env=env,
                 stdout=log,
