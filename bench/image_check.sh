@@ -537,7 +537,7 @@ assert worst < 2e-3
 PY
 fi
 
-log "results (built on $(nproc) CPUs, storage $STORAGE_DRIVER, base $BASE_IMAGE)"
+log "results (built on $(nproc) CPUs, storage $(buildah info --format "{{.store.GraphDriverName}}" 2>/dev/null || echo "$STORAGE_DRIVER"), base $BASE_IMAGE)"
 # A Markdown table, ready for docs/DEPLOYMENT.md.
 printf '%s\n' "image|size|build|start-up to ready|RSS when ready|torch|migrate + two replicas" "${ROWS[@]}" |
     python3 -c '
