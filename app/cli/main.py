@@ -101,25 +101,14 @@ def _import(args: argparse.Namespace) -> int:
     )
 
 
-def _backup(args: argparse.Namespace) -> int:
-    from app.cli.backup import run_backup
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    from app.cli.backup import run_backup, run_restore
     from app.db.sql_backup import BackupError
     from app.settings import Settings
 
+    run = run_backup if args.command == "backup" else run_restore
     try:
-        return run_backup(Settings(), args.directory)
-    except BackupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _restore(args: argparse.Namespace) -> int:
-    from app.cli.backup import run_restore
-    from app.db.sql_backup import BackupError
-    from app.settings import Settings
-
-    try:
-        return run_restore(Settings(), args.directory)
+        return run(Settings(), args.directory)
     except BackupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -198,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         "backup", help="consistent copy of SQL, then of the blobs it names, while writers run"
     )
     backup.add_argument("directory", type=Path, help="a new (or empty) directory")
-    backup.set_defaults(func=_backup)
+    backup.set_defaults(func=_backup_or_restore)
     restore = sub.add_parser(
         "restore", help="a backup into an empty database and blob directory, then migrate"
     )
     restore.add_argument("directory", type=Path, help="as `retailklip backup` wrote it")
-    restore.set_defaults(func=_restore)
+    restore.set_defaults(func=_backup_or_restore)
     export = sub.add_parser(
         "export-onnx", help="write a model's checked ONNX graph (needs the torch extra)"
     )
