@@ -15,6 +15,7 @@ from app.catalogue import scope_queries
 from app.catalogue.product_sets import set_catalogues
 from app.catalogue.scope_queries import ScopeQueries, ScopeReader
 from app.db.tables import ChangeLogEntry
+from app.recognition import scopes
 from app.recognition.scopes import Scope, ScopeError, ScopeResolver, parse_filter
 from tests.support.replicas import Replica
 from tests.test_storage import make_catalogue, new_images
@@ -167,5 +168,22 @@ def test_applied_changes_bring_recent_scopes_up_to_date_before_a_request(
         assert whole.since(lambda: [resolver.allowed(s) for s in SCOPES]) == 0
         assert whole.partial == len(SCOPES)
         cached_equals_scratch(resolver, replica)
+    finally:
+        resolver.close()
+
+
+def test_scopes_no_request_asked_for_lately_are_not_refreshed(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scopes, "REFRESH_IF_USED_WITHIN_S", 0.0)
+    resolver = ScopeResolver(ScopeQueries(replica.session_factory, replica.model_id))
+    replica.shards.store.on_change(resolver.changed)
+    try:
+        resolver.allowed(STORE)
+        before = resolver.cached_head(STORE)
+        replica.create_product("soy", "Soy", {"kind": "milk"}, new_images(1, "soy"), ["store"])
+        time.sleep(0.5)  # the refresher woke, and left the scope alone
+        assert resolver.cached_head(STORE) == before
+        assert replica.get_product("soy").images[0].id in resolver.allowed(STORE)  # type: ignore[operator]
     finally:
         resolver.close()

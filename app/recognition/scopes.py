@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ MAX_FILTER_KEYS = 16
 MAX_FILTER_VALUES = 100
 CACHE_ENTRIES = 256
 REFRESHED_SCOPES = 32  # the most recently used, brought up to the head after each change
+REFRESH_IF_USED_WITHIN_S = 600.0  # a scope no request asked for lately is left to the next one
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class ScopeResolver:
         self.queries = queries
         self._cache: OrderedDict[Scope, _Cached] = OrderedDict()
         self._lock = threading.Lock()
+        self._used: dict[Scope, float] = {}  # monotonic time of the last request per scope
         self._wake = threading.Event()
         self._closed = False
         self._refresher: threading.Thread | None = None
@@ -128,11 +131,13 @@ class ScopeResolver:
             self._wake.clear()
             if self._closed:
                 return
+            lately = time.monotonic() - REFRESH_IF_USED_WITHIN_S
             with self._lock:
                 recent = list(self._cache)[-REFRESHED_SCOPES:]
+                recent = [s for s in recent if self._used.get(s, 0.0) > lately]
             for scope in reversed(recent):
                 try:
-                    self.allowed(scope)
+                    self._current(scope)
                 except ScopeError:
                     with self._lock:
                         self._cache.pop(scope, None)  # unknown now: a request will say so
@@ -157,6 +162,12 @@ class ScopeResolver:
         """Image ids the scope allows (sorted int64), or None when it restricts nothing."""
         if scope.unrestricted:
             return None
+        ids = self._current(scope)
+        with self._lock:
+            self._used[scope] = time.monotonic()
+        return ids
+
+    def _current(self, scope: Scope) -> np.ndarray:
         with self.queries.reading() as reader:
             head, epoch = reader.stamp()
             cached = self._usable(scope, epoch)
@@ -175,7 +186,8 @@ class ScopeResolver:
                 self._cache[scope] = _Cached(head, epoch, ids)
             self._cache.move_to_end(scope)
             while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
+                dropped, _ = self._cache.popitem(last=False)
+                self._used.pop(dropped, None)
         return ids
 
     def _usable(self, scope: Scope, epoch: int) -> _Cached | None:
