@@ -58,9 +58,9 @@ cleanup() {
     set +e
     [[ -n $HEALTH_PID ]] && kill "$HEALTH_PID" 2>/dev/null
     "${COMPOSE[@]}" down -v >"$WORK/down-v.log" 2>&1
-    local left
-    left=$(project_containers)
-    [[ -n $left ]] && podman rm -f -v $left >/dev/null 2>&1
+    local -a left
+    mapfile -t left < <(project_containers)
+    ((${#left[@]} == 0)) || podman rm -f -v "${left[@]}" >/dev/null 2>&1
     podman volume rm retailklip_pgdata retailklip_blobs >/dev/null 2>&1
     rm -rf "$WORK"
 }
@@ -114,16 +114,16 @@ up_and_wait() {
     local label=$1 start=$SECONDS
     log "$label: up, in the order depends_on declares"
     stage "$label" postgres
-    wait_for "postgres healthy" '[[ $(health retailklip_postgres_1) == healthy ]]'
+    wait_for "postgres healthy" postgres_healthy
     stage "$label" migrate
-    wait_for "migrate exited" '[[ $(podman inspect --format "{{.State.Status}}" retailklip_migrate_1) == exited ]]'
+    wait_for "migrate exited" migrate_exited
     local code
     code=$(podman inspect --format '{{.State.ExitCode}}' retailklip_migrate_1)
     [[ $code == 0 ]] || { podman logs retailklip_migrate_1 >&2; fail "$label: migrate exited $code"; }
     stage "$label" --scale api=2 api
-    wait_for "two api replicas healthy" '(( $(healthy_api) == 2 ))'
+    wait_for "two api replicas healthy" two_api_healthy
     stage "$label" lb
-    wait_for "the load balancer answering /readyz" 'curl -sf -o /dev/null "$LB/readyz"'
+    wait_for "the load balancer answering /readyz" lb_answers
     UP_S=$((SECONDS - start))
     local migrate
     migrate=$(podman ps -a --filter label=io.podman.compose.service=migrate --format '{{.Names}} {{.Status}}')
@@ -139,10 +139,10 @@ stage() {
         || { tail -30 "$WORK/up-$label.log" >&2; fail "$label: up $* failed"; }
 }
 
-# wait_for WHAT TEST: evaluate TEST every second until it holds (bounded).
+# wait_for WHAT CHECK: run the function CHECK every second until it succeeds (bounded).
 wait_for() {
     local start=$SECONDS
-    until eval "$2"; do
+    until "$2"; do
         ((SECONDS - start < READY_TIMEOUT_S)) || { podman ps -a >&2; fail "not $1 after ${READY_TIMEOUT_S}s"; }
         sleep 1
     done
@@ -154,6 +154,10 @@ healthy_api() {
     for ctr in $(api_containers); do [[ $(health "$ctr") == healthy ]] && n=$((n + 1)); done
     echo "$n"
 }
+postgres_healthy() { [[ $(health retailklip_postgres_1) == healthy ]]; }
+migrate_exited() { [[ $(podman inspect --format '{{.State.Status}}' retailklip_migrate_1) == exited ]]; }
+two_api_healthy() { (($(healthy_api) == 2)); }
+lb_answers() { curl -sf -o /dev/null "$LB/readyz"; }
 
 # classify PHOTO: the best sku through the load balancer.
 classify() {
@@ -209,12 +213,12 @@ echo "with $victim stopped: 20 of 20 classifications through the LB answered ban
 # ---- 4. down (volumes kept) and up again -----------------------------------------------------
 log "down (volumes kept), up again"
 "${COMPOSE[@]}" down >"$WORK/down.log" 2>&1 || { tail -20 "$WORK/down.log" >&2; fail "down failed"; }
-left=$(project_containers)
-if [[ -n $left ]]; then
+mapfile -t left < <(project_containers)
+if ((${#left[@]} > 0)); then
     # podman-compose's down tears down the replicas the file declares (one per service): the
     # second one `--scale` started survives it. Removed here, and reported.
-    echo "after down, still there: $(xargs <<<"$left") (podman-compose down does not know --scale); removing it" >&2
-    podman rm -f $left >/dev/null 2>&1
+    echo "after down, still there: ${left[*]} (podman-compose down does not know --scale); removing it" >&2
+    podman rm -f "${left[@]}" >/dev/null 2>&1
 fi
 echo "after down: $(project_containers | wc -l) containers; volumes kept: $(podman volume ls --format '{{.Name}}' | grep '^retailklip_' | xargs)" >&2
 up_and_wait second

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -446,3 +447,34 @@ def test_dockerignore() -> None:
         "migrations/versions/0001_initial.py",
     ):
         assert not dockerignored(needed, patterns), f"{needed} is excluded from the image build"
+
+
+# --------------------------------------------------------------------------------------------
+# bench/compose_check.sh and its stand-in images
+# --------------------------------------------------------------------------------------------
+
+COMPOSE_CHECK = ROOT / "bench" / "compose_check.sh"
+STANDINS = ROOT / "bench" / "standins"
+
+
+@pytest.mark.parametrize(
+    "script", [COMPOSE_CHECK, STANDINS / "postgres-entrypoint.sh"], ids=lambda p: p.name
+)
+def test_compose_check_scripts_pass_shellcheck(script: Path) -> None:
+    assert shutil.which("shellcheck"), "shellcheck not installed (apt-get install shellcheck)"
+    proc = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_the_stand_ins_carry_the_names_the_compose_file_pulls(compose: dict[str, Any]) -> None:
+    pulled = {s["image"] for s in compose["services"].values() if "build" not in s}
+    assert pulled == {"postgres:16", "haproxy:3.0"}
+    text = COMPOSE_CHECK.read_text()
+    assert "for standin in postgres:16 haproxy:3.0; do" in text
+    for image in pulled:
+        name = image.split(":")[0]
+        assert (STANDINS / f"{name}.Dockerfile").is_file()
+    # The postgres stand-in's entrypoint reads what the compose file sets.
+    entrypoint = (STANDINS / "postgres-entrypoint.sh").read_text()
+    for variable in compose["services"]["postgres"]["environment"]:
+        assert variable in entrypoint, variable
