@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from app.encoder.torch_encoder import Encoder, load_encoder
 from bench.recognition import ImageCache, load_splits, score
-from tests.support.paths import GROCERY, REPO
+from tests.support.paths import GROCERY, GROZI
 from training.data import Sample
 from training.evaluate import embed_references, embed_samples
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="retailklip-lite0-shelf")
     parser.add_argument("--query-stride", type=int, default=1)
-    parser.add_argument("--grozi", type=Path, default=REPO.parent / "shared/data/grozi120-dev")
+    parser.add_argument("--grozi", type=Path, default=GROZI)
     args = parser.parse_args(argv)
     encoder = load_encoder(args.model, "cpu")
     views = encoder.preprocess.reference_views

@@ -20,9 +20,10 @@ import pytest
 import yaml
 
 from tests.support.dockerfiles import DOCKERFILES, instructions
+from tests.support.paths import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+SCHEMA = SHARED / "schemas" / "compose-spec.json"
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 SERVE_CMD = ["retailklip", "serve", "--host", "0.0.0.0", "--port", "8000"]

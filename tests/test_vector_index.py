@@ -7,7 +7,6 @@ model, replicated with small noise past a low ANN threshold, queried with held-o
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import faiss
 import numpy as np
@@ -15,11 +14,9 @@ import pytest
 
 from app.encoder.torch_encoder import load_encoder
 from app.index.vector_index import IndexConfig, VectorIndex
+from tests.support.paths import GROCERY, GROZI
 from training.data import load_image, read_grocery, read_grozi
 
-ROOT = Path(__file__).resolve().parent.parent
-GROCERY = ROOT.parent / "shared/data/grocery-store"
-GROZI = ROOT.parent / "shared/data/grozi120-dev"
 D = 64
 
 

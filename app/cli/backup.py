@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine
-from app.db.sql_backup import BackupError, Snapshot, blob_keys, copy_sql, counts, restore_sql
+from app.db.sql_backup import BackupError, blob_keys, copy_sql, counts, restore_sql
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
 from app.storage.files import atomic_write
@@ -92,13 +92,6 @@ def read_manifest(directory: Path) -> dict[str, object]:
 def run_restore(settings: Settings, directory: Path) -> int:
     manifest = read_manifest(directory)
     expected = {str(k): int(v) for k, v in dict(manifest["counts"]).items()}  # type: ignore[call-overload]
-    snapshot = Snapshot(
-        dialect=str(manifest["dialect"]),
-        file=str(manifest["file"]),
-        revision=None if manifest["revision"] is None else str(manifest["revision"]),
-        counts=expected,
-        blob_keys=[],
-    )
     url = settings.resolved_database_url
     engine = make_engine(url)
     try:
@@ -108,7 +101,7 @@ def run_restore(settings: Settings, directory: Path) -> int:
         for key in tqdm(keys, desc="blobs", unit="blob"):
             if target.put(source.get(key)) != key:
                 raise BackupError(f"blob {key} in the backup is damaged")
-        restore_sql(engine, directory, snapshot)
+        restore_sql(engine, directory / str(manifest["file"]), str(manifest["dialect"]))
     finally:
         engine.dispose()
     upgrade_to_head(url)

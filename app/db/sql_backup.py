@@ -44,11 +44,15 @@ class Snapshot:
     blob_keys: list[str]
 
 
-def _describe(conn: Connection, dialect: str, file: str) -> Snapshot:
-    counts = {
+def _counts(conn: Connection) -> dict[str, int]:
+    return {
         name: int(conn.scalar(select(func.count()).select_from(table)) or 0)
         for name, table in COUNTED.items()
     }
+
+
+def _describe(conn: Connection, dialect: str, file: str) -> Snapshot:
+    counts = _counts(conn)
     revision = conn.scalar(text("SELECT version_num FROM alembic_version"))
     keys = list(conn.scalars(select(ReferenceImage.blob_key).distinct().order_by("blob_key")))
     return Snapshot(dialect, file, revision, counts, keys)
@@ -129,19 +133,19 @@ def holds_data(engine: Engine) -> bool:
         )
 
 
-def restore_sql(engine: Engine, directory: Path, snapshot: Snapshot) -> None:
-    """Load the copy into `engine`'s database, which must hold no products or images."""
+def restore_sql(engine: Engine, source: Path, source_dialect: str) -> None:
+    """Load the copy `copy_sql` wrote (`source`, of a `source_dialect` database) into
+    `engine`'s database, which must hold no products or images."""
     dialect = "postgresql" if is_postgresql(engine) else "sqlite"
-    if snapshot.dialect != dialect:
+    if source_dialect != dialect:
         raise BackupError(
-            f"this backup is of a {snapshot.dialect} database: it restores into "
-            f"{snapshot.dialect}, not {dialect}"
+            f"this backup is of a {source_dialect} database: it restores into "
+            f"{source_dialect}, not {dialect}"
         )
     if holds_data(engine):
         raise BackupError(
             "the target database holds products or images: restore into an empty database"
         )
-    source = directory / snapshot.file
     if dialect == "postgresql":
         dsn, env = _libpq(engine)
         has_tables = bool(inspect(engine).get_table_names())
@@ -174,10 +178,7 @@ def restore_sql(engine: Engine, directory: Path, snapshot: Snapshot) -> None:
 
 def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {
-            name: int(conn.scalar(select(func.count()).select_from(table)) or 0)
-            for name, table in COUNTED.items()
-        }
+        return _counts(conn)
 
 
 def blob_keys(engine: Engine) -> Iterator[str]:

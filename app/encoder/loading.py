@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
-from app.encoder.identity import identify
+from app.encoder.identity import ModelIdentity, identify
 from app.encoder.model_spec import ModelLoadError, parse_model_spec
 from app.encoder.onnx_graph import GraphEncoder, OnnxGraph, cpu_threads, graph_path
 from app.encoder.preprocess import PreprocessConfig
@@ -70,7 +70,7 @@ def load_service_encoder(settings: EncoderChoice) -> ServingEncoder:
         log.info("serving %s from its cached ONNX graph %s", cached.model_id, cached.graph.path)
         return cached
     if not torch_installed():
-        raise ModelLoadError(without_torch(settings))
+        raise ModelLoadError(without_torch(settings, graph_place(settings)))
     from app.encoder.torch_encoder import load_encoder
 
     encoder = load_encoder(settings.model, settings.device)
@@ -105,18 +105,35 @@ def load_service_encoder(settings: EncoderChoice) -> ServingEncoder:
     return replace(encoder, runtime=runtime, graph=graph)
 
 
-def cached_graph_encoder(settings: EncoderChoice) -> GraphEncoder | None:
-    """The CPU encoder from an already exported graph, without PyTorch; None when the settings
-    need PyTorch (a CUDA device, `torch`, an OpenCLIP tower) or the graph is not there yet."""
+@dataclass(frozen=True)
+class GraphPlace:
+    """Where the settings' model would be served from an exported graph, without PyTorch."""
+
+    identity: ModelIdentity
+    runtime: str  # "onnx" | "onnx-int8"
+    path: Path
+
+
+def graph_place(settings: EncoderChoice) -> GraphPlace | None:
+    """None when the settings need PyTorch: a CUDA device, `torch`, an OpenCLIP tower."""
     if settings.runtime == "torch" or not cpu_only(settings.device):
         return None
     identity = identify(parse_model_spec(settings.model))
     if identity is None:
         return None
     runtime = "onnx" if settings.runtime == "auto" else settings.runtime
-    path = graph_path(settings.resolved_onnx_dir, identity.model_id, runtime)
-    if not path.is_file():
+    return GraphPlace(
+        identity, runtime, graph_path(settings.resolved_onnx_dir, identity.model_id, runtime)
+    )
+
+
+def cached_graph_encoder(settings: EncoderChoice) -> GraphEncoder | None:
+    """The CPU encoder from an already exported graph, without PyTorch; None when the settings
+    need PyTorch or the graph is not there yet."""
+    place = graph_place(settings)
+    if place is None or not place.path.is_file():
         return None
+    identity, runtime, path = place.identity, place.runtime, place.path
     try:
         graph = OnnxGraph(path, cpu_threads())
     except Exception as exc:  # unreadable: the PyTorch path exports it again
@@ -137,42 +154,35 @@ def serving_blocker(settings: EncoderChoice) -> str | None:
     before the server starts; None when they can, or when only loading will tell."""
     if torch_installed():
         return None
-    if settings.runtime != "torch" and cpu_only(settings.device):
-        identity = identify(parse_model_spec(settings.model))
-        runtime = "onnx" if settings.runtime == "auto" else settings.runtime
-        if (
-            identity is not None
-            and graph_path(settings.resolved_onnx_dir, identity.model_id, runtime).is_file()
-        ):
-            return None
-    return without_torch(settings)
+    place = graph_place(settings)
+    if place is not None and place.path.is_file():
+        return None
+    return without_torch(settings, place)
 
 
 def torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def without_torch(settings: EncoderChoice) -> str:
+def without_torch(settings: EncoderChoice, place: GraphPlace | None) -> str:
     """Why this torch-free install cannot serve these settings, and what makes it able to."""
     if settings.runtime == "torch" or not cpu_only(settings.device):
         return (
             f"RETAILKLIP_RUNTIME={settings.runtime} / RETAILKLIP_DEVICE={settings.device} needs "
             "PyTorch, which this install lacks: pip install 'retailklip[torch]'"
         )
-    runtime = "onnx" if settings.runtime == "auto" else settings.runtime
-    identity = identify(parse_model_spec(settings.model))
-    where = settings.resolved_onnx_dir
-    if identity is None:
+    if place is None:
         return (
             f"model {settings.model!r} is built from a PyTorch tower at start-up and this install "
             "has no PyTorch: serve a RetailKLIP checkpoint whose ONNX graph is exported, or "
             "pip install 'retailklip[torch]'"
         )
+    where = place.path.parent
     return (
-        f"no ONNX graph for model {identity.model_id} ({runtime}) in {where}, and this install "
-        "has no PyTorch to export one. Make it where PyTorch is installed "
+        f"no ONNX graph for model {place.identity.model_id} ({place.runtime}) in {where}, and "
+        "this install has no PyTorch to export one. Make it where PyTorch is installed "
         f"(pip install 'retailklip[torch]'): retailklip export-onnx --model {settings.model} "
-        f"--runtime {runtime} --out {where} (or into a directory you then copy to "
+        f"--runtime {place.runtime} --out {where} (or into a directory you then copy to "
         "RETAILKLIP_ONNX_DIR)"
     )
 

@@ -1,4 +1,5 @@
-"""Where the repository and the shared data set are (RETAILKLIP_GROCERY_DIR overrides)."""
+"""Where the repository and the shared data are: `../shared` beside the checkout, or
+RETAILKLIP_SHARED_DIR (RETAILKLIP_GROCERY_DIR overrides the Grocery Store set alone)."""
 
 from __future__ import annotations
 
@@ -6,4 +7,6 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-GROCERY = Path(os.environ.get("RETAILKLIP_GROCERY_DIR", REPO.parent / "shared/data/grocery-store"))
+SHARED = Path(os.environ.get("RETAILKLIP_SHARED_DIR", REPO.parent / "shared"))
+GROCERY = Path(os.environ.get("RETAILKLIP_GROCERY_DIR", SHARED / "data/grocery-store"))
+GROZI = SHARED / "data/grozi120-dev"
