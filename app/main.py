@@ -15,7 +15,7 @@ from app.api.console import install_console
 from app.api.errors import install_error_handlers
 from app.api.middleware import (
     ApiKeyMiddleware,
-    BodyLimitMiddleware,
+    BodyGuardMiddleware,
     ConcurrencyLimitMiddleware,
     MetricsMiddleware,
 )
@@ -26,6 +26,7 @@ from app.catalogue.scope_queries import ScopeQueries
 from app.db.changelog import HeadReader
 from app.db.migrate import open_database
 from app.db.session import make_session_factory
+from app.encoder.decode import DecodeBudget
 from app.encoder.identity import model_tiers
 from app.encoder.loading import load_service_encoder
 from app.recognition.classify import Classifier
@@ -34,6 +35,7 @@ from app.recognition.review import Review
 from app.recognition.scopes import ScopeResolver
 from app.runtime.index_sync import IndexSync
 from app.runtime.inference import Inference
+from app.runtime.memory import return_large_frees
 from app.runtime.metrics import ServiceMetrics
 from app.runtime.requests_in_flight import RequestsInFlight
 from app.services import Services
@@ -45,6 +47,7 @@ log = logging.getLogger("retailklip")
 
 def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     """Blocking start-up: schema, model (with warm-up), shards from files or SQL."""
+    return_large_frees()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(settings.resolved_database_url, settings.auto_migrate)
     session_factory = make_session_factory(engine)
@@ -70,6 +73,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
         on_batch=metrics.batch_size.observe,
         on_stage=metrics.observe_stage,
         reference_views=settings.resolved_reference_views(encoder.preprocess),
+        decode_budget=DecodeBudget(settings.decode_budget_pixels),
     )
     products = ProductStore(
         session_factory,
@@ -158,7 +162,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         ConcurrencyLimitMiddleware, max_in_flight=settings.max_concurrency, in_flight=in_flight
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyGuardMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        timeout_s=settings.body_timeout_s,
+        min_rate=settings.body_min_rate,
+    )
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_roles)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -33,7 +33,10 @@ def default_model() -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RETAILKLIP_", extra="ignore")
+    # Errors never echo a value: API keys and database passwords would reach the logs.
+    model_config = SettingsConfigDict(
+        env_prefix="RETAILKLIP_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path("./data")
     database_url: str = ""  # empty: SQLite file in data_dir
@@ -48,7 +51,14 @@ class Settings(BaseSettings):
     onnx_dir: Path | None = None  # default data_dir/onnx
     api_keys: str = ""  # comma-separated; empty = no auth
     max_upload_bytes: int = 20 * 1024 * 1024
+    # A request body that stops for this long, or averages under `body_min_rate` bytes per
+    # second once this long has passed, is answered 408: a slow client gives its slot back.
+    body_timeout_s: float = Field(default=10.0, gt=0)
+    body_min_rate: float = Field(default=16384.0, gt=0)
     max_image_pixels: int = 40_000_000
+    # Decoded pixels held at once by all uploads together (about 4 bytes each): bounds decoding
+    # memory whatever the concurrency; an upload waits for its share.
+    decode_budget_pixels: int = Field(default=80_000_000, ge=1)
     max_images_per_request: int = 32
     default_top_k: int = 5
     max_top_k: int = 100

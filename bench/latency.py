@@ -74,18 +74,20 @@ class EncoderAlone:
     """The service's encoder (its loader, its settings), in this process: no HTTP, no queue."""
 
     def __init__(self, settings: dict[str, object]) -> None:
+        from app.encoder.decode import decode_photo
         from app.encoder.loading import load_service_encoder
-        from app.encoder.preprocess import decode_image_with_format, eval_pixels
+        from app.encoder.preprocess import eval_pixels, whole_photo
         from app.settings import Settings
 
         config = Settings(**settings)  # type: ignore[arg-type]
         self.encoder = load_service_encoder(config)
         self.max_pixels = config.max_image_pixels
-        self._decode = decode_image_with_format
+        self._decode = decode_photo
+        self._whole = whole_photo(self.encoder.preprocess)
         self._pixels = eval_pixels
 
     def pixels(self, data: bytes) -> np.ndarray:
-        image, _ = self._decode(data, self.max_pixels)
+        image = self._decode(data, self.max_pixels, self._whole).image
         return self._pixels(image, self.encoder.preprocess)
 
     def decode_seconds(self, data: bytes) -> float:

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from app.encoder.decode import decode_image
 from app.encoder.loading import load_service_encoder
-from app.encoder.preprocess import decode_image, eval_pixels
+from app.encoder.preprocess import eval_pixels
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,3 +33,19 @@ def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
     crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
     data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
     return bytes(data)
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A complete 16 x 16 JPEG (end marker and all) whose frame header claims `width` x
+    `height`: libjpeg would fill the missing scan with grey and only warn."""
+    data = bytearray(image_bytes("JPEG", (16, 16), "blue"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def zero_png(width: int, height: int) -> bytes:
+    """A real, complete all-black PNG: a few hundred KB that decode to width x height x 4 bytes."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.api.types import ALPHABET_RULE
 from app.index.stored_vectors import as_stored
 from app.index.vector_ids import vector_id
 from app.runtime.index_sync import IndexSync
@@ -152,7 +153,11 @@ def test_catalogue_changes_apply_to_the_next_search(client: httpx.Client) -> Non
     for body, status, detail in [
         (b"[not json", 422, None),
         (b'{"a": 1}', 422, None),
-        (b'["ok", "bad name"]', 422, "catalogue must be 1-64 characters of A-Za-z0-9._-"),
+        (
+            b'["ok", "bad name"]',
+            422,
+            f"catalogue must be {ALPHABET_RULE}",
+        ),
         (b"\xefo", 400, "There was an error parsing the body"),
     ]:
         bad = client.put(

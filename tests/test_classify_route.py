@@ -11,7 +11,7 @@ from fastapi.dependencies.models import Dependant
 from app.api.classify import declared_route
 from app.api.middleware import (
     ApiKeyMiddleware,
-    BodyLimitMiddleware,
+    BodyGuardMiddleware,
     ConcurrencyLimitMiddleware,
     MetricsMiddleware,
 )
@@ -45,7 +45,7 @@ def test_no_middleware_answers_requests_in_place_of_the_routes(tmp_path: Path) -
         for k in (
             MetricsMiddleware,
             ApiKeyMiddleware,
-            BodyLimitMiddleware,
+            BodyGuardMiddleware,
             ConcurrencyLimitMiddleware,
         )
     )

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.encoder.preprocess import ImageDecodeError, decode_image_with_format
+from app.encoder.decode import ImageDecodeError, decode_photo
 from tests.image_factory import image_bytes, png_bomb, truncated_jpeg
 
 
 def test_good_images_decode_to_rgb(grocery: Path) -> None:
     photo = next((grocery / "test/Fruit/Banana").glob("*.jpg")).read_bytes()
-    image, fmt = decode_image_with_format(photo, 40_000_000)
-    assert fmt == "JPEG" and image.mode == "RGB"
-    image, fmt = decode_image_with_format(image_bytes("PNG"), 40_000_000)
-    assert fmt == "PNG" and image.size == (64, 48)
+    decoded = decode_photo(photo, 40_000_000)
+    assert decoded.image_format == "JPEG" and decoded.image.mode == "RGB"
+    decoded = decode_photo(image_bytes("PNG"), 40_000_000)
+    assert decoded.image_format == "PNG" and decoded.image.size == (64, 48)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_good_images_decode_to_rgb(grocery: Path) -> None:
 )
 def test_bad_uploads_are_refused(data: bytes, status: int, message: str) -> None:
     with pytest.raises(ImageDecodeError) as info:
-        decode_image_with_format(data, max_pixels=40_000_000)
+        decode_photo(data, max_pixels=40_000_000)
     assert info.value.status == status and str(info.value) == message
 
 
@@ -50,8 +50,8 @@ def test_broken_exif_keeps_the_photo_unrotated(grocery: Path) -> None:
             "000600000000000043026d6572360000"
         )
         source.save(buffer, format="JPEG", exif=exif)
-    image, fmt = decode_image_with_format(buffer.getvalue(), 40_000_000)
-    assert fmt == "JPEG" and image.size == source.size
+    decoded = decode_photo(buffer.getvalue(), 40_000_000)
+    assert decoded.image_format == "JPEG" and decoded.image.size == source.size
 
 
 def test_exif_orientation_is_applied() -> None:
@@ -59,5 +59,5 @@ def test_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise on display
     Image.new("RGB", (80, 40), "blue").save(buffer, format="JPEG", exif=exif)
-    image, _ = decode_image_with_format(buffer.getvalue(), 40_000_000)
-    assert image.size == (40, 80)
+    decoded = decode_photo(buffer.getvalue(), 40_000_000)
+    assert decoded.image.size == (40, 80) and (decoded.width, decoded.height) == (40, 80)

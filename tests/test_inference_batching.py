@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from app.encoder.preprocess import ImageDecodeError, PreprocessConfig
+from app.encoder.decode import ImageDecodeError
+from app.encoder.preprocess import PreprocessConfig
 from app.runtime.inference import Inference
 from app.settings import Settings
 from tests.support.paths import GROCERY

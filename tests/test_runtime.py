@@ -18,11 +18,12 @@ from pydantic import ValidationError
 
 from app.encoder import onnx_encoder as onnx_module
 from app.encoder import torch_encoder as torch_encoder_module
+from app.encoder.decode import decode_image
 from app.encoder.identity import identify
 from app.encoder.loading import load_service_encoder
 from app.encoder.model_spec import ModelLoadError, parse_model_spec
 from app.encoder.onnx_graph import graph_path
-from app.encoder.preprocess import PreprocessConfig, decode_image, eval_pixels, eval_transform
+from app.encoder.preprocess import PreprocessConfig, eval_pixels, eval_transform
 from app.encoder.torch_encoder import Encoder
 from app.settings import Settings
 from tests.support.cli import retailklip
@@ -222,7 +223,7 @@ def test_a_cached_graph_serves_without_loading_pytorch(tmp_path: Path) -> None:
 import json, sys
 from PIL import Image
 from app.encoder.loading import load_service_encoder
-from app.encoder.preprocess import decode_image
+from app.encoder.decode import decode_image
 from app.settings import Settings
 
 encoder = load_service_encoder(

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from app.encoder.preprocess import decode_image
+from app.encoder.decode import decode_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 # Training reads local, trusted files; the limit only guards against an absurd file in a folder.

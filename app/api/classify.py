@@ -29,7 +29,7 @@ from app.api.types import (
 )
 from app.api.uploads import read_all
 from app.encoder.boxes import Box, BoxError, parse_boxes
-from app.encoder.preprocess import ImageDecodeError
+from app.encoder.decode import ImageDecodeError
 from app.recognition.classify import ClassifyOptions, ImageRejected, IndexIncomplete
 from app.recognition.scopes import ScopeError
 from app.recognition.search import Verdict

@@ -1,8 +1,9 @@
-"""ASGI middleware: API keys, request body cap (enforced while streaming), requests in flight,
-request metrics."""
+"""ASGI middleware: API keys, the request body's size and pace (enforced while streaming),
+requests in flight, request metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -68,58 +69,84 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _error(status: int, detail: str) -> tuple[Message, Message]:
+class BodyTooSlow(Exception):
+    pass
+
+
+def _error(status: int, detail: str, close: bool = False) -> tuple[Message, Message]:
     body = json.dumps({"detail": detail}).encode()
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:  # the rest of the body will never be read: the connection cannot be reused
+        headers.append((b"connection", b"close"))
+    start = {"type": "http.response.start", "status": status, "headers": headers}
     return start, {"type": "http.response.body", "body": body}
 
 
-class BodyLimitMiddleware:
-    """413 as soon as the declared or the streamed body passes `max_bytes`; nothing is buffered."""
+class BodyGuardMiddleware:
+    """The request body, while it is read: 413 as soon as the declared or the streamed size
+    passes `max_bytes`, 408 when it stops coming (nothing for `timeout_s`) or comes slower
+    than `min_rate` bytes per second on average once `timeout_s` has passed. A slow client
+    thus gives back its place among the requests in flight. Nothing is buffered."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float, min_rate: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.min_rate = min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"request body too large (limit {self.max_bytes} bytes)"
+        too_large = f"request body too large (limit {self.max_bytes} bytes)"
+        too_slow = (
+            f"request body too slow (nothing for {self.timeout_s:g} s, or under "
+            f"{self.min_rate:g} bytes/s)"
+        )
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            for message in _error(413, detail):
+            for message in _error(413, too_large):
                 await send(message)
             return
+        loop = asyncio.get_running_loop()
+        begin = loop.time()
         received = 0
-        exceeded = False
+        complete = False
+        refused: tuple[Message, Message] | None = None
         started = False
 
-        async def limited_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal received, complete, refused
+            if complete:  # afterwards the app only listens for a disconnect: no deadline
+                return await receive()
+            now = loop.time()
+            # The next bytes are due when either rule would be broken without them.
+            due = min(now + self.timeout_s, begin + self.timeout_s + received / self.min_rate)
+            try:
+                async with asyncio.timeout(max(due - now, 0.0)):
+                    message = await receive()
+            except TimeoutError:
+                refused = _error(408, too_slow, close=True)
+                raise BodyTooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_bytes:
-                    exceeded = True
+                    refused = _error(413, too_large)
                     raise BodyTooLarge
             return message
 
         async def guarded_send(message: Message) -> None:
-            # Frameworks may turn the receive error into their own 400; answer 413 instead.
+            # Frameworks may turn the receive error into their own 400; answer ours instead.
             nonlocal started
-            if exceeded:
+            if refused is not None:
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    for reply in _error(413, detail):
+                    for reply in refused:
                         await send(reply)
                 return
             if message["type"] == "http.response.start":
@@ -127,10 +154,10 @@ class BodyLimitMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, guarded_send)
-        except BodyTooLarge:
-            if not started:
-                for message in _error(413, detail):
+            await self.app(scope, guarded_receive, guarded_send)
+        except (BodyTooLarge, BodyTooSlow):
+            if not started and refused is not None:
+                for message in refused:
                     await send(message)
 
 

@@ -30,9 +30,10 @@ from app.api.types import (
 )
 from app.api.uploads import add_references, duplicate_warnings, embed_uploads, read_all
 from app.catalogue.products import NotFound, ProductExists, WriteConflict
-from app.strict_json import loads_strict
+from app.strict_json import JsonRefused, loads_strict
 
 router = APIRouter(prefix="/products", tags=["products"])
+METADATA_SHAPE = "metadata must be a JSON object"
 
 
 def _valid_metadata(raw: str | None) -> dict[str, Any]:
@@ -40,10 +41,10 @@ def _valid_metadata(raw: str | None) -> dict[str, Any]:
         return {}
     try:
         value = loads_strict(raw)
-    except ValueError as exc:
-        raise HTTPException(422, "metadata must be a JSON object") from exc
+    except JsonRefused as exc:
+        raise HTTPException(422, exc.worded("metadata", METADATA_SHAPE)) from exc
     if not isinstance(value, dict):
-        raise HTTPException(422, "metadata must be a JSON object")
+        raise HTTPException(422, METADATA_SHAPE)
     return value
 
 

@@ -22,7 +22,7 @@ from app.api.schemas import SimilarProduct, SimilarProducts, errors
 from app.api.types import ImageId, Omittable, SimilarLimit, SkuLookup, ThumbSize
 from app.catalogue.product_sets import find_image
 from app.catalogue.products import NotFound
-from app.encoder.preprocess import decode_image
+from app.encoder.decode import decode_photo
 from app.recognition.hygiene import look_alikes
 
 router = APIRouter(prefix="/products", tags=["products"])
@@ -50,7 +50,8 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def thumbnail(data: bytes, size: int, max_pixels: int) -> bytes:
     """Longer side at most `size`, upright (EXIF applied), as JPEG."""
-    image = decode_image(data, max_pixels)
+    # Decoded at the smallest scale that still holds `size` pixels across.
+    image = decode_photo(data, max_pixels, lambda w, h: max(w, h) // size).image
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)

@@ -148,9 +148,11 @@ def _worded(message: str) -> WrapValidator:
 _JSON_TEXT = _Schema(**{MEDIA_TYPE: "application/json"})
 
 
-# The sku's alphabet, safe in URLs, file paths and CSV cells; catalogue names use it too.
-SKU_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
-ALPHABET_RULE = "1-64 characters of A-Za-z0-9._-"
+# The sku's alphabet, safe in URLs, file paths and CSV cells; catalogue names use it too. Not
+# only dots: browsers and HTTP clients rewrite `.` and `..` path segments, so such a product
+# could never be read or deleted by its URL.
+SKU_PATTERN = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+ALPHABET_RULE = "1-64 characters of A-Za-z0-9._-, not only dots"
 _SKU_ALPHABET = StringConstraints(min_length=1, max_length=64, pattern=SKU_PATTERN)
 
 Sku = Annotated[str, _SKU_ALPHABET, _worded(f"must be {ALPHABET_RULE}")]

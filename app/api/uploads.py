@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.schemas import DuplicateWarning, ImagesAdded
 from app.catalogue.products import NewImage, NotFound, WriteConflict
-from app.encoder.preprocess import ImageDecodeError
+from app.encoder.decode import ImageDecodeError
 from app.recognition.hygiene import near_duplicates
 from app.runtime.inference import DecodedImage
 from app.services import Services

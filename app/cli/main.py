@@ -1,5 +1,6 @@
 """`retailklip` command line: serve, migrate, reindex, models, drop-model, import, openapi,
-gc-blobs, backup, restore, export-onnx, train, eval."""
+gc-blobs, backup, restore, export-onnx, train, eval, render-shelves, train-detector,
+eval-detector."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from pydantic import ValidationError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -132,7 +135,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Training and evaluation own their argument parsing (python -m training works the same).
-    if argv and argv[0] in ("train", "eval"):
+    if argv and argv[0] in ("train", "eval", "render-shelves", "train-detector", "eval-detector"):
         from training.cli import main as training_main
 
         return training_main(argv)
@@ -202,8 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     export.set_defaults(func=_export_onnx)
     sub.add_parser("train", help="finetune an encoder (see `retailklip train --help`)")
     sub.add_parser("eval", help="nearest-neighbour evaluation (see `retailklip eval --help`)")
+    sub.add_parser("render-shelves", help="synthetic shelf photos with boxes for the detector")
+    sub.add_parser("train-detector", help="train the product detector on rendered shelves")
+    sub.add_parser("eval-detector", help="detector recall, AP50 and speed on boxed shelf photos")
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ValidationError as exc:  # the settings (their values are never shown: keys)
+        problems = "; ".join(
+            f"RETAILKLIP_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"error: invalid settings: {problems}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

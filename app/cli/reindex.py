@@ -18,8 +18,9 @@ from app.db import changelog
 from app.db.migrate import open_database
 from app.db.session import make_session_factory
 from app.db.tables import Embedding, Product, ReferenceImage
+from app.encoder.decode import decode_photo
 from app.encoder.loading import load_service_encoder
-from app.encoder.preprocess import decode_image
+from app.encoder.preprocess import whole_photo
 from app.encoder.views import degraded_views, view_code
 from app.index.vector_ids import vector_id
 from app.settings import Settings
@@ -118,7 +119,10 @@ def run_reindex(settings: Settings, batch_size: int = 32) -> int:
                 for row in rows:
                     try:
                         blob = blobs.get(row.blob_key)
-                        image = decode_image(blob, settings.max_image_pixels)
+                        # At the scale registration decodes it: the same vectors.
+                        image = decode_photo(
+                            blob, settings.max_image_pixels, whole_photo(encoder.preprocess)
+                        ).image
                         images += [image, *degraded_views(image, views)]
                         kept.append(row)
                     except (OSError, ValueError) as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from app.strict_json import loads_strict
+from app.strict_json import JsonRefused, loads_strict
 
 Box = tuple[float, float, float, float]
 
@@ -23,8 +23,8 @@ def parse_boxes(raw: str, limit: int) -> list[Box]:
     shape = "boxes must be a JSON list of [x0, y0, x1, y1] lists"
     try:
         value: Any = loads_strict(raw)
-    except ValueError as exc:
-        raise BoxError(shape) from exc
+    except JsonRefused as exc:
+        raise BoxError(exc.worded("boxes", shape)) from exc
     if not isinstance(value, list) or not value:
         raise BoxError(shape)
     if len(value) > limit:
@@ -37,12 +37,8 @@ def parse_boxes(raw: str, limit: int) -> list[Box]:
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
         ):
             raise BoxError(f"boxes[{i}]: must be [x0, y0, x1, y1], four numbers")
-        try:
-            x0, y0, x1, y1 = (float(v) for v in box)
-        except OverflowError:  # an integer too large for a float is no coordinate either
-            raise BoxError(f"boxes[{i}]: must be [x0, y0, x1, y1], four numbers") from None
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-            raise BoxError(f"boxes[{i}]: must be [x0, y0, x1, y1], four numbers")
+        # Finite, and integers within 64 bits: loads_strict holds every number to that.
+        x0, y0, x1, y1 = (float(v) for v in box)
         if x0 < 0 or y0 < 0 or x0 >= x1 or y0 >= y1:
             raise BoxError(f"boxes[{i}]: need 0 <= x0 < x1 and 0 <= y0 < y1")
         boxes.append((x0, y0, x1, y1))

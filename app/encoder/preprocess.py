@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 if TYPE_CHECKING:  # torch and torchvision load only where tensors are made (training, eval)
     import torch
     from torchvision import transforms as T
 
-# Formats a product photo realistically arrives in; anything else is refused (415).
-# MPO is how Pillow names the multi-picture JPEGs many phones write; the first frame is used.
-ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF"})
-# Resizing scales the shorter side to ~image size, so a 200000x1 strip would become gigapixels.
-MAX_ASPECT_RATIO = 20
 RESIZE_MODES = ("crop", "pad")
 
 
@@ -63,51 +56,28 @@ class PreprocessConfig:
         )
 
 
-class ImageDecodeError(ValueError):
-    """An upload that is not a usable image; `status` is the HTTP code it maps to."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+def input_side(cfg: PreprocessConfig) -> int:
+    """The side `eval_pixels` resizes to: an image (or region) needs at least this many pixels
+    across (its shorter side when cropping, its longer when padding) to lose nothing."""
+    return round(cfg.image_size / cfg.crop_pct)
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode upload bytes into an RGB image, refusing non-images, truncation and bombs."""
-    return decode_image_with_format(data, max_pixels)[0]
+def reduction_for(cfg: PreprocessConfig, regions: list[tuple[float, float]]) -> int:
+    """How far a photo may be reduced while decoding (1, 2, 4 or 8) so that the smallest of
+    these regions (width, height in full-size pixels; the whole photo is one) still covers the
+    model's input."""
+    side = input_side(cfg)
+    pick = min if cfg.resize_mode == "crop" else max
+    across = min((pick(w, h) for w, h in regions), default=0)
+    factor = 1
+    while factor < 8 and across / (factor * 2) >= side:
+        factor *= 2
+    return factor
 
 
-def decode_image_with_format(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
-    """As `decode_image`, also returning the container format (JPEG, PNG, ...)."""
-    if not data:
-        raise ImageDecodeError("empty file")
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("image has too many pixels", 422) from exc
-    except Exception as exc:  # PIL raises several types for unreadable bytes
-        raise ImageDecodeError("file is not a decodable image") from exc
-    if image.format not in ALLOWED_FORMATS:
-        raise ImageDecodeError(f"unsupported image format: {image.format}", 415)
-    # Check the header's size before decoding any pixel data, so a bomb costs nothing.
-    if image.width * image.height > max_pixels:
-        raise ImageDecodeError("image has too many pixels", 422)
-    if max(image.size) > MAX_ASPECT_RATIO * max(1, min(image.size)):
-        raise ImageDecodeError(f"image aspect ratio is over {MAX_ASPECT_RATIO}:1", 422)
-    try:
-        image.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("image has too many pixels", 422) from exc
-    except Exception as exc:
-        raise ImageDecodeError("image is truncated or corrupt") from exc
-    image_format = "JPEG" if image.format == "MPO" else str(image.format)
-    upright: Image.Image = image
-    # A broken EXIF block should not cost the photo: keep it unrotated.
-    with contextlib.suppress(Exception):
-        upright = ImageOps.exif_transpose(image)
-    try:
-        return upright.convert("RGB"), image_format
-    except Exception as exc:
-        raise ImageDecodeError("image is truncated or corrupt") from exc
+def whole_photo(cfg: PreprocessConfig) -> Callable[[int, int], int]:
+    """The `Reduction` of a photo the model sees whole."""
+    return lambda width, height: reduction_for(cfg, [(width, height)])
 
 
 def pad_to_square(image: Image.Image, fill: int = 255) -> Image.Image:
@@ -140,7 +110,7 @@ def eval_transform(cfg: PreprocessConfig) -> T.Compose:
     service computes the same pixels with `eval_pixels` (tested equal), without torch."""
     from torchvision import transforms as T
 
-    resize_to = round(cfg.image_size / cfg.crop_pct)
+    resize_to = input_side(cfg)
     return T.Compose(
         [
             *_framing(cfg),
@@ -183,7 +153,7 @@ def eval_pixels(image: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     torchvision rounds it, /255, then (x - mean) / std), so serving needs no torch."""
     for step in _framing(cfg):
         image = step(image)
-    resize_to = round(cfg.image_size / cfg.crop_pct)
+    resize_to = input_side(cfg)
     w, h = image.size
     short, long = (w, h) if w <= h else (h, w)
     if short != resize_to:

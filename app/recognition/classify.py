@@ -34,7 +34,7 @@ import anyio.to_thread
 import numpy as np
 
 from app.encoder.boxes import Box
-from app.encoder.preprocess import ImageDecodeError
+from app.encoder.decode import ImageDecodeError
 from app.encoder.tiers import Tiers
 from app.index.shard_store import ShardStore
 from app.recognition.hit_names import HitNames

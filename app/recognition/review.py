@@ -17,7 +17,7 @@ from typing import Literal
 
 from app.catalogue.review_queue import QueuedPhoto, ReviewQueue
 from app.encoder.boxes import Box, pixel_boxes
-from app.encoder.preprocess import decode_image_with_format
+from app.encoder.decode import decode_photo
 from app.recognition.search import Verdict
 
 ReviewMode = Literal["off", "ambiguous", "all"]
@@ -48,10 +48,10 @@ class Review:
 
     def _keep(self, data: bytes, verdict: Verdict, box: Box | None) -> int | None:
         if box is not None:
-            image, _ = decode_image_with_format(data, self.max_pixels)
-            [rect] = pixel_boxes([box], *image.size)
+            photo = decode_photo(data, self.max_pixels)
+            [rect] = pixel_boxes([box], photo.width, photo.height)
             buffer = io.BytesIO()
-            image.crop(rect).convert("RGB").save(buffer, format="JPEG", quality=90)
+            photo.region(rect).save(buffer, format="JPEG", quality=90)
             data = buffer.getvalue()
         top = verdict.matches[0].score if verdict.matches else None
         return self.queue.add(

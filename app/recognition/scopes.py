@@ -37,7 +37,7 @@ from app.catalogue.scope_queries import (
     UnknownCatalogue,
     UnknownMetadataKey,
 )
-from app.strict_json import loads_strict
+from app.strict_json import JsonRefused, loads_strict
 
 MAX_FILTER_KEYS = 16
 MAX_FILTER_VALUES = 100
@@ -77,8 +77,8 @@ def parse_filter(raw: str) -> FilterPairs:
     """`{"brand": "Oatly", "size": ["1l", "2l"]}` -> sorted pairs; raises ScopeError."""
     try:
         value = loads_strict(raw)
-    except ValueError as exc:
-        raise ScopeError("filter must be a JSON object") from exc
+    except JsonRefused as exc:
+        raise ScopeError(exc.worded("filter", "filter must be a JSON object")) from exc
     if not isinstance(value, dict):
         raise ScopeError("filter must be a JSON object")
     if len(value) > MAX_FILTER_KEYS:

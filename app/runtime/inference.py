@@ -24,8 +24,9 @@ import numpy as np
 from PIL import Image
 
 from app.encoder.boxes import Box, pixel_boxes
+from app.encoder.decode import DecodeBudget, decode_photo
 from app.encoder.loading import ServingEncoder
-from app.encoder.preprocess import decode_image_with_format, eval_pixels
+from app.encoder.preprocess import eval_pixels, reduction_for, whole_photo
 from app.encoder.views import degraded_views, view_code
 from app.storage.blobs import sha256_hex
 from app.storage.uploaded import UploadedImage
@@ -68,8 +69,12 @@ class Inference:
         on_batch: Callable[[int], None] = lambda size: None,
         reference_views: tuple[str, ...] = (),
         on_stage: Callable[[str, float], None] = lambda stage, seconds: None,
+        decode_budget: DecodeBudget | None = None,
     ) -> None:
         self.encoder = encoder
+        # Decoded pixels in flight across every upload: bounds what decoding can take.
+        self.decode_budget = decode_budget or DecodeBudget(2 * max_pixels)
+        self.whole_photo = whole_photo(encoder.preprocess)
         self.reference_views = reference_views
         self.view_codes = tuple(view_code(name) for name in reference_views)
         # Vectors each reference image puts into the index: itself and its views.
@@ -105,15 +110,15 @@ class Inference:
 
     def _decode(self, data: bytes, with_views: bool) -> DecodedImage:
         begin = time.perf_counter()
-        image, fmt = decode_image_with_format(data, self.max_pixels)
-        views = degraded_views(image, self.reference_views) if with_views else []
+        photo = decode_photo(data, self.max_pixels, self.whole_photo, self.decode_budget)
+        views = degraded_views(photo.image, self.reference_views) if with_views else []
         decoded = DecodedImage(
             data,
             sha256_hex(data),
-            fmt,
-            image.width,
-            image.height,
-            self._pixels(image),
+            photo.image_format,
+            photo.width,
+            photo.height,
+            self._pixels(photo.image),
             tuple(self._pixels(view) for view in views),
         )
         self.on_stage("decode", time.perf_counter() - begin)
@@ -134,8 +139,14 @@ class Inference:
 
     def _decode_regions(self, data: bytes, boxes: list[Box]) -> list[np.ndarray]:
         begin = time.perf_counter()
-        image, _ = decode_image_with_format(data, self.max_pixels)
-        crops = [self._pixels(image.crop(r)) for r in pixel_boxes(boxes, *image.size)]
+        # At the scale where the smallest box still covers the model's input.
+        sizes = [(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes]
+        cfg = self.encoder.preprocess
+        photo = decode_photo(
+            data, self.max_pixels, lambda w, h: reduction_for(cfg, sizes), self.decode_budget
+        )
+        rects = pixel_boxes(boxes, photo.width, photo.height)
+        crops = [self._pixels(photo.region(r)) for r in rects]
         self.on_stage("decode", time.perf_counter() - begin)
         return crops
 
@@ -182,8 +193,8 @@ class Inference:
     def _alone(self, data: bytes, then: AfterForward[R]) -> R:
         # A query needs pixels only: no content hash, no record (this runs on the model thread).
         begin = time.perf_counter()
-        image, _ = decode_image_with_format(data, self.max_pixels)
-        pixels = self._pixels(image)[None]
+        photo = decode_photo(data, self.max_pixels, self.whole_photo, self.decode_budget)
+        pixels = self._pixels(photo.image)[None]
         decoded = time.perf_counter()
         vectors = self.encoder.embed_pixels(pixels)
         embedded = time.perf_counter()

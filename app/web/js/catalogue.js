@@ -8,7 +8,7 @@ import { form, optional, request, sku } from "./api.js";
 import { $, el, forgetThumbnails, guarded, notice, thumbnail } from "./ui.js";
 
 const PAGE = 100;
-const SKU_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+const SKU_PATTERN = /^(?!\.+$)[A-Za-z0-9._-]{1,64}$/;
 
 const state = { offset: 0, total: 0, items: [], exact: null, product: null };
 let changed = () => {};
