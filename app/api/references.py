@@ -37,6 +37,8 @@ MEDIA_TYPES = {
 # An image id always names the same bytes while it exists, but SQLite may hand a deleted id
 # out again, so clients revalidate after a while (a cheap 304) instead of caching forever.
 CACHE_CONTROL = "private, max-age=3600"
+# Uploaded bytes are served as the type they decoded as, never as whatever a browser guesses.
+NO_SNIFF = {"X-Content-Type-Options": "nosniff"}
 IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The stored bytes, or a JPEG thumbnail with `size`.",
@@ -78,7 +80,7 @@ async def get_image(
     except NotFound as exc:
         raise HTTPException(404, f"image not found: {sku}/{image_id}") from exc
     etag = f'"{stored.sha256}"' if size is None else f'"{stored.sha256}-{size}"'
-    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, **NO_SNIFF}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     data = await run_in_threadpool(products.blobs.get, stored.blob_key)

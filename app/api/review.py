@@ -12,7 +12,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep, requires
-from app.api.references import IMAGE_RESPONSES, MEDIA_TYPES
+from app.api.references import IMAGE_RESPONSES, MEDIA_TYPES, NO_SNIFF
 from app.api.schemas import (
     ImagesAdded,
     PhotoNeed,
@@ -113,7 +113,8 @@ async def photo_needs(
 )
 async def get_review_photo(services: ServicesDep, item_id: ItemId) -> Response:
     data, media_type = await _photo(_queue(services), item_id)
-    return Response(data, media_type=media_type)
+    # A shelf photo may show people: no cache, shared or private, keeps a copy.
+    return Response(data, media_type=media_type, headers={"Cache-Control": "no-store", **NO_SNIFF})
 
 
 @router.post(

@@ -21,14 +21,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, func, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, delete, func, inspect, select, text
 
 from app.db.dialect import is_postgresql
-from app.db.tables import Embedding, Product, ReferenceImage
+from app.db.tables import Base, Embedding, Product, ReferenceImage, ReviewItem
 
 SQLITE_FILE = "database.sqlite"
 PG_DUMP_FILE = "database.dump"
-COUNTED = {"products": Product, "reference_images": ReferenceImage, "embeddings": Embedding}
+COUNTED = {
+    "products": Product,
+    "reference_images": ReferenceImage,
+    "embeddings": Embedding,
+    "review_items": ReviewItem,
+}
 
 
 class BackupError(RuntimeError):
@@ -41,7 +46,8 @@ class Snapshot:
     file: str  # the copy's file name inside the backup directory
     revision: str | None  # the schema's Alembic revision in the copy
     counts: dict[str, int]
-    blob_keys: list[str]
+    blob_keys: list[str]  # reference images' bytes
+    review_keys: list[str]  # the review queue's photos
 
 
 def _counts(conn: Connection) -> dict[str, int]:
@@ -55,7 +61,8 @@ def _describe(conn: Connection, dialect: str, file: str) -> Snapshot:
     counts = _counts(conn)
     revision = conn.scalar(text("SELECT version_num FROM alembic_version"))
     keys = list(conn.scalars(select(ReferenceImage.blob_key).distinct().order_by("blob_key")))
-    return Snapshot(dialect, file, revision, counts, keys)
+    review = list(conn.scalars(select(ReviewItem.photo_key).order_by("photo_key")))
+    return Snapshot(dialect, file, revision, counts, keys, review)
 
 
 def _sqlite_path(engine: Engine) -> Path:
@@ -120,33 +127,39 @@ def copy_sql(engine: Engine, directory: Path) -> Snapshot:
         copy_engine.dispose()
 
 
-def holds_data(engine: Engine) -> bool:
-    """True when the database has products or reference images: a restore would clash."""
-    tables = set(inspect(engine).get_table_names())
-    if not {"products", "reference_images"} & tables:
-        return False
+def rows_held(engine: Engine) -> dict[str, int]:
+    """Rows in each table the service writes (every table but Alembic's), those with any."""
+    present = set(inspect(engine).get_table_names())
     with engine.connect() as conn:
-        return any(
-            conn.scalar(select(func.count()).select_from(COUNTED[name]))
-            for name in ("products", "reference_images")
-            if name in tables
-        )
+        found = {
+            table.name: int(conn.scalar(select(func.count()).select_from(table)) or 0)
+            for table in Base.metadata.sorted_tables
+            if table.name in present
+        }
+    return {name: n for name, n in found.items() if n}
 
 
-def restore_sql(engine: Engine, source: Path, source_dialect: str) -> None:
-    """Load the copy `copy_sql` wrote (`source`, of a `source_dialect` database) into
-    `engine`'s database, which must hold no products or images."""
+def check_restorable(engine: Engine, source_dialect: str) -> None:
+    """Raise BackupError unless `engine`'s database can take a copy of a `source_dialect`
+    database: the same dialect, and empty (no row in any table the service writes)."""
     dialect = "postgresql" if is_postgresql(engine) else "sqlite"
     if source_dialect != dialect:
         raise BackupError(
             f"this backup is of a {source_dialect} database: it restores into "
             f"{source_dialect}, not {dialect}"
         )
-    if holds_data(engine):
+    held = rows_held(engine)
+    if held:
+        rows = ", ".join(f"{name}: {n}" for name, n in held.items())
         raise BackupError(
-            "the target database holds products or images: restore into an empty database"
+            f"the target database holds rows ({rows}): restore into an empty database"
         )
-    if dialect == "postgresql":
+
+
+def restore_sql(engine: Engine, source: Path) -> None:
+    """Load the copy `copy_sql` wrote (`source`) into `engine`'s database, which
+    `check_restorable` has accepted."""
+    if is_postgresql(engine):
         dsn, env = _libpq(engine)
         has_tables = bool(inspect(engine).get_table_names())
         clean = ["--clean", "--if-exists"] if has_tables else []
@@ -184,6 +197,20 @@ def counts(engine: Engine) -> dict[str, int]:
 def blob_keys(engine: Engine) -> Iterator[str]:
     with engine.connect() as conn:
         yield from conn.scalars(select(ReferenceImage.blob_key).distinct())
+
+
+def drop_review_items(engine: Engine, photo_keys: set[str]) -> int:
+    """Delete the review items whose photos the backup could not copy; how many went."""
+    if not photo_keys:
+        return 0
+    with engine.begin() as conn:
+        gone = conn.execute(delete(ReviewItem).where(ReviewItem.photo_key.in_(sorted(photo_keys))))
+        return int(gone.rowcount)
+
+
+def review_keys(engine: Engine) -> Iterator[str]:
+    with engine.connect() as conn:
+        yield from conn.scalars(select(ReviewItem.photo_key))
 
 
 def _sqlite_engine(path: Path) -> Engine:
