@@ -212,6 +212,7 @@ def test_reference_images_over_http(client: httpx.Client) -> None:
     assert response.status_code == 200 and response.content == original
     assert response.headers["content-type"] == "image/jpeg"
     assert response.headers["cache-control"].startswith("private, max-age=")
+    assert response.headers["x-content-type-options"] == "nosniff"
     etag = response.headers["etag"]
     again = client.get(f"/products/arla-milk/images/{first}", headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""

@@ -75,6 +75,9 @@ def test_an_uncertain_answer_is_kept_and_a_confirmed_item_becomes_a_reference(
         kept = client.get(f"/review/{item['id']}/photo")
         assert kept.status_code == 200 and kept.content == photo.read_bytes()
         assert kept.headers["content-type"] == "image/jpeg"
+        # A shelf photo may show people: kept by no cache; served as what it is, never sniffed.
+        assert kept.headers["cache-control"] == "no-store"
+        assert kept.headers["x-content-type-options"] == "nosniff"
 
         confirmed = client.post(f"/review/{item['id']}/confirm", data={"sku": "banana"})
         assert confirmed.status_code == 201, confirmed.text
