@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     review_max_age_s: float = Field(default=7 * 86400.0, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
+    # HTTPS for the one-box case (`retailklip serve` speaks TLS itself): the certificate chain
+    # and its private key, PEM files; both or neither. Behind a TLS proxy, leave them unset.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     log_level: str = "info"
     auto_migrate: bool = True
     shard_capacity: int = 100_000
@@ -110,6 +114,15 @@ class Settings(BaseSettings):
     index_nlist: int = 0  # 0: about 4 * sqrt(vectors in the shard)
     index_nprobe: int = 16  # lists scanned per query: recall against speed (docs/PERFORMANCE.md)
     index_delta_limit: int = 4096  # exact-searched new vectors folded into the IVF past this
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS needs both RETAILKLIP_TLS_CERT_FILE and RETAILKLIP_TLS_KEY_FILE")
+        for path in (self.tls_cert_file, self.tls_key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file not found: {path}")
+        return self
 
     @field_validator("index_codec")
     @classmethod

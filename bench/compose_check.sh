@@ -5,7 +5,9 @@
 #   bash bench/compose_check.sh
 #
 #   1. `up -d --scale api=2`: postgres becomes healthy, `migrate` runs once and exits 0, two `api`
-#      replicas become healthy, `lb` (HAProxy) answers on RETAILKLIP_HTTP_PORT;
+#      replicas become healthy, `lb` (HAProxy) answers over HTTPS on RETAILKLIP_HTTPS_PORT with
+#      a certificate this script makes (the compose secret RETAILKLIP_TLS_PEM), and plain HTTP on
+#      RETAILKLIP_HTTP_PORT answers only a redirect to it;
 #   2. a product registered through the load balancer is classified through it, and both
 #      replicas hold its vectors (each replica's /readyz, asked from inside the network);
 #   3. one replica stopped: the load balancer keeps answering (every request of a burst);
@@ -42,9 +44,18 @@ export POSTGRES_PASSWORD=check-$$-$RANDOM
 KEY=check-admin-$RANDOM
 export RETAILKLIP_API_KEYS="$KEY:admin"
 export RETAILKLIP_MODELS_DIR=$WORK/models
-RETAILKLIP_HTTP_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export RETAILKLIP_HTTP_PORT
-LB=http://127.0.0.1:$RETAILKLIP_HTTP_PORT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+RETAILKLIP_HTTP_PORT=$(free_port)
+RETAILKLIP_HTTPS_PORT=$(free_port)
+export RETAILKLIP_HTTP_PORT RETAILKLIP_HTTPS_PORT
+LB=https://127.0.0.1:$RETAILKLIP_HTTPS_PORT
+# The certificate the load balancer presents, for 127.0.0.1; curl trusts exactly it.
+CERT=$WORK/cert.pem
+export RETAILKLIP_TLS_PEM=$WORK/retailklip.pem
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout "$WORK/key.pem" -out "$CERT" \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+cat "$CERT" "$WORK/key.pem" >"$RETAILKLIP_TLS_PEM"
+CURL=(curl --cacert "$CERT")
 COMPOSE=("$PODMAN_COMPOSE" -f docker-compose.yml -f docker-compose.cpu.yml)
 mkdir -p "$RETAILKLIP_MODELS_DIR"
 HEALTH_PID=
@@ -67,7 +78,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "interrupted by a signal" >&2; exit 130' INT TERM
 
-for tool in podman "$PODMAN_COMPOSE" curl python3; do
+for tool in podman "$PODMAN_COMPOSE" curl python3 openssl; do
     command -v "$tool" >/dev/null || fail "$tool not found"
 done
 
@@ -157,11 +168,11 @@ healthy_api() {
 postgres_healthy() { [[ $(health retailklip_postgres_1) == healthy ]]; }
 migrate_exited() { [[ $(podman inspect --format '{{.State.Status}}' retailklip_migrate_1) == exited ]]; }
 two_api_healthy() { (($(healthy_api) == 2)); }
-lb_answers() { curl -sf -o /dev/null "$LB/readyz"; }
+lb_answers() { "${CURL[@]}" -sf -o /dev/null "$LB/readyz"; }
 
 # classify PHOTO: the best sku through the load balancer.
 classify() {
-    curl -sS -o "$WORK/classify.json" -w '%{http_code}' -H "X-API-Key: $KEY" \
+    "${CURL[@]}" -sS -o "$WORK/classify.json" -w '%{http_code}' -H "X-API-Key: $KEY" \
         -F "image=@$1" -F top_k=2 "$LB/classify" >"$WORK/classify.code"
     [[ $(cat "$WORK/classify.code") == 200 ]] || { echo "-"; return; }
     python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["matches"][0]["sku"] if d["matches"] else "-")' "$WORK/classify.json"
@@ -169,7 +180,7 @@ classify() {
 
 register() {
     local code
-    code=$(curl -sS -o "$WORK/register.json" -w '%{http_code}' -H "X-API-Key: $KEY" \
+    code=$("${CURL[@]}" -sS -o "$WORK/register.json" -w '%{http_code}' -H "X-API-Key: $KEY" \
         -F "sku=$1" -F "name=$2" -F "images=@$3" "$LB/products")
     [[ $code == 201 ]] || fail "POST /products $1 through the LB answered $code: $(cat "$WORK/register.json")"
 }
@@ -182,6 +193,12 @@ print(json.load(urllib.request.urlopen(f"http://{sys.argv[1]}:8000/readyz", time
 
 # ---- 1. up ----------------------------------------------------------------------------------
 up_and_wait first
+
+# Plain HTTP: a redirect to the same path over HTTPS, never an answer from the API.
+plain=$(curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' -H "X-API-Key: $KEY" \
+    "http://127.0.0.1:$RETAILKLIP_HTTP_PORT/products?limit=1")
+[[ $plain == "308 $LB/products?limit=1" ]] || fail "plain HTTP answered '$plain', not a redirect to $LB"
+echo "plain HTTP: $plain" >&2
 
 # ---- 2. register and classify through the load balancer --------------------------------------
 log "register two products through the LB, classify a shelf photo through it"
@@ -224,6 +241,6 @@ echo "after down: $(project_containers | wc -l) containers; volumes kept: $(podm
 up_and_wait second
 sku=$(classify "$BANANA_PHOTO")
 [[ $sku == banana ]] || fail "after down/up, Banana_001.jpg: '$sku'"
-products=$(curl -sf -H "X-API-Key: $KEY" "$LB/products" | python3 -c 'import json, sys; d = json.load(sys.stdin); print(sorted(p["sku"] for p in d["items"]))')
+products=$("${CURL[@]}" -sf -H "X-API-Key: $KEY" "$LB/products" | python3 -c 'import json, sys; d = json.load(sys.stdin); print(sorted(p["sku"] for p in d["items"]))')
 echo "after down/up: products $products; Banana_001.jpg -> $sku" >&2
 echo "PASS: every check above held"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from tests.support.cli import retailklip
 from tests.support.databases import backend_database
 from tests.support.inprocess import in_process_client
 from tests.support.paths import GROCERY
-from tests.support.servers import LiveServer
+from tests.support.servers import LiveServer, settings_env, suite_settings
 
 BANANA = GROCERY / "iconic-images-and-descriptions/Fruit/Banana/Banana_Iconic.jpg"
 QUERY = GROCERY / "test/Fruit/Banana/Banana_001.jpg"
@@ -344,3 +345,43 @@ def test_no_setting_echoes_its_value(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "p4ssw0rd" not in done.stdout + done.stderr
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_serve_speaks_tls_with_the_certificate_it_is_given(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    settings = suite_settings(
+        tmp_path / "data", api_keys="tls-key:admin", tls_cert_file=cert, tls_key_file=key
+    )
+    with LiveServer(env=settings_env(settings), tls_ca=cert).start() as server:
+        assert server.url.startswith("https://")
+        with httpx.Client(base_url=server.url, verify=server.verify, timeout=30) as client:
+            assert client.get("/auth/role", headers={"X-API-Key": "tls-key"}).json() == {
+                "role": "admin"
+            }
+        # The same port refuses plain HTTP: no key ever crosses it in clear.
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{server.port}/auth/role", timeout=5)
+
+
+def test_tls_needs_both_files(tmp_path: Path) -> None:
+    cert, _ = self_signed(tmp_path)
+    done = retailklip(
+        "serve", env={"RETAILKLIP_TLS_CERT_FILE": str(cert), "RETAILKLIP_DATA_DIR": str(tmp_path)}
+    )
+    assert done.returncode == 2
+    assert "TLS needs both RETAILKLIP_TLS_CERT_FILE and RETAILKLIP_TLS_KEY_FILE" in done.stderr

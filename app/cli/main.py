@@ -36,6 +36,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
         limit_concurrency=settings.max_connections,  # requests: ConcurrencyLimitMiddleware
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
     )
     return 0
 
@@ -213,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ValidationError as exc:  # the settings (their values are never shown: keys)
         problems = "; ".join(
-            f"RETAILKLIP_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            f"RETAILKLIP_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+            if e["loc"]
+            else e["msg"]
+            for e in exc.errors()
         )
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -89,11 +90,19 @@ class LiveServer:
     code: Path = REPO
     command: tuple[str, ...] = SERVE
     python: str = sys.executable  # another venv's, to serve from another install
+    # The CA that signed the server's certificate when it speaks HTTPS (RETAILKLIP_TLS_*).
+    tls_ca: Path | None = None
     _own_log: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "http" if self.tls_ca is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """httpx's `verify` for this server."""
+        return True if self.tls_ca is None else ssl.create_default_context(cafile=self.tls_ca)
 
     @property
     def pid(self) -> int:
@@ -138,7 +147,7 @@ class LiveServer:
                         f"{self._tail_note()}"
                     )
                 try:
-                    answer = httpx.get(f"{self.url}/readyz", timeout=2)
+                    answer = httpx.get(f"{self.url}/readyz", timeout=2, verify=self.verify)
                 except httpx.HTTPError as exc:
                     last = f"{type(exc).__name__}"
                 else:
