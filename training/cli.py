@@ -1,4 +1,5 @@
-"""`retailklip train` / `retailklip eval` (also `python -m training train|eval`)."""
+"""`retailklip train` / `retailklip eval` (also `python -m training train|eval`), and the
+detector's commands (training/detector/cli.py)."""
 
 from __future__ import annotations
 
@@ -171,9 +172,22 @@ def run_eval(argv: list[str]) -> int:
     return 0
 
 
+DETECTOR_COMMANDS = ("render-shelves", "train-detector", "eval-detector")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DETECTOR_COMMANDS:
+        from training.detector import cli as detector_cli
+
+        run = {
+            "render-shelves": detector_cli.run_render,
+            "train-detector": detector_cli.run_train,
+            "eval-detector": detector_cli.run_eval,
+        }[argv[0]]
+        return run(argv[1:])
     if not argv or argv[0] not in ("train", "eval"):
-        print("usage: retailklip {train,eval} ... (see --help of each)", file=sys.stderr)
+        commands = ",".join(("train", "eval", *DETECTOR_COMMANDS))
+        print(f"usage: retailklip {{{commands}}} ... (see --help of each)", file=sys.stderr)
         return 2
     return run_train(argv[1:]) if argv[0] == "train" else run_eval(argv[1:])

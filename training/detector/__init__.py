@@ -1,0 +1,1 @@
+"""Training, evaluation and export of the one-class product detector (served by app/detector/)."""
