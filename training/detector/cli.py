@@ -32,7 +32,8 @@ TRAIN_HELP = {
     "snapshot_every": "keep a copy of the weights every N steps (0: none)",
     "workers": "DataLoader worker processes",
     "threads": "torch CPU threads; 0 = torch's default",
-    "device": "auto, cpu or cuda (AMP and channels_last on cuda)",
+    "device": "auto, cpu or cuda",
+    "precision": "auto (fp16 autocast on CUDA, bf16 on a CPU with AVX512-BF16), bf16 or fp32",
     "resume": "continue from --work-dir's state.pt when present",
 }
 
@@ -79,6 +80,9 @@ def render_parser() -> argparse.ArgumentParser:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--photos", type=int, default=1600, help="in-store photos sampled as faces and distractors"
+    )
     parser.add_argument("--preview", help="write a PNG grid of rendered photos with their boxes")
     parser.add_argument("--preview-count", type=int, default=12)
     parser.add_argument("--long-side", type=int, default=d.long_side)
@@ -129,10 +133,14 @@ def run_render(argv: list[str]) -> int:
         print("error: give --out, --preview or both")
         return 2
     if args.preview:
-        write_preview(args.grocery, Path(args.preview), cfg, args.seed, args.preview_count)
+        write_preview(
+            args.grocery, Path(args.preview), cfg, args.seed, args.preview_count, args.photos
+        )
         print(f"wrote {args.preview}")
     if args.out:
-        render_folder(args.grocery, args.out, args.count, args.seed, cfg, args.workers)
+        render_folder(
+            args.grocery, args.out, args.count, args.seed, cfg, args.workers, args.photos
+        )
         print(f"rendered {args.count} photos in {args.out}")
     return 0
 

@@ -57,6 +57,9 @@ class DetectorTrainConfig:
     workers: int = 1
     threads: int = 0
     device: str = "auto"
+    # auto: fp16 autocast on CUDA; bfloat16 autocast on a CPU with AVX512-BF16 (about twice
+    # as fast as fp32 here; the losses are computed in fp32 either way); fp32: neither.
+    precision: str = "auto"
     resume: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -65,6 +68,16 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if precision == "bf16" or torch.cpu._is_avx512_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 def lr_factor(step: int, cfg: DetectorTrainConfig) -> float:
@@ -96,9 +109,9 @@ def train_step(
     pixels: torch.Tensor,
     boxes: list[torch.Tensor],
     ignores: list[torch.Tensor],
-    autocast: bool,
+    autocast: torch.dtype | None,
 ) -> dict[str, torch.Tensor]:
-    with torch.autocast("cuda", enabled=autocast):
+    with torch.autocast(pixels.device.type, dtype=autocast, enabled=autocast is not None):
         features, out = model.pyramid_outputs(pixels)
     points = pyramid_points(
         [(int(f.shape[-2]), int(f.shape[-1])) for f in features], model.cfg.strides, pixels.device
@@ -121,11 +134,13 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    amp = device.type == "cuda"
+    amp = device.type == "cuda"  # fp16 needs the gradient scaler; bf16 does not
+    autocast = autocast_dtype(device, cfg.precision)
     preprocess = DetectorPreprocess(long_side=cfg.long_side)
     model_cfg = DetectorConfig(fpn_channels=cfg.fpn_channels, head_convs=cfg.head_convs)
     model = ProductDetector(model_cfg, pretrained=True).to(device)
-    if amp:
+    channels_last = autocast is not None
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -174,11 +189,11 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * group["base"] * lr_factor(step, cfg)
         pixels = pixels.to(device, non_blocking=True)
-        if amp:
+        if channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         boxes = [b.to(device) for b in boxes]
         ignores = [i.to(device) for i in ignores]
-        losses = train_step(model, pixels, boxes, ignores, amp)
+        losses = train_step(model, pixels, boxes, ignores, autocast)
         loss = torch.stack(list(losses.values())).sum()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

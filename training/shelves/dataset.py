@@ -62,9 +62,9 @@ def write_photo(out: Path, index: int, bank: SourceBank, seed: int, cfg: RenderC
 _BANK: SourceBank | None = None
 
 
-def _init_worker(root: str, instore: bool) -> None:
+def _init_worker(root: str, instore: bool, photos: int) -> None:
     global _BANK
-    _BANK = load_bank(root, instore=instore)
+    _BANK = load_bank(root, instore=instore, max_photos=photos)
 
 
 def _work(job: tuple[str, int, int, dict[str, Any]]) -> int:
@@ -81,6 +81,7 @@ def render_folder(
     seed: int = 0,
     cfg: RenderConfig | None = None,
     workers: int = 1,
+    photos: int = 1600,
 ) -> Path:
     cfg = cfg or RenderConfig()
     out = Path(out)
@@ -96,13 +97,13 @@ def render_folder(
     jobs = [(str(out), i, seed, cfg.to_dict()) for i in todo]
     bar = tqdm(total=count, initial=count - len(todo), desc="render", unit="photo")
     if workers <= 1:
-        _init_worker(str(grocery_root), cfg.instore)
+        _init_worker(str(grocery_root), cfg.instore, photos)
         for job in jobs:
             _work(job)
             bar.update()
     else:
         with mp.get_context("fork").Pool(
-            workers, initializer=_init_worker, initargs=(str(grocery_root), cfg.instore)
+            workers, initializer=_init_worker, initargs=(str(grocery_root), cfg.instore, photos)
         ) as pool:
             for _ in pool.imap_unordered(_work, jobs, chunksize=4):
                 bar.update()

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from training.shelves.canvas import Canvas
 from training.shelves.sources import SourceBank, Sprite, random_patch
-from training.shelves.textures import drawn_label, font, random_colour, resize
+from training.shelves.textures import font, random_colour, resize
 
 
 def smooth_noise(h: int, w: int, rng: np.random.Generator, scale: float) -> np.ndarray:
@@ -96,12 +96,20 @@ def price_rail(
 
 
 def sign(canvas: Canvas, rng: np.random.Generator) -> None:
-    """A shelf header, shelf-talker or poster: printed, flat, not a product."""
-    w = int(canvas.width * rng.uniform(0.1, 0.6))
-    h = int(w * rng.uniform(0.15, 0.8))
+    """A promotion card, shelf header or shelf-talker: flat print on white, yellow or red, a
+    big price and a line of text; wide, unshaded, not a product."""
+    w = int(canvas.width * rng.uniform(0.08, 0.5))
+    h = max(8, int(w / rng.uniform(1.2, 6)))
+    paper = [(250, 250, 245), (250, 225, 40), (220, 30, 30), (255, 255, 255)][int(rng.integers(4))]
+    card = Image.new("RGB", (w, h), paper)
+    draw = ImageDraw.Draw(card)
+    ink = (20, 20, 20) if sum(paper) > 500 else (250, 250, 250)
+    price = f"{rng.integers(0, 9)},{rng.integers(10, 99)}"
+    draw.text((w * rng.uniform(0.02, 0.4), h * 0.1), price, fill=ink, font=font(int(h * 0.6)))
+    if rng.random() < 0.7:
+        draw.text((w * 0.05, h * 0.75), "PROMO -20% 2+1 actie", fill=ink, font=font(max(6, h // 6)))
     x, y = int(rng.uniform(-0.1, 1) * canvas.width), int(rng.uniform(-0.05, 1) * canvas.height)
-    art = drawn_label((w, h), rng)
-    canvas.paint((x, y, x + w, y + h), art.astype(np.float32), np.ones((h, w), np.float32))
+    canvas.paint((x, y, x + w, y + h), np.asarray(card, np.float32), np.ones((h, w), np.float32))
 
 
 def ring(canvas: Canvas, rng: np.random.Generator, size: int) -> None:

@@ -73,7 +73,9 @@ def fill_row(
     instore: bool,
     back_rows: bool,
 ) -> None:
-    """Fill one row, left to right, standing on y = `floor`."""
+    """Fill one row, left to right, standing on y = `floor`; now and then leave it empty."""
+    if rng.random() < 0.05:
+        return
     x = int(-rng.uniform(0, 0.5) * product_height)
     while x < canvas.width:
         if rng.random() < 0.06:  # an empty lane: the back of the shelf shows
@@ -107,3 +109,22 @@ def fill_row(
                     canvas.paste(sprite, x, top, kind, brightness=rng.uniform(0.9, 1.1))
             x += w + gap
         x += int(rng.integers(0, 3)) if rng.random() < 0.6 else int(w * rng.uniform(0.05, 0.4))
+
+
+def fill_closeup(
+    canvas: Canvas, bank: SourceBank, rng: np.random.Generator, mix: KindMix, instore: bool
+) -> None:
+    """One to three products filling much of the frame, as in a photo of one product."""
+    count = int(rng.choice([1, 1, 2, 3]))
+    height = canvas.height * rng.uniform(0.35, 0.9)
+    floor = int(canvas.height * rng.uniform(0.6, 1.0) + height * rng.uniform(0, 0.3))
+    floor = min(floor, canvas.height + int(height * 0.05))
+    x = int(canvas.width * rng.uniform(0.0, 0.4))
+    for _ in range(count):
+        kind = mix.draw(rng)
+        w, h = product_size(bank, kind, height * rng.uniform(0.85, 1.0), rng)
+        if w > canvas.width * 0.95:
+            w, h = int(canvas.width * 0.9), int(h * canvas.width * 0.9 / w)
+        sprite = make_product(bank, kind, w, h, rng, instore)
+        canvas.paste(sprite, x, floor - h, kind)
+        x += w + int(rng.integers(0, max(2, w // 3)))

@@ -19,9 +19,10 @@ def write_preview(
     cfg: RenderConfig,
     seed: int = 0,
     count: int = 12,
+    photos: int = 400,
     columns: int = 4,
 ) -> Path:
-    bank = load_bank(grocery_root, instore=cfg.instore, max_photos=400, seed=seed)
+    bank = load_bank(grocery_root, instore=cfg.instore, max_photos=photos, seed=seed)
     rows = (count + columns - 1) // columns
     grid = Image.new("RGB", (columns * CELL, rows * CELL), (30, 30, 30))
     for i in range(count):

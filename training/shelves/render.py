@@ -20,7 +20,7 @@ import numpy as np
 from training.shelves import fixtures
 from training.shelves.canvas import Canvas, ShelfLabels, labels
 from training.shelves.effects import camera, random_view, source_pixels_per_output, warp
-from training.shelves.layout import FRIDGE_MIX, SHELF_MIX, fill_row
+from training.shelves.layout import FRIDGE_MIX, SHELF_MIX, fill_closeup, fill_row
 from training.shelves.sources import SourceBank
 
 ASPECTS = ((3, 4), (3, 4), (3, 4), (4, 3), (1, 1), (9, 16), (16, 9))
@@ -34,6 +34,7 @@ class RenderConfig:
     instore: bool = True  # in-store photo crops as product faces (else catalogue cut-outs only)
     glass: bool = True  # fridge doors: glass, frames, reflections, glare
     fridge_share: float = 0.45
+    closeup_share: float = 0.06  # one to three products filling the frame (a product photo)
     perspective: float = 0.12  # strength of yaw/pitch; 0 = a frontal photo
     back_rows: bool = True
     distractors: bool = True
@@ -75,6 +76,10 @@ def render_shelf(bank: SourceBank, seed: int, cfg: RenderConfig | None = None) -
     typical = float(np.exp(rng.uniform(lo, hi)))
     mix = FRIDGE_MIX if fridge else SHELF_MIX
     y = int(-rng.uniform(0, 0.8) * typical)
+    closeup = rng.random() < cfg.closeup_share
+    if closeup:
+        fill_closeup(canvas, bank, rng, SHELF_MIX, cfg.instore)
+        fridge, y = False, height
     while y < height:
         product_h = typical * rng.uniform(0.8, 1.25)
         row_h = int(product_h / rng.uniform(0.7, 0.97))
@@ -88,14 +93,14 @@ def render_shelf(bank: SourceBank, seed: int, cfg: RenderConfig | None = None) -
             fixtures.price_rail(canvas, floor - overlap, rail, rng, product_h * rng.uniform(0.6, 2))
         y = floor + board_h
     if cfg.distractors:
-        for _ in range(int(rng.integers(0, 3))):
+        for _ in range(int(rng.integers(0, 3)) // 2):
             fixtures.sign(canvas, rng)
         if fridge:
             for _ in range(int(rng.integers(0, 4))):
                 fixtures.ring(canvas, rng, int(typical * rng.uniform(0.1, 0.25)))
         if rng.random() < 0.15:
             fixtures.distractor(canvas, bank, rng, int(typical))
-    scene = "shelf"
+    scene = "closeup" if closeup else "shelf"
     if fridge and cfg.glass and rng.random() < 0.8:
         fixtures.glass_door(canvas, bank, rng)
         scene = "fridge-glass"

@@ -42,13 +42,18 @@ class SourceBank:
     produce: list[np.ndarray] = field(default_factory=list)  # fruit/vegetable photos (RGB)
 
 
-def cut_out(rgb: np.ndarray, threshold: int = 232) -> Sprite:
-    """The product of a catalogue shot: background = near-white pixels connected to the border."""
+def cut_out(rgb: np.ndarray, threshold: int = 232, convex: bool = False) -> Sprite:
+    """The product of a catalogue shot: background = near-white pixels connected to the border.
+
+    `convex`: fill the mask's convex hull (packages are convex; a white carton front touching
+    the white background would otherwise be cut away with it)."""
     light = (rgb.min(axis=2) >= threshold) & (np.ptp(rgb, axis=2) < 20)
     labels, _ = ndimage.label(light)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     background = np.isin(labels, border[border > 0])
     mask = ndimage.binary_fill_holes(ndimage.binary_opening(~background, iterations=1))
+    if convex and mask.sum() >= 3:
+        mask = convex_hull(mask)
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return Sprite(rgb, np.ones(rgb.shape[:2], np.float32))
@@ -57,6 +62,21 @@ def cut_out(rgb: np.ndarray, threshold: int = 232) -> Sprite:
     alpha = ndimage.uniform_filter(mask.astype(np.float32), size=3)
     alpha = np.clip((alpha - 0.2) / 0.6, 0, 1)
     return Sprite(np.ascontiguousarray(rgb[y0:y1, x0:x1]), alpha[y0:y1, x0:x1])
+
+
+def convex_hull(mask: np.ndarray) -> np.ndarray:
+    from PIL import ImageDraw
+    from scipy.spatial import ConvexHull, QhullError
+
+    ys, xs = np.nonzero(mask)
+    points = np.stack([xs, ys], axis=1).astype(np.float64)
+    try:
+        hull = ConvexHull(points)
+    except QhullError:  # all points on a line
+        return mask
+    canvas = Image.new("L", (mask.shape[1], mask.shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(points[i]) for i in hull.vertices], fill=1, outline=1)
+    return np.asarray(canvas, dtype=bool) | mask
 
 
 def _read(path: Path, side: int | None = None) -> np.ndarray:
@@ -77,9 +97,10 @@ def load_bank(
     root = Path(root)
     bank = SourceBank()
     for path in sorted(root.glob("iconic-images-and-descriptions/**/*_Iconic.jpg")):
-        sprite = cut_out(_read(path))
+        package = "/Packages/" in path.as_posix()
+        sprite = cut_out(_read(path), convex=package)
         bank.cutouts.append(sprite)
-        if "/Packages/" in path.as_posix():
+        if package:
             bank.packages.append(sprite)
     if not bank.cutouts:
         raise FileNotFoundError(f"no catalogue shots (*_Iconic.jpg) under {root}")
