@@ -19,16 +19,48 @@ import argparse
 import dataclasses
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from app.detector.decode import postprocess
+from app.detector.preprocess import prepare
 from app.detector.product_detector import ProductDetector
 from training.detector.eval_cli import detector_method, draw_photos, graph_for
 from training.detector.evaluate import HEADER, evaluate_method, read_voc_folder
 
 SS_SIDE = 640
+
+
+def stage_times(detector: ProductDetector, photos: list[Path]) -> dict[str, float]:
+    """Median ms per photo of each stage of `detect`: JPEG decode + resize + normalise,
+    the graph, and decoding + NMS in numpy (what putting decoding into the graph would save)."""
+    meta = detector.metadata
+    times: dict[str, list[float]] = {"prepare": [], "graph": [], "decode+nms": []}
+    for path in [photos[0], *photos]:  # the first run warms up and is dropped
+        started = time.perf_counter()
+        with Image.open(path) as image:
+            prepared = prepare(image, meta.preprocess)
+        mid = time.perf_counter()
+        logits, regression = detector.raw(prepared.pixels[None])
+        done = time.perf_counter()
+        postprocess(
+            logits[0],
+            regression[0],
+            (prepared.pixels.shape[1], prepared.pixels.shape[2]),
+            meta.strides,
+            prepared.scale,
+            prepared.photo_size,
+            meta.score_threshold,
+            meta.nms_iou,
+            meta.max_boxes,
+        )
+        end = time.perf_counter()
+        for key, value in zip(times, (mid - started, done - mid, end - done), strict=True):
+            times[key].append(value)
+    return {k: 1000 * float(np.median(v[1:])) for k, v in times.items()}
 
 
 def selective_search(max_boxes: int):
@@ -92,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 scores = evaluate_method(name, method, photos, threshold)  # type: ignore[arg-type]
                 rows.append((scores, threshold))
                 draw_photos(scores, photos, threshold, Path(args.draw))
-                print(scores.row(), flush=True)
+                stages = stage_times(detector, [p.path for p in photos])
+                print(scores.row(), "stages (ms):", stages, flush=True)
     if not args.no_baseline:
         threshold = 1.0 / args.ss_boxes
         name = f"selective search (fast, {SS_SIDE} px, first {args.ss_boxes})"

@@ -69,3 +69,15 @@ def test_the_grocery_store_bank_cuts_out_every_catalogue_product() -> None:
         # The package fills its cut-out's middle (white cartons too); the corners are gone.
         assert sprite.alpha[h // 2, w // 2] > 0.5
         assert 0.6 < sprite.alpha.mean() < 0.99
+
+
+def test_every_product_maker_fills_exactly_the_size_asked_for() -> None:
+    from training.shelves.products import MAKERS
+
+    rng = np.random.default_rng(0)
+    for kind, make in MAKERS.items():
+        for w in range(2, 41, 3):
+            for h in range(2, 41, 5):
+                sprite = make(np.zeros((h, w, 3), np.uint8), w, h, rng)
+                assert sprite.rgb.shape == (h, w, 3) and sprite.alpha.shape == (h, w), kind
+                assert 0 <= sprite.alpha.min() and sprite.alpha.max() <= 1

@@ -77,7 +77,7 @@ def camera(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         r2 = ((xx / w - 0.5) ** 2 + (yy / h - 0.5) ** 2) * 2
         light *= 1 - rng.uniform(0.1, 0.4) * r2
-    gains = rng.uniform(0.8, 1.2, size=3) * rng.uniform(0.55, 1.25)
+    gains = rng.uniform(0.88, 1.12, size=3) * rng.uniform(0.55, 1.25)
     out = rgb * light[..., None] * gains
     gamma = rng.uniform(0.75, 1.35)
     out = 255 * np.clip(out / 255, 0, 1) ** gamma

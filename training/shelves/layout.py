@@ -82,11 +82,14 @@ def fill_row(
             x += int(product_height * rng.uniform(0.3, 1.5))
             continue
         kind = mix.draw(rng)
+        stack = 1
         h_run = min(row_height * 0.98, product_height * rng.uniform(0.75, 1.2))
+        if kind in STACKABLE and rng.random() < 0.3:  # two or three layers fill the row
+            stack = int(rng.choice([2, 2, 3]))
+            h_run = row_height * rng.uniform(0.85, 0.98) / stack
         w, h = product_size(bank, kind, h_run, rng)
         sprite = make_product(bank, kind, w, h, rng, instore)
-        facings = min(int(rng.geometric(0.35)), 7)
-        stack = 2 if kind in STACKABLE and 2 * h <= row_height and rng.random() < 0.4 else 1
+        facings = min(int(rng.geometric(0.28)), 9)
         tight = rng.random() < 0.7
         for _ in range(facings):
             if x >= canvas.width:

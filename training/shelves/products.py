@@ -75,19 +75,24 @@ def make_bottle(face: np.ndarray, w: int, h: int, rng: np.random.Generator) -> S
     half = np.where(ys < cap, neck_w * 0.55, half)
     xs = (np.arange(w, dtype=np.float32) + 0.5) / w - 0.5
     alpha = np.clip((half[:, None] - np.abs(xs)[None, :]) * w + 0.5, 0, 1)
-    glass = rng.random() < 0.3
+    kind = rng.choice(["plastic", "glass", "water"], p=[0.55, 0.25, 0.2])
+    glass, water = kind == "glass", kind == "water"
     liquid = np.array(random_colour(rng, vivid=not glass or rng.random() < 0.3), np.float32)
     if glass:
         liquid *= rng.uniform(0.2, 0.6)
+    if water:  # still water: nearly clear, a faint blue, the shelf behind shows through
+        liquid = np.array([200, 220, 240], np.float32) * rng.uniform(0.7, 1.1)
     body = np.broadcast_to(liquid, (h, w, 3)).astype(np.uint8)
     rgb = lit(body, cylinder_shade(w, rng, 0.6))
     top, bottom = int(h * rng.uniform(shoulder_y, 0.6)), int(h * rng.uniform(0.75, 0.97))
+    if water:
+        top, bottom = int(h * rng.uniform(0.4, 0.55)), int(h * rng.uniform(0.6, 0.75))
     if bottom - top > 2:
         rgb[top:bottom] = lit(resize(face, (w, bottom - top)), cylinder_shade(w, rng, 0.45))
     rgb[: max(1, int(h * cap))] = random_colour(rng)
     opacity = np.ones(h, np.float32)
     if not glass:  # clear plastic: the back of the fridge shows through where there is no label
-        clear = rng.uniform(0.55, 0.95)
+        clear = rng.uniform(0.3, 0.6) if water else rng.uniform(0.55, 0.95)
         opacity[int(h * cap) :] = clear
         opacity[top:bottom] = 1.0
     return Sprite(rgb, (alpha * opacity[:, None]).astype(np.float32))
@@ -133,9 +138,9 @@ def make_multipack(
 ) -> Sprite:
     """Cans or bottles side by side in shrink film, the pack's artwork printed across."""
     item = item or ("can" if rng.random() < 0.55 else "bottle")
-    n = int(rng.integers(2, 5))
-    iw = max(2, w // n)
-    item_h = max(4, int(h * rng.uniform(0.85, 1.0)))
+    n = max(1, min(int(rng.integers(2, 5)), w // 2))
+    iw = w // n
+    item_h = max(1, int(h * rng.uniform(0.85, 1.0)))
     rgb = np.zeros((h, w, 3), np.uint8)
     alpha = np.zeros((h, w), np.float32)
     single = resize(face, (iw, item_h))
@@ -146,7 +151,7 @@ def make_multipack(
         rgb[h - item_h :, x0 : x0 + iw] = sprite.rgb
         alpha[h - item_h :, x0 : x0 + iw] = sprite.alpha
     film_top = int(h * rng.uniform(0.0, 0.45))
-    band = lit(resize(face, (w, h - film_top)), np.tile(cylinder_shade(iw, rng, 0.3), n + 1)[:w])
+    band = lit(resize(face, (w, h - film_top)), np.resize(cylinder_shade(iw, rng, 0.3), w))
     strength = rng.uniform(0.55, 0.95)
     region = slice(film_top, h)
     rgb[region] = (rgb[region] * (1 - strength) + band * strength).astype(np.uint8)
