@@ -172,7 +172,7 @@ def run_eval(argv: list[str]) -> int:
     return 0
 
 
-DETECTOR_COMMANDS = ("render-shelves", "train-detector", "eval-detector")
+DETECTOR_COMMANDS = ("render-shelves", "train-detector", "eval-detector", "export-detector")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             "render-shelves": detector_cli.run_render,
             "train-detector": detector_cli.run_train,
             "eval-detector": detector_cli.run_eval,
+            "export-detector": detector_cli.run_export,
         }[argv[0]]
         return run(argv[1:])
     if not argv or argv[0] not in ("train", "eval"):

@@ -1,6 +1,6 @@
 """`retailklip` command line: serve, migrate, reindex, models, drop-model, import, openapi,
 gc-blobs, backup, restore, export-onnx, train, eval, render-shelves, train-detector,
-eval-detector."""
+eval-detector, export-detector."""
 
 from __future__ import annotations
 
@@ -137,7 +137,8 @@ def _export_onnx(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Training and evaluation own their argument parsing (python -m training works the same).
-    if argv and argv[0] in ("train", "eval", "render-shelves", "train-detector", "eval-detector"):
+    training_commands = ("train", "eval", "render-shelves", "train-detector", "eval-detector")
+    if argv and argv[0] in (*training_commands, "export-detector"):
         from training.cli import main as training_main
 
         return training_main(argv)
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("render-shelves", help="synthetic shelf photos with boxes for the detector")
     sub.add_parser("train-detector", help="train the product detector on rendered shelves")
     sub.add_parser("eval-detector", help="detector recall, AP50 and speed on boxed shelf photos")
+    sub.add_parser("export-detector", help="a detector checkpoint's checked ONNX graph")
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -138,9 +138,7 @@ def run_render(argv: list[str]) -> int:
         )
         print(f"wrote {args.preview}")
     if args.out:
-        render_folder(
-            args.grocery, args.out, args.count, args.seed, cfg, args.workers, args.photos
-        )
+        render_folder(args.grocery, args.out, args.count, args.seed, cfg, args.workers, args.photos)
         print(f"rendered {args.count} photos in {args.out}")
     return 0
 
@@ -151,6 +149,41 @@ def run_train(argv: list[str]) -> int:
     args = vars(train_parser().parse_args(argv))
     result = train_detector(DetectorTrainConfig(**args))
     print(f"trained {result['steps']} steps: {result['work_dir']}/detector.pt")
+    return 0
+
+
+def export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retailklip export-detector",
+        description="Write a detector checkpoint's ONNX graph, checked against PyTorch.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="detector.pt from train-detector")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="default score threshold stored in the graph (default: the F1-best one on the "
+        "checkpoint's last rendered validation pass)",
+    )
+    parser.add_argument("--model-id", help="default: retailklip-detector-<checkpoint stem>")
+    return parser
+
+
+def run_export(argv: list[str]) -> int:
+    from training.detector.checkpoint import load_detector
+    from training.detector.export import export_onnx
+
+    args = export_parser().parse_args(argv)
+    model, preprocess, payload = load_detector(args.checkpoint)
+    history = payload.get("history") or [{}]
+    threshold = args.threshold
+    if threshold is None:
+        threshold = float(history[-1].get("val_threshold", 0.3))
+    model_id = args.model_id or f"retailklip-detector-{Path(args.checkpoint).stem}"
+    steps = int(history[-1].get("step", 0))
+    info = {"trained_steps": steps, "train_config": payload.get("train_config", {})}
+    export_onnx(model, preprocess, Path(args.out), threshold, model_id, info)
+    print(f"wrote {args.out} ({model_id}, threshold {threshold:.3f}), checked against PyTorch")
     return 0
 
 
