@@ -1,4 +1,5 @@
-"""The FastAPI application: lifespan owns the model, the database and the shards."""
+"""The FastAPI application: the composition root. The lifespan builds every object once, each
+from its own group of settings, and owns what runs in the background."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from app.api import access, catalogues, classify, health, products, references, review
@@ -20,6 +23,7 @@ from app.api.middleware import (
     MetricsMiddleware,
 )
 from app.api.openapi import contract_openapi
+from app.catalogue.product_sets import ProductSets
 from app.catalogue.products import ProductStore
 from app.catalogue.review_queue import ReviewQueue
 from app.catalogue.scope_queries import ScopeQueries
@@ -29,10 +33,15 @@ from app.db.session import make_session_factory
 from app.encoder.decode import DecodeBudget
 from app.encoder.identity import model_tiers
 from app.encoder.loading import load_service_encoder
+from app.encoder.views import served_views
+from app.recognition.catalogue import Catalogue
 from app.recognition.classify import Classifier
 from app.recognition.hit_names import HitNames
+from app.recognition.registration import Registrar
 from app.recognition.review import Review
 from app.recognition.scopes import ScopeResolver
+from app.recognition.tiers import Tiers, served_tiers
+from app.runtime.health import Health
 from app.runtime.index_sync import IndexSync
 from app.runtime.inference import Inference
 from app.runtime.memory import return_large_frees
@@ -45,21 +54,34 @@ from app.storage.blobs import FileBlobStore
 log = logging.getLogger("retailklip")
 
 
-def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
+@dataclass(frozen=True)
+class Running:
+    """What the lifespan starts and stops around the routes' `Services`."""
+
+    services: Services
+    engine: Engine
+    inference: Inference
+    index: IndexSync
+    names: HitNames
+    scopes: ScopeResolver
+
+
+def build(settings: Settings, metrics: ServiceMetrics) -> Running:
     """Blocking start-up: schema, model (with warm-up), shards from files or SQL."""
     return_large_frees()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = open_database(settings.resolved_database_url, settings.auto_migrate)
+    storage, limits, choice = settings.storage, settings.limits, settings.model_choice
+    storage.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_database(storage.database_url, storage.auto_migrate)
     session_factory = make_session_factory(engine)
-    encoder = load_service_encoder(settings)
+    encoder = load_service_encoder(choice)
     log.info("model %s loaded on %s", encoder.model_id, encoder.device)
     index = IndexSync.open(
         encoder.model_id,
         encoder.embed_dim,
-        settings.resolved_shard_dir,
+        storage.shard_dir,
         session_factory,
         index_config=settings.index_config,
-        log_retention_s=settings.change_log_retention_s,
+        log_retention_s=settings.sync.log_retention_s,
     )
     index.start()
     log.info("index ready: %d vectors in %d shards", index.size, len(index.store.shards))
@@ -67,19 +89,20 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
         log.warning("model %s: reindex incomplete; not ready until it finishes", encoder.model_id)
     inference = Inference(
         encoder,
-        settings.max_image_pixels,
-        settings.resolved_max_batch(str(encoder.device)),
-        settings.batch_wait_ms,
+        index.store,
+        limits.max_image_pixels,
+        settings.batching.size_for(str(encoder.device)),
+        settings.batching.wait_ms,
         on_batch=metrics.batch_size.observe,
         on_stage=metrics.observe_stage,
-        reference_views=settings.resolved_reference_views(encoder.preprocess),
-        decode_budget=DecodeBudget(settings.decode_budget_pixels),
+        reference_views=served_views(choice.reference_views, encoder.preprocess.reference_views),
+        decode_budget=DecodeBudget(limits.decode_budget_pixels),
     )
     products = ProductStore(
         session_factory,
-        FileBlobStore(settings.resolved_blob_dir),
+        FileBlobStore(storage.blob_dir),
         encoder.model_id,
-        settings.shard_capacity,
+        settings.sync.shard_capacity,
         committed=index.follower,
     )
     # The log head is read on a connection of its own (and on a thread of its own).
@@ -87,28 +110,47 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     names = HitNames(index.store, products, head, head.close)
     scopes = ScopeResolver(ScopeQueries(session_factory, encoder.model_id))
     index.store.on_change(scopes.changed)
-    tiers = settings.resolved_tiers(model_tiers(settings.model))
-    classifier = Classifier(index, names, scopes, inference, tiers)
+    calibrated = model_tiers(choice.model)
+    tiers = served_tiers(
+        None if calibrated is None else Tiers.from_json(calibrated),
+        choice.confident_score,
+        choice.confident_margin,
+    )
     queue = ReviewQueue(
         session_factory,
-        FileBlobStore(settings.resolved_review_dir),
-        settings.review_max_items,
-        settings.review_max_age_s,
+        FileBlobStore(storage.review_dir),
+        settings.review_queue.max_items,
+        settings.review_queue.max_age_s,
     )
-    review = Review(settings.review, queue, settings.max_image_pixels)
-    return Services(
-        settings,
-        engine,
-        session_factory,
-        encoder,
-        inference,
-        index,
-        products,
-        names,
-        scopes,
-        classifier,
-        review,
+    per_image = inference.vectors_per_image
+    services = Services(
+        limits=limits,
+        classifier=Classifier(index, names, scopes, inference, tiers),
+        registrar=Registrar(
+            inference, products, index.store, names, queue, limits.duplicate_threshold
+        ),
+        catalogue=Catalogue(
+            products,
+            ProductSets(session_factory),
+            index.store,
+            names,
+            per_image,
+            limits.max_image_pixels,
+        ),
+        review=Review(
+            settings.review_queue.mode,
+            queue,
+            limits.max_image_pixels,
+            products,
+            index.store,
+            names,
+            per_image,
+        ),
+        health=Health(
+            engine, index, encoder, choice.model, None if tiers is None else asdict(tiers)
+        ),
     )
+    return Running(services, engine, inference, index, names, scopes)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -118,16 +160,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await run_in_threadpool(build_services, settings, metrics)
-        services.inference.start()
+        running = await run_in_threadpool(build, settings, metrics)
+        running.inference.start()
+        sync = settings.sync
         syncer = asyncio.create_task(
-            services.index.keep_in_step(
-                settings.sync_interval_s,
-                settings.shard_persist_interval_s,
-                listen=services.engine if settings.log_push else None,
+            running.index.keep_in_step(
+                sync.interval_s,
+                sync.persist_interval_s,
+                listen=running.engine if sync.log_push else None,
             )
         )
-        app.state.services = services
+        app.state.services = running.services
         try:
             yield
         finally:
@@ -135,14 +178,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await syncer
-            await services.inference.stop()
-            services.names.close()
-            await run_in_threadpool(services.scopes.close)
-            await run_in_threadpool(services.index.persist_dirty)
-            services.engine.dispose()
+            await running.inference.stop()
+            running.names.close()
+            await run_in_threadpool(running.scopes.close)
+            await run_in_threadpool(running.index.persist_dirty)
+            running.engine.dispose()
 
     app = FastAPI(title="RetailKLIP", version="0.1.0", lifespan=lifespan)
-    app.state.settings = settings
     app.state.metrics = metrics
     app.state.services = None
     app.include_router(products.router)
@@ -158,16 +200,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = lambda: contract_openapi(app, settings)  # type: ignore[method-assign]
 
     # Outermost last: metrics see every answer, keys are checked before the body is read, a
-    # refused request's body is drained under the size cap.
+    # refused request's body is drained under the size cap and the body deadline.
+    limits = settings.limits
     app.add_middleware(
-        ConcurrencyLimitMiddleware, max_in_flight=settings.max_concurrency, in_flight=in_flight
+        ConcurrencyLimitMiddleware, max_in_flight=limits.max_concurrency, in_flight=in_flight
     )
     app.add_middleware(
         BodyGuardMiddleware,
-        max_bytes=settings.max_upload_bytes,
-        timeout_s=settings.body_timeout_s,
-        min_rate=settings.body_min_rate,
+        max_bytes=limits.max_upload_bytes,
+        timeout_s=limits.body_timeout_s,
+        min_rate=limits.body_min_rate,
     )
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_roles)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.auth)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -1,37 +1,23 @@
-"""Everything a request needs, built once by the app's lifespan and injected into routes."""
+"""What the routes use, built once by the app's lifespan (app/main.py) and injected through
+app/api/deps.py: the use cases' façades, and the request limits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from app.catalogue.products import ProductStore
-from app.encoder.loading import ServingEncoder
+from app.recognition.catalogue import Catalogue
 from app.recognition.classify import Classifier
-from app.recognition.hit_names import HitNames
+from app.recognition.registration import Registrar
 from app.recognition.review import Review
-from app.recognition.scopes import ScopeResolver
-from app.runtime.index_sync import IndexSync
-from app.runtime.inference import Inference
-from app.settings import Settings
+from app.runtime.health import Health
+from app.settings import Limits
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
-    settings: Settings
-    engine: Engine
-    session_factory: sessionmaker[Session]
-    encoder: ServingEncoder
-    inference: Inference
-    index: IndexSync
-    products: ProductStore
-    names: HitNames
-    scopes: ScopeResolver
-    classifier: Classifier
-    review: Review
-
-    @property
-    def model_id(self) -> str:
-        return self.index.store.model_id
+    limits: Limits
+    classifier: Classifier  # photo -> verdict
+    registrar: Registrar  # photos -> references (new products, more photos, confirmations)
+    catalogue: Catalogue  # products and images read, deleted, grouped; look-alikes
+    review: Review  # the review queue
+    health: Health  # readiness and gauges

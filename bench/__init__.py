@@ -4,5 +4,5 @@
 Live servers, databases, photos and tables come from the test suite's harness (tests.support:
 `tests/support/servers.py` starts a server, waits for it to be ready and fails with its log
 tail). Imports go one way: bench imports tests.support, nothing under tests/ imports bench.
-Pass/fail checks belong in tests/ (the failure drills are tests/test_drills.py).
+Pass/fail checks belong in tests/ (the failure drills are tests/drills/test_drills.py).
 """

@@ -111,7 +111,7 @@ def embeddings(
 
 
 def pool_of(encoder: Encoder) -> str:
-    if encoder.graph is not None:  # the graph was exported with the model's own pooling
+    if getattr(encoder, "graph", None) is not None:  # exported with the model's own pooling
         return "own"
     pool = getattr(getattr(encoder.module, "trunk", None), "global_pool", None)
     return "gem" if type(pool).__name__ == "GeM" else "avg"

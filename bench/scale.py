@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from app.catalogue.products import NewImage
 from app.db.session import make_engine, make_session_factory
-from app.index.vector_index import IndexConfig
+from app.index.config import IndexConfig
 from app.recognition.search import MIN_FETCH
 from app.runtime.index_sync import IndexSync
 from app.storage.blobs import FileBlobStore

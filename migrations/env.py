@@ -17,7 +17,7 @@ def _url() -> str:
         return url
     from app.settings import Settings
 
-    return Settings().resolved_database_url
+    return Settings().storage.database_url
 
 
 def run_migrations_offline() -> None:

@@ -1,7 +1,19 @@
 """Shared fixtures: real PostgreSQL and SQLite databases, the shared data set, live servers.
 
 The helpers behind them live in `tests/support/` (bench/ and the drills in tests/support/drills
-use them too)."""
+use them too). Each test folder says what its tests cover and how heavy they are, and marks
+them so (`pytest -m unit`):
+
+- `unit/`: one module or class in process: no database, no server (seconds);
+- `storage/`: the SQL layer and what follows it (repository, change log, scopes, backups), on
+  SQLite and PostgreSQL;
+- `api/`: the HTTP contract, in process (`TestClient`) and through a live uvicorn, both
+  databases; the console in headless Chromium;
+- `e2e/`: the service as deployed: real model runtimes, several replicas, installs, images,
+  the README's examples;
+- `drills/`: outages, crashes, overload, backups under writers (`exclusive`: run alone);
+- `training/`: the training package, the shelf renderer and the detector.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +25,16 @@ import pytest
 from tests.support.databases import create_pg_database, drop_pg_database, sqlite_url
 from tests.support.paths import GROCERY
 from tests.support.servers import LiveServer, start_server
+
+FOLDERS = ("unit", "storage", "api", "e2e", "drills", "training")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its folder's name."""
+    for item in items:
+        folder = item.path.parent.name
+        if folder in FOLDERS:
+            item.add_marker(folder)
 
 
 @pytest.fixture(scope="session")

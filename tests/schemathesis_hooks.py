@@ -5,7 +5,7 @@ GIF; a JSON schema cannot say "decodable", so generated files would otherwise be
 that the server rightly refuses (400), and every positive case would look rejected. This
 registers a strategy for the `binary` format that draws small real images in those formats.
 Negative cases still send broken files: schemathesis mutates other fields, and the decoder's
-refusals (400/415/422) are covered by tests/test_api.py.
+refusals (400/415/422) are covered by tests/api/test_api.py.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _on_the_wire(value: Any, schema: dict[str, Any]) -> Any:
 def _box_outside_the_schema(failure: Any, response: Any) -> bool:
     """`boxes` must lie inside the photo with x0 < x1 and y0 < y1: relations to the uploaded
     image and between items, which a JSON schema cannot state; such a 422 is no contract
-    breach (tests/test_catalogues.py checks those refusals and valid boxes)."""
+    breach (tests/api/test_catalogues.py checks those refusals and valid boxes)."""
     if not isinstance(failure, RejectedPositiveData) or response.status_code != 422:
         return False
     with contextlib.suppress(ValueError, AttributeError, TypeError):

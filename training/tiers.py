@@ -1,4 +1,4 @@
-"""Calibrating the verdict tiers (app/encoder/tiers.py) of a model, and measuring them.
+"""Calibrating the verdict tiers (app/recognition/tiers.py) of a model, and measuring them.
 
 Calibration runs on data the model may learn from: the Grocery Store val split, with the
 iconic catalogue images as references (stored as the service stores them, degraded views
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from app.encoder.tiers import Tiers, tier_of
+from app.recognition.tiers import Tiers, tier_of
 from training.data import Sample, read_grocery, read_grozi
 from training.evaluate import class_scores, embed_references, embed_samples
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = parse_model_spec(args.model)
         if spec.kind != "checkpoint" or spec.path is None:
             raise SystemExit(f"{args.model} is not a checkpoint file: set RETAILKLIP_CONFIDENT_*")
-        write_tiers(spec.path, tiers)
+        write_tiers(spec.path, tiers.to_json())
         print(f"written to {spec.path}")
     return 0
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Query
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query
 from fastapi.routing import APIRoute
 
-from app.api.deps import ServicesDep
+from app.api.deps import ClassifierDep, LimitsDep, ReviewDep
+from app.api.errors import Invalid
+from app.api.json_fields import parse_boxes
 from app.api.schemas import (
     BatchClassifyResult,
     ClassifyResult,
@@ -28,19 +28,17 @@ from app.api.types import (
     TopK,
 )
 from app.api.uploads import read_all
-from app.encoder.boxes import Box, BoxError, parse_boxes
-from app.encoder.decode import ImageDecodeError
-from app.recognition.classify import ClassifyOptions, ImageRejected, IndexIncomplete
-from app.recognition.scopes import ScopeError
+from app.recognition.classify import ClassifyOptions
+from app.recognition.regions import Box
+from app.recognition.review import Review
 from app.recognition.search import Verdict
-from app.services import Services
 from app.strict_json import loads_strict
 
 router = APIRouter(tags=["classify"])
 
 
 async def classify_options(
-    services: ServicesDep,
+    limits: LimitsDep,
     top_k: Annotated[Omittable[TopK], Form()] = None,
     min_score: Annotated[Omittable[MinScore], Form()] = None,
     top_k_query: Annotated[Omittable[TopK], Query(alias="top_k")] = None,
@@ -49,53 +47,35 @@ async def classify_options(
     """`top_k` / `min_score` as form fields or query parameters (form wins); every value sent is
     checked, so a request is never half valid. `min_score`'s range is its type's; `top_k`'s ends
     at a setting, so the whole range is checked here (app/api/types.py)."""
-    settings = services.settings
-    high = settings.max_top_k
+    high = limits.max_top_k
     if any(v is not None and not TOP_K_MIN <= v <= high for v in (top_k, top_k_query)):
-        raise HTTPException(422, f"top_k must be between {TOP_K_MIN} and {high}")
+        raise Invalid(f"top_k must be between {TOP_K_MIN} and {high}")
     k = top_k if top_k is not None else top_k_query
-    k = settings.default_top_k if k is None else k
+    k = limits.default_top_k if k is None else k
     score = min_score if min_score is not None else min_score_query
-    threshold = settings.unknown_threshold if score is None else score
-    return ClassifyOptions(k, threshold)
+    return ClassifyOptions(k, limits.unknown_threshold if score is None else score)
 
 
 OptionsDep = Annotated[ClassifyOptions, Depends(classify_options)]
 
 
-@contextlib.contextmanager
-def refusals(model_id: str) -> Iterator[None]:
-    """The pipeline's refusals, as the contract words them."""
-    try:
-        yield
-    except IndexIncomplete as exc:
-        raise HTTPException(503, f"index for model {model_id} incomplete") from exc
-    except ScopeError as exc:
-        raise HTTPException(exc.status, str(exc)) from exc
-    except BoxError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    except ImageDecodeError as exc:
-        raise HTTPException(exc.status, f"image: {exc}") from exc
-    except ImageRejected as exc:
-        raise HTTPException(exc.error.status, f"images[{exc.position}]: {exc.error}") from exc
-
-
 def for_review(
-    services: Services,
+    review: Review,
     after: BackgroundTasks,
     data: bytes,
     verdicts: list[Verdict],
     boxes: list[Box] | None = None,
 ) -> None:
     """The answers the review queue wants, kept once the response has gone (a thread)."""
-    review = services.review
     for i, verdict in enumerate(verdicts):
         if review.wants(verdict):
             after.add_task(review.keep, data, verdict, None if boxes is None else boxes[i])
 
 
 async def classify(
-    services: ServicesDep,
+    classifier: ClassifierDep,
+    review: ReviewDep,
+    limits: LimitsDep,
     options: OptionsDep,
     scope: ScopeDep,
     after: BackgroundTasks,
@@ -104,24 +84,27 @@ async def classify(
 ) -> ClassifyResult | RegionsResult:
     """One photo, or the regions of one photo (`boxes`): app/recognition/classify.py."""
     [data] = await read_all([image], "image", 1)
-    classifier = services.classifier
-    with refusals(classifier.model_id):
-        if boxes is None:
-            verdict = await classifier.classify(data, options, scope)
-            for_review(services, after, data, [verdict])
-            return ClassifyResult.of(verdict)
-        regions = parse_boxes(boxes, services.settings.max_boxes)
-        verdicts = await classifier.classify_regions(data, regions, options, scope)
-    for_review(services, after, data, verdicts, regions)
+    if boxes is None:
+        verdict = await classifier.classify(data, options, scope)
+        for_review(review, after, data, [verdict])
+        return ClassifyResult.of(verdict)
+    regions = parse_boxes(boxes, limits.max_boxes)
+    verdicts = await classifier.classify_regions(data, regions, options, scope)
+    for_review(review, after, data, verdicts, regions)
+    return _regions(loads_strict(boxes), verdicts, classifier.model_id)
+
+
+def _regions(sent: list[list[float]], verdicts: list[Verdict], model: str) -> RegionsResult:
+    """One region per box, each box as the client sent it."""
     return RegionsResult(
         regions=[
             RegionResult(
                 box=box,
                 **ClassifyResult.of(verdict).model_dump(include={"matches", "unknown", "verdict"}),
             )
-            for box, verdict in zip(loads_strict(boxes), verdicts, strict=True)  # as sent
+            for box, verdict in zip(sent, verdicts, strict=True)
         ],
-        model=classifier.model_id,
+        model=model,
     )
 
 
@@ -148,18 +131,18 @@ router.add_api_route(
     responses=errors(400, 404, 413, 415, 422, 503),
 )
 async def classify_batch(
-    services: ServicesDep,
+    classifier: ClassifierDep,
+    review: ReviewDep,
+    limits: LimitsDep,
     options: OptionsDep,
     scope: ScopeDep,
     after: BackgroundTasks,
     images: Annotated[ImageUploads, File()],
 ) -> BatchClassifyResult:
-    payloads = await read_all(images, "images", services.settings.max_images_per_request)
-    classifier = services.classifier
-    with refusals(classifier.model_id):
-        verdicts = await classifier.classify_batch(payloads, options, scope)
+    payloads = await read_all(images, "images", limits.max_images_per_request)
+    verdicts = await classifier.classify_batch(payloads, options, scope)
     for data, verdict in zip(payloads, verdicts, strict=True):
-        for_review(services, after, data, [verdict])
+        for_review(review, after, data, [verdict])
     return BatchClassifyResult(
         results=[ClassifyResult.of(v) for v in verdicts], model=classifier.model_id
     )

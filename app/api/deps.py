@@ -1,4 +1,4 @@
-"""Dependencies injected into routes: each route names the parts of the service it uses.
+"""Dependencies injected into routes: each route names the one part of the service it uses.
 
 Everything is built once by the app's lifespan (`Services`); until it is, every dependency
 below answers 503 "service not ready". They are `async def` although none awaits anything:
@@ -7,20 +7,26 @@ FastAPI runs a plain `def` dependency in its thread pool, a thread hop per depen
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy.orm import Session
 
 from app.api.middleware import role_of
-from app.catalogue.products import ProductStore
-from app.index.shard_store import ShardStore
-from app.recognition.hit_names import HitNames
-from app.runtime.inference import Inference
+from app.recognition.catalogue import Catalogue
+from app.recognition.classify import Classifier
+from app.recognition.registration import Registrar
+from app.recognition.review import Review
+from app.runtime.health import Health
 from app.runtime.metrics import ServiceMetrics
 from app.services import Services
-from app.settings import ROLES, Role, Settings
+from app.settings import ROLES, Limits, Role
+
+
+def _services(request: Request) -> Services:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        raise HTTPException(503, "service not ready")
+    return services
 
 
 async def get_metrics(request: Request) -> ServiceMetrics:
@@ -28,45 +34,39 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return metrics
 
 
-async def get_services(request: Request) -> Services:
+async def get_limits(request: Request) -> Limits:
+    return _services(request).limits
+
+
+async def get_classifier(request: Request) -> Classifier:
+    return _services(request).classifier
+
+
+async def get_registrar(request: Request) -> Registrar:
+    return _services(request).registrar
+
+
+async def get_catalogue(request: Request) -> Catalogue:
+    return _services(request).catalogue
+
+
+async def get_review(request: Request) -> Review:
+    return _services(request).review
+
+
+async def get_health(request: Request) -> Health | None:
+    """None until the lifespan has built the service (the probes answer that themselves)."""
     services: Services | None = getattr(request.app.state, "services", None)
-    if services is None:
-        raise HTTPException(503, "service not ready")
-    return services
-
-
-async def get_settings(request: Request) -> Settings:
-    return (await get_services(request)).settings
-
-
-async def get_products(request: Request) -> ProductStore:
-    return (await get_services(request)).products
-
-
-async def get_inference(request: Request) -> Inference:
-    return (await get_services(request)).inference
-
-
-async def get_shards(request: Request) -> ShardStore:
-    return (await get_services(request)).index.store
-
-
-async def get_names(request: Request) -> HitNames:
-    return (await get_services(request)).names
-
-
-async def get_session_factory(request: Request) -> Callable[[], Session]:
-    return (await get_services(request)).session_factory
+    return None if services is None else services.health
 
 
 ServiceMetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
-ServicesDep = Annotated[Services, Depends(get_services)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ProductsDep = Annotated[ProductStore, Depends(get_products)]
-InferenceDep = Annotated[Inference, Depends(get_inference)]
-ShardsDep = Annotated[ShardStore, Depends(get_shards)]
-NamesDep = Annotated[HitNames, Depends(get_names)]
-SessionFactoryDep = Annotated[Callable[[], Session], Depends(get_session_factory)]
+LimitsDep = Annotated[Limits, Depends(get_limits)]
+ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
+RegistrarDep = Annotated[Registrar, Depends(get_registrar)]
+CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
+ReviewDep = Annotated[Review, Depends(get_review)]
+HealthDep = Annotated[Health | None, Depends(get_health)]
 
 
 class RoleCheck:

@@ -1,10 +1,19 @@
-"""How errors become answers: the contract's `{"detail": ...}` body for every failure, and the
-status a failing dependency (database, disk) maps to."""
+"""How errors become answers: the contract's `{"detail": ...}` body for every failure.
+
+`REFUSALS` is the one table of what the layers below refuse (exceptions carrying data only)
+and how the contract words and numbers each; every entry is an exception handler, so routes
+never catch them. docs/API.md is checked against this table (tests/unit/test_error_table.py),
+with each entry's `example` rendered as the documentation writes it. Failing dependencies
+(database, disk) are mapped below it.
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -14,11 +23,122 @@ from sqlalchemy import exc as sql_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.openapi import allowed_methods
+from app.catalogue.errors import (
+    ConcurrentWrite,
+    ImageNotFound,
+    ProductExists,
+    ProductNotFound,
+    ReviewItemNotFound,
+    UnknownCatalogue,
+    UnknownMetadataKey,
+)
+from app.encoder.decode import MAX_ASPECT_RATIO, ImageDecodeError
+from app.recognition.classify import IndexIncomplete
+from app.recognition.regions import BoxOutside
+from app.recognition.scopes import FilterRefused
+from app.recognition.uploads import UploadRejected
 
 log = logging.getLogger("retailklip")
 
 
+class Invalid(ValueError):
+    """A request field the contract refuses beyond what its type checks (a JSON text's
+    content, a count over a setting); the message names the field."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: Callable[[Any], int]
+    detail: Callable[[Any], str]
+    example: Exception  # with placeholder data: `detail(example)` is what docs/API.md shows
+
+
+def _always(status: int) -> Callable[[Any], int]:
+    return lambda _: status
+
+
+# What each reason an upload is not a usable image answers, and how it is worded.
+DECODE_REFUSALS: dict[str, tuple[int, str]] = {
+    "empty": (400, "empty file"),
+    "not_an_image": (400, "file is not a decodable image"),
+    "truncated": (400, "image is truncated or corrupt"),
+    "unsupported_format": (415, "unsupported image format: {format}"),
+    "too_many_pixels": (422, "image has too many pixels"),
+    "aspect_ratio": (422, f"image aspect ratio is over {MAX_ASPECT_RATIO}:1"),
+}
+
+
+def _upload_detail(exc: UploadRejected) -> str:
+    _, text = DECODE_REFUSALS[exc.error.reason]
+    return f"{exc.label}: {text.format(format=exc.error.image_format)}"
+
+
+REFUSALS: dict[type[Exception], Refusal] = {
+    UploadRejected: Refusal(
+        lambda e: DECODE_REFUSALS[e.error.reason][0],
+        _upload_detail,
+        UploadRejected("images", 0, ImageDecodeError("not_an_image")),
+    ),
+    Invalid: Refusal(_always(422), lambda e: e.message, Invalid("<field>: <reason>")),
+    FilterRefused: Refusal(_always(422), lambda e: e.message, FilterRefused("filter: <reason>")),
+    BoxOutside: Refusal(
+        _always(422),
+        lambda e: f"boxes[{e.index}]: outside the image ({e.width}x{e.height})",
+        BoxOutside(0, 348, 348),
+    ),
+    ProductNotFound: Refusal(
+        _always(404), lambda e: f"product not found: {e.sku}", ProductNotFound("<sku>")
+    ),
+    ImageNotFound: Refusal(
+        _always(404),
+        lambda e: f"image not found: {e.sku}/{e.image_id}",
+        ImageNotFound("<sku>", "<id>"),  # type: ignore[arg-type]  # a placeholder
+    ),
+    ReviewItemNotFound: Refusal(
+        _always(404),
+        lambda e: f"review item not found: {e.item_id}",
+        ReviewItemNotFound("<id>"),  # type: ignore[arg-type]  # a placeholder
+    ),
+    UnknownCatalogue: Refusal(
+        _always(404), lambda e: f"catalogue not found: {e.name}", UnknownCatalogue("<name>")
+    ),
+    UnknownMetadataKey: Refusal(
+        _always(404),
+        lambda e: f'filter: no product has metadata key "{e.key}"',
+        UnknownMetadataKey("<key>"),
+    ),
+    ProductExists: Refusal(
+        _always(409), lambda e: f"product already exists: {e.sku}", ProductExists("<sku>")
+    ),
+    ConcurrentWrite: Refusal(
+        _always(409),
+        lambda e: f"concurrent write to product {e.sku}; retry",
+        ConcurrentWrite("<sku>"),
+    ),
+    IndexIncomplete: Refusal(
+        _always(503),
+        lambda e: f"index for model {e.model_id} incomplete",
+        IndexIncomplete("<id>"),
+    ),
+}
+
+
+def refusal_answer(exc: Exception) -> JSONResponse:
+    refusal = REFUSALS[type(exc)]
+    return JSONResponse({"detail": refusal.detail(exc)}, status_code=refusal.status(exc))
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        return refusal_answer(exc)
+
+    for kind in REFUSALS:
+        app.add_exception_handler(kind, refused)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []

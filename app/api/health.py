@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ServiceMetricsDep
+from app.api.deps import HealthDep, ServiceMetricsDep
 from app.api.schemas import HealthOut, ReadyOut, errors
+from app.runtime.health import NotReady
 
 router = APIRouter(tags=["health"])
 
@@ -22,37 +20,13 @@ async def healthz() -> HealthOut:
 
 
 @router.get("/readyz", operation_id="readyz", response_model=ReadyOut, responses=errors(503))
-async def readyz(request: Request) -> JSONResponse:
-    services = getattr(request.app.state, "services", None)
-    if services is None:
+async def readyz(health: HealthDep) -> JSONResponse:
+    if health is None:
         return JSONResponse({"detail": "service not ready"}, status_code=503)
-
-    def ping() -> None:
-        with services.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
     try:
-        await run_in_threadpool(ping)
-    except Exception:
-        return JSONResponse({"detail": "database unavailable"}, status_code=503)
-    if not services.index.complete:
-        # A model switch in progress: answering from a half-built index would lose matches.
-        detail = f"index for model {services.model_id} incomplete: reindex not finished"
-        return JSONResponse({"detail": detail}, status_code=503)
-    tiers = services.classifier.tiers
-    return JSONResponse(
-        {
-            "status": "ready",
-            "model": services.encoder.model_id,
-            "model_name": services.settings.model,  # the setting that chose it
-            "device": str(services.encoder.device),
-            "runtime": services.encoder.runtime,
-            "index_vectors": services.index.size,
-            "shards": len(services.index.store.shards),
-            # The `confident` verdict's thresholds and what they were calibrated to promise.
-            "tiers": None if tiers is None else asdict(tiers),
-        }
-    )
+        return JSONResponse(await run_in_threadpool(health.ready))
+    except NotReady as exc:
+        return JSONResponse({"detail": exc.detail}, status_code=503)
 
 
 @router.get(
@@ -61,11 +35,7 @@ async def readyz(request: Request) -> JSONResponse:
     response_class=PlainTextResponse,
     responses={200: {"description": "Prometheus text exposition format"}},
 )
-async def metrics(request: Request, metrics: ServiceMetricsDep) -> PlainTextResponse:
-    services = getattr(request.app.state, "services", None)
-    if services is not None:
-        metrics.index_size.set(services.index.size)
-        metrics.index_shards.set(len(services.index.store.shards))
-        metrics.shard_rebuilds.set(services.index.rebuilds)
-        metrics.log_position.set(services.index.position)
+async def metrics(health: HealthDep, metrics: ServiceMetricsDep) -> PlainTextResponse:
+    if health is not None:
+        health.update_gauges(metrics)
     return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,7 +35,7 @@ class ApiKeyMiddleware:
     )
     OPEN_PREFIX = "/console/"  # the web console's static files: no data, and it asks for the key
 
-    def __init__(self, app: ASGIApp, keys: dict[str, Role]) -> None:
+    def __init__(self, app: ASGIApp, keys: Mapping[str, Role]) -> None:
         self.app = app
         self.keys = [(key.encode(), role) for key, role in keys.items()]
 

@@ -168,7 +168,7 @@ def _declare_auth(doc: dict[str, Any], settings: Settings, roles: dict[str, Role
         op["x-required-role"] = role
         note = f"Needs an API key of role `{role}` or higher (when keys are configured)."
         op["description"] = f"{op['description']}\n\n{note}" if op.get("description") else note
-    if not settings.api_key_list:
+    if not settings.auth:
         return
     doc["components"]["securitySchemes"] = {
         API_KEY_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key"}

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, File, Form, Path, Query, Response
 
-from app.api.deps import ProductsDep, ServicesDep, requires
-from app.api.schemas import (
-    ImagesAdded,
-    ProductCreated,
-    ProductOut,
-    ProductPage,
-    errors,
-)
+from app.api.deps import CatalogueDep, LimitsDep, RegistrarDep, requires
+from app.api.json_fields import parse_metadata
+from app.api.schemas import ImagesAdded, ProductCreated, ProductOut, ProductPage, errors
 from app.api.scope import valid_catalogues
 from app.api.types import (
     CatalogueNames,
@@ -28,24 +22,10 @@ from app.api.types import (
     Sku,
     SkuLookup,
 )
-from app.api.uploads import add_references, duplicate_warnings, embed_uploads, read_all
-from app.catalogue.products import NotFound, ProductExists, WriteConflict
-from app.strict_json import JsonRefused, loads_strict
+from app.api.uploads import read_all
+from app.recognition.registration import NewProduct
 
 router = APIRouter(prefix="/products", tags=["products"])
-METADATA_SHAPE = "metadata must be a JSON object"
-
-
-def _valid_metadata(raw: str | None) -> dict[str, Any]:
-    if raw is None or raw == "":
-        return {}
-    try:
-        value = loads_strict(raw)
-    except JsonRefused as exc:
-        raise HTTPException(422, exc.worded("metadata", METADATA_SHAPE)) from exc
-    if not isinstance(value, dict):
-        raise HTTPException(422, METADATA_SHAPE)
-    return value
 
 
 @router.post(
@@ -53,28 +33,26 @@ def _valid_metadata(raw: str | None) -> dict[str, Any]:
     status_code=201,
     operation_id="createProduct",
     dependencies=[requires("edit")],
+    response_model=ProductCreated,
     responses=errors(400, 409, 413, 415, 422, 503, 507),
 )
 async def create_product(
-    services: ServicesDep,
+    registrar: RegistrarDep,
+    limits: LimitsDep,
     sku: Annotated[Sku, Form()],
     name: Annotated[ProductName, Form()],
     images: Annotated[ImageUploads, File()],
     metadata: Annotated[Omittable[MetadataText], Form()] = None,
     catalogues: Annotated[Omittable[CatalogueNames], Form()] = None,
-) -> ProductCreated:
-    meta = _valid_metadata(metadata)
-    sets = valid_catalogues(catalogues or [], services.settings.max_catalogues_per_product)
-    payloads = await read_all(images, "images", services.settings.max_images_per_request)
-    uploads = await embed_uploads(services, payloads, "images")
-    warnings = await duplicate_warnings(services, sku, uploads)
-    try:
-        product = await run_in_threadpool(
-            services.products.create_product, sku, name, meta, uploads, sets
-        )
-    except (ProductExists, WriteConflict) as exc:
-        raise HTTPException(409, f"product already exists: {sku}") from exc
-    return ProductCreated(**ProductOut.of(product).model_dump(), warnings=warnings)
+) -> Response:
+    product = NewProduct(
+        sku,
+        name,
+        parse_metadata(metadata),
+        valid_catalogues(catalogues or [], limits.max_catalogues_per_product),
+    )
+    photos = await read_all(images, "images", limits.max_images_per_request)
+    return await registrar.create(product, photos, answer=ProductCreated.made)
 
 
 @router.post(
@@ -82,33 +60,33 @@ async def create_product(
     status_code=201,
     operation_id="addImages",
     dependencies=[requires("edit")],
+    response_model=ImagesAdded,
     responses=errors(400, 404, 409, 413, 415, 422, 503, 507),
 )
 async def add_images(
-    services: ServicesDep, sku: Annotated[Sku, Path()], images: Annotated[ImageUploads, File()]
-) -> ImagesAdded:
-    payloads = await read_all(images, "images", services.settings.max_images_per_request)
-    return await add_references(services, sku, payloads, "images")
+    registrar: RegistrarDep,
+    limits: LimitsDep,
+    sku: Annotated[Sku, Path()],
+    images: Annotated[ImageUploads, File()],
+) -> Response:
+    photos = await read_all(images, "images", limits.max_images_per_request)
+    return await registrar.add_images(sku, photos, answer=ImagesAdded.made)
 
 
 @router.get("", operation_id="listProducts", responses=errors(422, 503))
 async def list_products(
-    store: ProductsDep,
+    catalogue: CatalogueDep,
     limit: Annotated[PageLimit, Query()] = 50,
     offset: Annotated[PageOffset, Query()] = 0,
 ) -> ProductPage:
-    products, total = await run_in_threadpool(store.list_products, limit, offset)
-    return ProductPage(
-        items=[ProductOut.of(p) for p in products], total=total, limit=limit, offset=offset
-    )
+    products, total = await catalogue.page(limit, offset)
+    items = [ProductOut.of(p) for p in products]
+    return ProductPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{sku}", operation_id="getProduct", responses=errors(404, 503))
-async def get_product(store: ProductsDep, sku: Annotated[SkuLookup, Path()]) -> ProductOut:
-    try:
-        return ProductOut.of(await run_in_threadpool(store.get_product, sku))
-    except NotFound as exc:
-        raise HTTPException(404, f"product not found: {sku}") from exc
+async def get_product(catalogue: CatalogueDep, sku: Annotated[SkuLookup, Path()]) -> ProductOut:
+    return ProductOut.of(await catalogue.get(sku))
 
 
 @router.delete(
@@ -118,11 +96,8 @@ async def get_product(store: ProductsDep, sku: Annotated[SkuLookup, Path()]) -> 
     dependencies=[requires("admin")],
     responses=errors(404, 503),
 )
-async def delete_product(store: ProductsDep, sku: Annotated[SkuLookup, Path()]) -> Response:
-    try:
-        await run_in_threadpool(store.delete_product, sku)
-    except NotFound as exc:
-        raise HTTPException(404, f"product not found: {sku}") from exc
+async def delete_product(catalogue: CatalogueDep, sku: Annotated[SkuLookup, Path()]) -> Response:
+    await catalogue.delete(sku)
     return Response(status_code=204)
 
 
@@ -134,12 +109,9 @@ async def delete_product(store: ProductsDep, sku: Annotated[SkuLookup, Path()]) 
     responses=errors(404, 422, 503),
 )
 async def delete_image(
-    store: ProductsDep,
+    catalogue: CatalogueDep,
     sku: Annotated[SkuLookup, Path()],
     image_id: Annotated[ImageId, Path()],
 ) -> Response:
-    try:
-        await run_in_threadpool(store.delete_image, sku, image_id)
-    except NotFound as exc:
-        raise HTTPException(404, f"image not found: {sku}/{image_id}") from exc
+    await catalogue.delete_image(sku, image_id)
     return Response(status_code=204)

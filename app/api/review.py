@@ -3,15 +3,11 @@ reference, reject it, purge the queue (app/recognition/review.py says what is ke
 
 from __future__ import annotations
 
-import io
-from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, HTTPException, Path, Query, Response
-from PIL import Image
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Form, Path, Query, Response
 
-from app.api.deps import ServicesDep, requires
+from app.api.deps import ClassifierDep, RegistrarDep, ReviewDep, requires
 from app.api.references import IMAGE_RESPONSES, MEDIA_TYPES, NO_SNIFF
 from app.api.schemas import (
     ImagesAdded,
@@ -23,48 +19,24 @@ from app.api.schemas import (
     errors,
 )
 from app.api.types import ImageId, PageLimit, PageOffset, SimilarLimit, Sku
-from app.api.uploads import add_references
-from app.catalogue.products import NotFound
-from app.catalogue.review_queue import ReviewQueue
-from app.recognition.hygiene import look_alikes
 
 router = APIRouter(prefix="/review", tags=["review"])
 
 ItemId = Annotated[ImageId, Path(description="a review item's id")]
 
 
-def _queue(services: ServicesDep) -> ReviewQueue:
-    return services.review.queue
-
-
-def _read_photo(queue: ReviewQueue, item_id: int) -> tuple[bytes, str] | None:
-    """An item's photo and its media type (off the event loop: SQL, a file, PIL's header read)."""
-    data = queue.photo(item_id)
-    if data is None:
-        return None
-    kind = Image.open(io.BytesIO(data)).format or "JPEG"
-    return data, MEDIA_TYPES.get(kind, "application/octet-stream")
-
-
-async def _photo(queue: ReviewQueue, item_id: int) -> tuple[bytes, str]:
-    found = await run_in_threadpool(_read_photo, queue, item_id)
-    if found is None:
-        raise HTTPException(404, f"review item not found: {item_id}")
-    return found
-
-
 @router.get(
     "", operation_id="listReview", dependencies=[requires("edit")], responses=errors(422, 503)
 )
 async def list_review(
-    services: ServicesDep,
+    review: ReviewDep,
     limit: Annotated[PageLimit, Query()] = 50,
     offset: Annotated[PageOffset, Query()] = 0,
 ) -> ReviewPage:
     """Kept classifications, most uncertain first (smallest margin over the runner-up)."""
-    items, total = await run_in_threadpool(_queue(services).page, limit, offset)
+    items, total = await review.page(limit, offset)
     return ReviewPage(
-        mode=services.review.mode,
+        mode=review.mode,
         items=[ReviewItemOut.of(i) for i in items],
         total=total,
         limit=limit,
@@ -79,29 +51,20 @@ async def list_review(
     responses=errors(422, 503),
 )
 async def photo_needs(
-    services: ServicesDep, limit: Annotated[SimilarLimit, Query()] = 20
+    review: ReviewDep, classifier: ClassifierDep, limit: Annotated[SimilarLimit, Query()] = 20
 ) -> PhotoNeeds:
     """Which products most need a shelf photo: those the kept uncertain answers name first
     most often, each with its closest look-alike (GET /products/{sku}/similar's first)."""
-    counts = await run_in_threadpool(_queue(services).uncertain_counts)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-    items = []
-    for sku, uncertain in ranked:
-        try:
-            similar = await run_in_threadpool(
-                look_alikes,
-                services.products,
-                services.index.store,
-                services.names,
-                sku,
-                1,
-                services.inference.vectors_per_image,
-            )
-        except NotFound:
-            continue  # deleted since
-        look_alike = SimilarProduct(**asdict(similar[0])) if similar else None
-        items.append(PhotoNeed(sku=sku, uncertain=uncertain, look_alike=look_alike))
-    return PhotoNeeds(items=items, model=services.model_id)
+    needs = await review.needs(limit)
+    items = [
+        PhotoNeed(
+            sku=need.sku,
+            uncertain=need.uncertain,
+            look_alike=None if need.look_alike is None else SimilarProduct.of(need.look_alike),
+        )
+        for need in needs
+    ]
+    return PhotoNeeds(items=items, model=classifier.model_id)
 
 
 @router.get(
@@ -111,8 +74,9 @@ async def photo_needs(
     response_class=Response,
     responses={200: IMAGE_RESPONSES[200], **errors(404, 422, 503)},
 )
-async def get_review_photo(services: ServicesDep, item_id: ItemId) -> Response:
-    data, media_type = await _photo(_queue(services), item_id)
+async def get_review_photo(review: ReviewDep, item_id: ItemId) -> Response:
+    data, image_format = await review.photo(item_id)
+    media_type = MEDIA_TYPES.get(image_format, "application/octet-stream")
     # A shelf photo may show people: no cache, shared or private, keeps a copy.
     return Response(data, media_type=media_type, headers={"Cache-Control": "no-store", **NO_SNIFF})
 
@@ -122,18 +86,16 @@ async def get_review_photo(services: ServicesDep, item_id: ItemId) -> Response:
     status_code=201,
     operation_id="confirmReview",
     dependencies=[requires("edit")],
+    response_model=ImagesAdded,
     responses=errors(400, 404, 409, 413, 422, 503, 507),
 )
 async def confirm_review(
-    services: ServicesDep, item_id: ItemId, sku: Annotated[Sku, Form()]
-) -> ImagesAdded:
+    registrar: RegistrarDep, item_id: ItemId, sku: Annotated[Sku, Form()]
+) -> Response:
     """The photo is product `sku`: it becomes a reference of it, searchable at once, through
-    the path of POST /products/{sku}/images (near-duplicate warnings included); the item goes."""
-    queue = _queue(services)
-    data, _ = await _photo(queue, item_id)
-    added = await add_references(services, sku, [data], "photo")
-    await run_in_threadpool(queue.remove, item_id)
-    return added
+    the path of POST /products/{sku}/images (near-duplicate warnings included); the item goes.
+    Of two confirmations of one item, one wins and the other finds no such item (404)."""
+    return await registrar.confirm(item_id, sku, answer=ImagesAdded.made)
 
 
 @router.post(
@@ -144,7 +106,7 @@ async def confirm_review(
     responses=errors(404, 422, 503),
 )
 async def reject_review(
-    services: ServicesDep,
+    review: ReviewDep,
     item_id: ItemId,
     reason: Annotated[
         Literal["not_a_product", "not_in_catalogue"],
@@ -152,8 +114,7 @@ async def reject_review(
     ],
 ) -> Response:
     """Nothing of the item is left behind: its row and its photo go."""
-    if not await run_in_threadpool(_queue(services).remove, item_id):
-        raise HTTPException(404, f"review item not found: {item_id}")
+    await review.reject(item_id)
     return Response(status_code=204)
 
 
@@ -164,6 +125,6 @@ async def reject_review(
     dependencies=[requires("admin")],
     responses=errors(503),
 )
-async def purge_review(services: ServicesDep) -> Response:
-    await run_in_threadpool(_queue(services).purge)
+async def purge_review(review: ReviewDep) -> Response:
+    await review.purge()
     return Response(status_code=204)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from app.db.tables import Product, ReviewItem
+from app.catalogue.products import ImagesRecord, ProductRecord
+from app.catalogue.review_queue import ReviewRecord
+from app.recognition.hygiene import LookAlike, NearDuplicate
+from app.recognition.search import Verdict
 
-if TYPE_CHECKING:
-    from app.recognition.search import Verdict
+
+def encoded(answer: BaseModel, status_code: int = 200) -> JSONResponse:
+    """The response, validated and encoded now: built inside a write's transaction (its
+    `answer`), a response that cannot be made undoes the write (app/catalogue/products.py)."""
+    return JSONResponse(answer.model_dump(mode="json"), status_code=status_code)
 
 
 class ProductOut(BaseModel):
@@ -24,23 +32,18 @@ class ProductOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, product: Product) -> ProductOut:
-        ids = [image.id for image in product.images]
+    def of(cls, product: ProductRecord) -> ProductOut:
+        ids = product.image_ids
         return cls(
             sku=product.sku,
             name=product.name,
-            metadata=product.metadata_,
+            metadata=product.metadata,
             image_count=len(ids),
             image_ids=ids,
-            catalogues=[link.catalogue for link in product.catalogue_links],
-            created_at=_utc(product.created_at),
-            updated_at=_utc(product.updated_at),
+            catalogues=list(product.catalogues),
+            created_at=product.created_at,
+            updated_at=product.updated_at,
         )
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; they were written in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class ProductPage(BaseModel):
@@ -63,12 +66,32 @@ class DuplicateWarning(BaseModel):
 class ProductCreated(ProductOut):
     warnings: list[DuplicateWarning]
 
+    @classmethod
+    def made(cls, product: ProductRecord, warnings: list[NearDuplicate]) -> JSONResponse:
+        """POST /products' 201, encoded (a write's `answer`)."""
+        created = cls(
+            **ProductOut.of(product).model_dump(),
+            warnings=[DuplicateWarning(**asdict(w)) for w in warnings],
+        )
+        return encoded(created, 201)
+
 
 class ImagesAdded(BaseModel):
     sku: str
     image_ids: list[int]  # one per upload, in order; a duplicate gets the id already stored
     added: int  # how many were new
     warnings: list[DuplicateWarning] = []
+
+    @classmethod
+    def made(cls, added: ImagesRecord, warnings: list[NearDuplicate]) -> JSONResponse:
+        """A 201 of images added (POST .../images, a confirmed review item), encoded."""
+        answer = cls(
+            sku=added.sku,
+            image_ids=added.image_ids,
+            added=added.added,
+            warnings=[DuplicateWarning(**asdict(w)) for w in warnings],
+        )
+        return encoded(answer, 201)
 
 
 class MatchOut(BaseModel):
@@ -142,6 +165,10 @@ class SimilarProduct(BaseModel):
     image_id: int  # that reference of the other product
     own_image_id: int  # and the one of the product asked about
 
+    @classmethod
+    def of(cls, look_alike: LookAlike) -> SimilarProduct:
+        return cls(**asdict(look_alike))
+
 
 class SimilarProducts(BaseModel):
     sku: str
@@ -207,10 +234,10 @@ class ReviewItemOut(BaseModel):
     box: list[float] | None  # the region of a `boxes` request; the photo is its crop
 
     @classmethod
-    def of(cls, item: ReviewItem) -> ReviewItemOut:
+    def of(cls, item: ReviewRecord) -> ReviewItemOut:
         return cls(
             id=item.id,
-            created_at=_utc(item.created_at),
+            created_at=item.created_at,
             model=item.model_id,
             verdict=item.verdict,  # type: ignore[arg-type]  # stored from a Tier
             top_score=item.top_score,

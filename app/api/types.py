@@ -14,7 +14,7 @@ Some rules cannot be a pydantic constraint; they are still declared here, and ch
 - `top_k` is one range, 1 to `max_top_k`, with one message naming both ends: the route checks
   the whole range (`TOP_K_MIN` here), the type only declares it.
 - JSON text (`metadata`, `filter`, `boxes`): the field's text is a JSON value, parsed by the
-  route (app/api/products.py, app/recognition/scopes.py, app/encoder/boxes.py), whose errors name
+  route (app/api/json_fields.py, app/recognition/scopes.py), whose errors name
   what is wrong inside. The type declares the schema of the decoded value and its media type.
 - A sku that is only looked up (`SkuLookup`) is declared with the pattern but not checked: no
   product has a malformed sku, so the lookup answers 404, as those routes' contract says.
@@ -42,6 +42,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
+from app.recognition.scopes import MAX_FILTER_KEYS, MAX_FILTER_VALUES
 from app.settings import Settings
 
 T = TypeVar("T")
@@ -208,7 +209,7 @@ ProductName = Annotated[
     _Schema(description=NAME_RULE),
 ]
 
-# Parsed by app/api/products.py (a JSON object; NaN and Infinity refused).
+# Parsed by app/api/json_fields.py (a JSON object, held to app/strict_json.py's rule).
 MetadataText = Annotated[
     str,
     WithJsonSchema(
@@ -247,11 +248,16 @@ FilterText = Annotated[
     WithJsonSchema(
         {
             "type": "object",
-            "maxProperties": 16,
+            "maxProperties": MAX_FILTER_KEYS,
             "additionalProperties": {
                 "anyOf": [
                     *_SCALAR,
-                    {"type": "array", "items": {"anyOf": _SCALAR}, "minItems": 1, "maxItems": 100},
+                    {
+                        "type": "array",
+                        "items": {"anyOf": _SCALAR},
+                        "minItems": 1,
+                        "maxItems": MAX_FILTER_VALUES,
+                    },
                 ]
             },
             "description": "exact matches on product metadata, as JSON text: a list value means "
@@ -261,7 +267,8 @@ FilterText = Annotated[
     _JSON_TEXT,
 ]
 
-# Parsed by app/encoder/boxes.py `parse_boxes` (at most `max_boxes`, inside the photo).
+# Parsed by app/api/json_fields.py `parse_boxes` (at most `max_boxes`; inside the photo:
+# app/recognition/regions.py).
 BoxesText = Annotated[
     str,
     WithJsonSchema(

@@ -1,8 +1,12 @@
 """The product repository: products, their reference images and vectors in SQL.
 
-One SQL transaction per request. A committed write is announced to `CommittedWrites` (the
-index's log follower, wired by the app), so this replica searches it at once; the repository
-itself knows no index.
+One SQL transaction per request. Reads and writes return plain records (`ProductRecord`,
+`ImagesRecord`), never ORM rows. A write's `answer` runs inside its transaction, on the record
+the write produced, before the commit: whatever the caller builds from it (the HTTP response,
+encoded) either succeeds with the write or undoes it, so a client never sees an error for a
+write that was kept. A committed write is announced to `CommittedWrites` (the index's log
+follower, wired by the app), so this replica searches it at once; the repository itself knows
+no index.
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from app.catalogue.errors import ConcurrentWrite, ImageNotFound, ProductExists, ProductNotFound
 from app.catalogue.memberships import add_memberships, drop_memberships
 from app.db import changelog
 from app.db.tables import Embedding, Product, ReferenceImage
@@ -27,18 +33,66 @@ from app.storage.blobs import BlobStore
 from app.storage.uploaded import UploadedImage
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-class ProductExists(Exception):
-    pass
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    sha256: str
 
 
-class NotFound(Exception):
-    pass
+@dataclass(frozen=True)
+class ProductRecord:
+    sku: str
+    name: str
+    metadata: dict[str, Any]
+    images: tuple[ImageRecord, ...]  # oldest first
+    catalogues: tuple[str, ...]  # by name
+    created_at: datetime  # UTC
+    updated_at: datetime
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [image.id for image in self.images]
+
+    @classmethod
+    def of(cls, product: Product) -> ProductRecord:
+        """Read inside the session that loaded `product` (its images and catalogues)."""
+        return cls(
+            sku=product.sku,
+            name=product.name,
+            metadata=product.metadata_,
+            images=tuple(ImageRecord(i.id, i.sha256) for i in product.images),
+            catalogues=tuple(sorted(link.catalogue for link in product.catalogue_links)),
+            created_at=_utc(product.created_at),
+            updated_at=_utc(product.updated_at),
+        )
 
 
-class WriteConflict(Exception):
-    pass
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ImagesRecord:
+    """What adding images to a product did: one id per upload, in order (an upload whose
+    bytes the product already had gets the stored id), and how many were new."""
+
+    sku: str
+    image_ids: list[int]
+    added: int
+
+
+def as_is(record: T) -> T:
+    """The default answer of a write: its record."""
+    return record
+
+
+# A step run first in an add's transaction (a review item claimed: the photo becomes one
+# product's reference, exactly once); it raises to refuse the write.
+FirstStep = Callable[[Session], object]
 
 
 @dataclass(frozen=True)
@@ -142,7 +196,10 @@ class ProductStore:
         metadata: dict[str, Any],
         images: list[NewImage],
         catalogues: Sequence[str] = (),
-    ) -> Product:
+        answer: Callable[[ProductRecord], T] = as_is,  # type: ignore[assignment]
+    ) -> T:
+        """The new product; `answer(record)` runs before the commit and its result is returned
+        (it raising undoes the write). Raises ProductExists."""
         fresh = self._store_blobs(images, existing={})
         with self.session_factory() as session:
             if session.scalar(select(Product.id).where(Product.sku == sku)) is not None:
@@ -155,26 +212,36 @@ class ProductStore:
                 raise ProductExists(sku) from exc
             # The images' log entry tells cached scopes; an image-less product changes none.
             add_memberships(session, product.id, catalogues, bump=False)
-            # The answer is read inside the transaction: a read after commit could fail (database
-            # gone) and turn a committed product into an error the client would retry.
-            created: list[Product] = []
-            self._insert_rows(
-                session,
-                product,
-                fresh,
-                images,
-                existing={},
-                before_commit=lambda: created.append(self._get(session, sku)),
-            )
-            return created[0]
+            answered: list[T] = []
+            try:
+                self._insert_rows(
+                    session,
+                    product,
+                    fresh,
+                    images,
+                    existing={},
+                    before_commit=lambda ids, n: answered.append(answer(self._get(session, sku))),
+                )
+            except ConcurrentWrite as exc:  # another request's product of this sku won
+                raise ProductExists(sku) from exc
+            return answered[0]
 
-    def add_images(self, sku: str, images: list[NewImage]) -> tuple[list[int], int]:
-        """The image id of every upload (a duplicate gets the stored id), and how many are new."""
+    def add_images(
+        self,
+        sku: str,
+        images: list[NewImage],
+        answer: Callable[[ImagesRecord], T] = as_is,  # type: ignore[assignment]
+        first: FirstStep | None = None,
+    ) -> T:
+        """Images added to a product; `answer` as for `create_product`. `first` runs before
+        anything else in the transaction. Raises ProductNotFound, ConcurrentWrite."""
         with self.session_factory() as session:
+            if first is not None:
+                first(session)  # SQLite: a write first takes the lock, before any read
             # Row lock (PostgreSQL): an add and a delete of one product take turns.
             product = session.scalar(select(Product).where(Product.sku == sku).with_for_update())
             if product is None:
-                raise NotFound(sku)
+                raise ProductNotFound(sku)
             existing = dict(
                 session.execute(
                     select(ReferenceImage.sha256, ReferenceImage.id).where(
@@ -183,7 +250,13 @@ class ProductStore:
                 ).all()
             )
             fresh = self._store_blobs(images, existing)
-            return self._insert_rows(session, product, fresh, images, existing)
+            answered: list[T] = []
+
+            def respond(ids: list[int], added: int) -> None:
+                answered.append(answer(ImagesRecord(sku, ids, added)))
+
+            self._insert_rows(session, product, fresh, images, existing, before_commit=respond)
+            return answered[0]
 
     def _store_blobs(self, images: list[NewImage], existing: dict[str, int]) -> dict[str, NewImage]:
         """Bytes go to the blob store before any row refers to them (and before SQLite's write
@@ -202,8 +275,10 @@ class ProductStore:
         fresh: dict[str, NewImage],
         images: list[NewImage],
         existing: dict[str, int],
-        before_commit: Callable[[], object] | None = None,
-    ) -> tuple[list[int], int]:
+        before_commit: Callable[[list[int], int], object],
+    ) -> None:
+        """Rows for the fresh images and their vectors, `before_commit(image ids per upload,
+        how many new)` (the answer), the log entry, the commit, then the local shards."""
         rows = {
             sha: ReferenceImage(
                 product_id=product.id,
@@ -228,8 +303,9 @@ class ProductStore:
                 )
                 parts.append((np.full(len(ids), shard, np.int64), ids, vectors))
             session.flush()
-            if before_commit is not None:
-                before_commit()  # before the log append, which holds other writers until commit
+            ids_by_sha = {**existing, **{sha: row.id for sha, row in rows.items()}}
+            # Before the log append, which holds other writers until commit.
+            before_commit([ids_by_sha[image.sha256] for image in images], len(rows))
             seq = None
             if parts:
                 all_ids = np.concatenate([ids for _, ids, _ in parts])
@@ -237,7 +313,7 @@ class ProductStore:
             session.commit()
         except IntegrityError as exc:
             session.rollback()
-            raise WriteConflict(product.sku) from exc
+            raise ConcurrentWrite(product.sku) from exc
         if seq is not None:
             self._after_commit(
                 lambda: self.committed.apply_added(
@@ -247,8 +323,6 @@ class ProductStore:
                     np.concatenate([vectors for _, _, vectors in parts]),
                 )
             )
-        ids_by_sha = {**existing, **{sha: row.id for sha, row in rows.items()}}
-        return [ids_by_sha[image.sha256] for image in images], len(rows)
 
     def delete_product(self, sku: str) -> None:
         with self.session_factory() as session:
@@ -256,7 +330,7 @@ class ProductStore:
                 select(Product.id).where(Product.sku == sku).with_for_update()
             )
             if product_id is None:
-                raise NotFound(sku)
+                raise ProductNotFound(sku)
             removed = self._delete_returning(session, ReferenceImage.product_id == product_id)
             # With images, their log entry tells cached scopes; without, the epoch must (the
             # catalogue may be empty now, and unknown).
@@ -274,7 +348,7 @@ class ProductStore:
             where = (ReferenceImage.id == image_id) & (ReferenceImage.product_id == product_id)
             removed = self._delete_returning(session, where)
             if removed is None:
-                raise NotFound(f"{sku}/{image_id}")
+                raise ImageNotFound(sku, image_id)
             self._commit_removal(session, removed)
 
     @staticmethod
@@ -320,23 +394,23 @@ class ProductStore:
             log.exception("applying a committed write to the local shards failed")
 
     # ---- reads ---------------------------------------------------------------------------
-    def _get(self, session: Session, sku: str) -> Product:
+    def _get(self, session: Session, sku: str) -> ProductRecord:
         product = session.scalar(
             select(Product)
             .where(Product.sku == sku)
-            .options(selectinload(Product.images))
+            .options(selectinload(Product.images), selectinload(Product.catalogue_links))
             # Fresh collections even when this session wrote the product (create's answer).
             .execution_options(populate_existing=True)
         )
         if product is None:
-            raise NotFound(sku)
-        return product
+            raise ProductNotFound(sku)
+        return ProductRecord.of(product)
 
-    def get_product(self, sku: str) -> Product:
+    def get_product(self, sku: str) -> ProductRecord:
         with self.session_factory() as session:
             return self._get(session, sku)
 
-    def list_products(self, limit: int, offset: int) -> tuple[list[Product], int]:
+    def list_products(self, limit: int, offset: int) -> tuple[list[ProductRecord], int]:
         with self.session_factory() as session:
             total = session.scalar(select(func.count()).select_from(Product)) or 0
             products = session.scalars(
@@ -344,32 +418,40 @@ class ProductStore:
                 .order_by(Product.id)
                 .limit(limit)
                 .offset(offset)
-                .options(selectinload(Product.images))
+                .options(selectinload(Product.images), selectinload(Product.catalogue_links))
             ).all()
-            return list(products), total
+            return [ProductRecord.of(p) for p in products], total
 
-    def vectors_of(self, sku: str) -> tuple[np.ndarray, np.ndarray]:
-        """(image ids, their own vectors under this model) of a product's references, stored
-        order; raises NotFound."""
+    def vectors_of(self, skus: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per existing sku: (image ids, their own vectors under this model) of its references,
+        stored order; one query for all of them. Missing skus are left out."""
         with self.session_factory() as session:
-            product_id = session.scalar(select(Product.id).where(Product.sku == sku))
-            if product_id is None:
-                raise NotFound(sku)
+            products = dict(
+                session.execute(select(Product.sku, Product.id).where(Product.sku.in_(skus))).all()
+            )
             rows = session.execute(
-                select(ReferenceImage.id, Embedding.vector)
+                select(ReferenceImage.product_id, ReferenceImage.id, Embedding.vector)
                 .join(Embedding, Embedding.image_id == ReferenceImage.id)
                 .where(
-                    ReferenceImage.product_id == product_id,
+                    ReferenceImage.product_id.in_(list(products.values())),
                     Embedding.model_id == self.model_id,
                     Embedding.code == 0,
                 )
                 .order_by(ReferenceImage.id)
             ).all()
-        if not rows:
-            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        dim = len(rows[0][1]) // 2  # float16
-        return ids, decode_vectors([r[1] for r in rows], dim)
+        by_product: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+        for product_id, image_id, vector in rows:
+            by_product[product_id].append((image_id, vector))
+        found = {}
+        for sku, product_id in products.items():
+            own = by_product.get(product_id, [])
+            if not own:
+                found[sku] = (np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+                continue
+            ids = np.array([image_id for image_id, _ in own], dtype=np.int64)
+            dim = len(own[0][1]) // 2  # float16
+            found[sku] = (ids, decode_vectors([vector for _, vector in own], dim))
+        return found
 
     def owners_of(self, image_ids: list[int]) -> dict[int, tuple[str, str]]:
         """Image id -> (sku, name) of the images that exist; run for every classification."""

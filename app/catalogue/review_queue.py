@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.catalogue.errors import ReviewItemNotFound
 from app.db.tables import ReviewItem
 from app.storage.blobs import BlobStore
 
@@ -30,6 +31,34 @@ class QueuedPhoto:
     margin: float | None
     candidates: list[dict[str, Any]]
     box: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    """A kept classification, as the queue lists it."""
+
+    id: int
+    created_at: datetime  # UTC
+    model_id: str
+    verdict: str
+    top_score: float | None
+    margin: float | None
+    candidates: list[dict[str, Any]]  # best first: {"sku", "name", "score"}
+    box: list[float] | None
+
+    @classmethod
+    def of(cls, item: ReviewItem) -> ReviewRecord:
+        created = item.created_at
+        return cls(
+            id=item.id,
+            created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
+            model_id=item.model_id,
+            verdict=item.verdict,
+            top_score=item.top_score,
+            margin=item.margin,
+            candidates=list(item.candidates),
+            box=None if item.box is None else list(item.box),
+        )
 
 
 class ReviewQueue:
@@ -68,7 +97,7 @@ class ReviewQueue:
             item_id = item.id
             dropped = self._drop(session, self._beyond_bounds(session))
             session.commit()
-        self._forget_photos(dropped)
+        self.forget_photos(dropped)
         return item_id
 
     def _beyond_bounds(self, session: Session) -> list[int]:
@@ -82,7 +111,7 @@ class ReviewQueue:
         beyond = select(ReviewItem.id).where(ReviewItem.id.not_in(keep))
         return sorted(set(session.scalars(old)) | set(session.scalars(beyond)))
 
-    def page(self, limit: int, offset: int) -> tuple[list[ReviewItem], int]:
+    def page(self, limit: int, offset: int) -> tuple[list[ReviewRecord], int]:
         """Most uncertain first: the smallest margin over the runner-up (no match at all
         first of all), newest first among equals."""
         with self.session_factory() as session:
@@ -98,7 +127,7 @@ class ReviewQueue:
                 .limit(limit)
                 .offset(offset)
             ).all()
-            return list(items), total
+            return [ReviewRecord.of(i) for i in items], total
 
     def uncertain_counts(self) -> dict[str, int]:
         """SKU -> kept answers that named it first without being confident."""
@@ -124,9 +153,19 @@ class ReviewQueue:
         except FileNotFoundError:
             return None
 
-    def remove(self, item_id: int) -> bool:
-        """Drop one item, row and photo; False if it was not there."""
-        return bool(self._delete([item_id]))
+    def remove(self, item_id: int) -> None:
+        """Drop one item, row and photo; raises ReviewItemNotFound."""
+        if not self._delete([item_id]):
+            raise ReviewItemNotFound(item_id)
+
+    def claim(self, session: Session, item_id: int) -> str:
+        """Take the item out of the queue in the caller's transaction (a confirmation's write):
+        of two claims, one gets its photo key, the other ReviewItemNotFound. The photo stays
+        until `forget_photos` after the commit."""
+        keys = self._drop(session, [item_id])
+        if not keys:
+            raise ReviewItemNotFound(item_id)
+        return keys[0]
 
     def purge(self) -> int:
         with self.session_factory() as session:
@@ -137,7 +176,7 @@ class ReviewQueue:
         with self.session_factory() as session:
             keys = self._drop(session, ids)
             session.commit()
-        self._forget_photos(keys)
+        self.forget_photos(keys)
         return keys
 
     @staticmethod
@@ -154,6 +193,6 @@ class ReviewQueue:
             )
         )
 
-    def _forget_photos(self, keys: list[str]) -> None:
+    def forget_photos(self, keys: list[str]) -> None:
         for key in keys:  # after the commit: a row never names missing bytes
             self.photos.delete(key)

@@ -12,6 +12,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from app.catalogue.errors import UnknownCatalogue, UnknownMetadataKey
 from app.db.changelog import entries_after
 from app.db.dialect import metadata_match
 from app.db.tables import (
@@ -30,14 +31,6 @@ FilterPairs = tuple[tuple[str, tuple[str, ...]], ...]
 # Past these, a cached scope is recomputed whole rather than updated by the log's entries.
 MAX_DELTA_ENTRIES = 500
 MAX_DELTA_IMAGES = 5_000
-
-
-class UnknownCatalogue(LookupError):
-    pass
-
-
-class UnknownMetadataKey(LookupError):
-    pass
 
 
 class ScopeQueries:

@@ -62,7 +62,7 @@ def run_backup(settings: Settings, directory: Path) -> int:
     if directory.exists() and any(directory.iterdir()):
         raise BackupError(f"{directory} is not empty: back up into a new directory")
     directory.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.storage.database_url)
     try:
         started = datetime.now(UTC)
         snapshot = copy_sql(engine, directory)
@@ -70,7 +70,7 @@ def run_backup(settings: Settings, directory: Path) -> int:
         engine.dispose()
     damaged = _copy_blobs(
         snapshot.blob_keys,
-        FileBlobStore(settings.resolved_blob_dir),
+        FileBlobStore(settings.storage.blob_dir),
         FileBlobStore(directory / BLOBS),
         "blobs",
     )
@@ -78,14 +78,14 @@ def run_backup(settings: Settings, directory: Path) -> int:
     # and restore drops that item's row (the queue is a worklist, not a record).
     lost_review = _copy_blobs(
         snapshot.review_keys,
-        FileBlobStore(settings.resolved_review_dir),
+        FileBlobStore(settings.storage.review_dir),
         FileBlobStore(directory / REVIEW),
         "review photos",
     )
     manifest = {
         "format": FORMAT,
         "started_at": started.isoformat(),
-        "database": settings.safe_database_url,
+        "database": settings.storage.safe_database_url,
         "dialect": snapshot.dialect,
         "file": snapshot.file,
         "revision": snapshot.revision,
@@ -97,7 +97,7 @@ def run_backup(settings: Settings, directory: Path) -> int:
     }
     atomic_write(directory / MANIFEST, json.dumps(manifest, indent=2).encode())
     print(
-        f"backup of {settings.safe_database_url} in {directory}: "
+        f"backup of {settings.storage.safe_database_url} in {directory}: "
         + ", ".join(f"{n} {k}" for k, n in snapshot.counts.items())
         + f", {manifest['blobs']} blobs, {manifest['review_photos']} review photos"
     )
@@ -129,10 +129,10 @@ def run_restore(settings: Settings, directory: Path) -> int:
     manifest = read_manifest(directory)
     expected = {str(k): int(v) for k, v in dict(manifest["counts"]).items()}  # type: ignore[call-overload]
     gone = {str(k) for k in manifest["review_photos_gone"]}  # type: ignore[attr-defined]
-    url = settings.resolved_database_url
+    url = settings.storage.database_url
     engine = make_engine(url)
-    blobs = FileBlobStore(settings.resolved_blob_dir)
-    review = FileBlobStore(settings.resolved_review_dir)
+    blobs = FileBlobStore(settings.storage.blob_dir)
+    review = FileBlobStore(settings.storage.review_dir)
     try:
         check_restorable(engine, str(manifest["dialect"]))  # before anything is written
         copied = _restore_blobs(FileBlobStore(directory / BLOBS), blobs, "blobs")
@@ -151,7 +151,7 @@ def run_restore(settings: Settings, directory: Path) -> int:
         engine.dispose()
     expected["review_items"] -= dropped
     print(
-        f"restored into {settings.safe_database_url}: "
+        f"restored into {settings.storage.safe_database_url}: "
         + ", ".join(f"{n} {k}" for k, n in found.items())
         + f", {copied} blobs"
     )

@@ -14,8 +14,8 @@ from app.storage.blobs import FileBlobStore
 def run_gc(settings: Settings, grace_hours: float, dry_run: bool = False) -> int:
     """Blobs are written before their row commits, so only bytes older than the grace period
     (far longer than any request) are candidates: a just-written blob is never taken."""
-    engine = open_database(settings.resolved_database_url, settings.auto_migrate)
-    blobs = FileBlobStore(settings.resolved_blob_dir)
+    engine = open_database(settings.storage.database_url, settings.storage.auto_migrate)
+    blobs = FileBlobStore(settings.storage.blob_dir)
     candidates = set(blobs.keys_older_than(grace_hours * 3600))
     with make_session_factory(engine)() as session:
         referenced = set(session.scalars(select(ReferenceImage.blob_key).distinct()))

@@ -23,21 +23,23 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
     try:
-        blocker = serving_blocker(settings)
+        blocker = serving_blocker(settings.model_choice)
     except ModelLoadError as exc:  # a checkpoint path that is not there, say
         blocker = str(exc)
     if blocker is not None:
         print(f"error: {blocker}", file=sys.stderr)
         return 2
+    server = settings.server
     uvicorn.run(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
+        host=server.host,
+        port=server.port,
+        log_level=server.log_level,
         timeout_graceful_shutdown=10,
-        limit_concurrency=settings.max_connections,  # requests: ConcurrencyLimitMiddleware
-        ssl_certfile=settings.tls_cert_file,
-        ssl_keyfile=settings.tls_key_file,
+        # Connections; requests in flight are ConcurrencyLimitMiddleware's.
+        limit_concurrency=settings.limits.max_connections,
+        ssl_certfile=server.tls_cert_file,
+        ssl_keyfile=server.tls_key_file,
     )
     return 0
 
@@ -47,8 +49,8 @@ def _migrate(args: argparse.Namespace) -> int:
     from app.settings import Settings
 
     settings = Settings()
-    upgrade_to_head(settings.resolved_database_url)
-    print(f"database at head: {settings.safe_database_url}")
+    upgrade_to_head(settings.storage.database_url)
+    print(f"database at head: {settings.storage.safe_database_url}")
     return 0
 
 
@@ -88,7 +90,7 @@ def _openapi(args: argparse.Namespace) -> int:
 
     # The document depends on the limits in the settings, and on whether keys are configured
     # (the X-API-Key scheme and its 401s); nothing is loaded to build it.
-    settings = Settings(api_keys="configured" if args.with_api_keys else "")
+    settings = Settings(api_keys="configured" if args.with_api_keys else "")  # type: ignore[arg-type]
     print(json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True))
     return 0
 
@@ -127,7 +129,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
     settings = Settings()
     try:
         return run_export(
-            args.model or settings.model, args.runtime, args.out or settings.resolved_onnx_dir
+            args.model or settings.model, args.runtime, args.out or settings.model_choice.onnx_dir
         )
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -40,7 +40,7 @@ def model_table(session: Session, live_s: float) -> list[tuple[str, int, int, in
 
 
 def run_models(settings: Settings, live_s: float) -> int:
-    engine = open_database(settings.resolved_database_url, settings.auto_migrate)
+    engine = open_database(settings.storage.database_url, settings.storage.auto_migrate)
     with make_session_factory(engine)() as session:
         rows = model_table(session, live_s)
     engine.dispose()
@@ -53,7 +53,7 @@ def run_models(settings: Settings, live_s: float) -> int:
 def run_drop_model(settings: Settings, model_id: str, live_s: float, force: bool) -> int:
     """Delete every vector and log entry of `model_id`. Refused while a replica on it has
     reported within `live_s` seconds (it would serve an emptying index), unless forced."""
-    engine = open_database(settings.resolved_database_url, settings.auto_migrate)
+    engine = open_database(settings.storage.database_url, settings.storage.auto_migrate)
     session_factory = make_session_factory(engine)
     since = datetime.now(UTC) - timedelta(seconds=live_s)
     with session_factory() as session:

@@ -21,7 +21,7 @@ from app.db.tables import Embedding, Product, ReferenceImage
 from app.encoder.decode import decode_photo
 from app.encoder.loading import load_service_encoder
 from app.encoder.preprocess import whole_photo
-from app.encoder.views import degraded_views, view_code
+from app.encoder.views import degraded_views, served_views, view_code
 from app.index.vector_ids import vector_id
 from app.settings import Settings
 from app.storage.blobs import FileBlobStore
@@ -75,13 +75,14 @@ def run_reindex(settings: Settings, batch_size: int = 32) -> int:
     degraded views than configured, are embedded, a batch per commit; other models' vectors
     are never touched. Run it again after a rolling switch to cover images that replicas
     still on the old model registered meanwhile."""
-    engine = open_database(settings.resolved_database_url, settings.auto_migrate)
+    engine = open_database(settings.storage.database_url, settings.storage.auto_migrate)
     session_factory = make_session_factory(engine)
     # The encoder the service runs (same runtime, same vectors as a registration would store):
     # ONNX Runtime from the cached graph on a CPU host, without loading PyTorch.
-    encoder = load_service_encoder(settings)
-    blobs = FileBlobStore(settings.resolved_blob_dir)
-    views = settings.resolved_reference_views(encoder.preprocess)
+    choice = settings.model_choice
+    encoder = load_service_encoder(choice)
+    blobs = FileBlobStore(settings.storage.blob_dir)
+    views = served_views(choice.reference_views, encoder.preprocess.reference_views)
     codes = tuple(view_code(v) for v in views)
     signature = ",".join(str(c) for c in codes)
     own = and_(
@@ -121,7 +122,7 @@ def run_reindex(settings: Settings, batch_size: int = 32) -> int:
                         blob = blobs.get(row.blob_key)
                         # At the scale registration decodes it: the same vectors.
                         image = decode_photo(
-                            blob, settings.max_image_pixels, whole_photo(encoder.preprocess)
+                            blob, settings.limits.max_image_pixels, whole_photo(encoder.preprocess)
                         ).image
                         images += [image, *degraded_views(image, views)]
                         kept.append(row)
@@ -130,7 +131,7 @@ def run_reindex(settings: Settings, batch_size: int = 32) -> int:
                         failed.append(row.id)
                 vectors = encoder.embed(images) if images else np.zeros((0, encoder.embed_dim))
                 done += _store(
-                    session, kept, vectors, encoder.model_id, codes, settings.shard_capacity
+                    session, kept, vectors, encoder.model_id, codes, settings.sync.shard_capacity
                 )
                 bar.update(len(rows))
         with session_factory() as session:

@@ -15,10 +15,9 @@ from torch import nn
 
 from app.encoder.backbones import TowerConfig, build_tower
 from app.encoder.identity import CHECKPOINT_FORMAT as FORMAT
-from app.encoder.identity import checkpoint_metadata
+from app.encoder.identity import TIERS_KEY, checkpoint_metadata
 from app.encoder.model_spec import ModelLoadError
 from app.encoder.preprocess import PreprocessConfig
-from app.encoder.tiers import METADATA_KEY, Tiers
 from app.storage.files import atomic_path
 
 
@@ -28,7 +27,7 @@ def save_checkpoint(
     tower_cfg: TowerConfig,
     preprocess: PreprocessConfig,
     info: dict[str, Any] | None = None,
-    tiers: Tiers | None = None,
+    tiers: str | None = None,
 ) -> Path:
     """Write atomically (temp file, fsync, rename) so a crash never leaves half a checkpoint."""
     path = Path(path)
@@ -40,20 +39,20 @@ def save_checkpoint(
         "info": json.dumps(info or {}),
     }
     if tiers is not None:
-        metadata[METADATA_KEY] = tiers.to_json()
+        metadata[TIERS_KEY] = tiers
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
-def write_tiers(path: str | Path, tiers: Tiers) -> Path:
-    """Store calibrated tiers in a checkpoint's metadata, tensors unchanged (a new file, so a
-    new model id: app/encoder/identity.py)."""
+def write_tiers(path: str | Path, tiers: str) -> Path:
+    """Store calibrated verdict tiers (JSON text: app/recognition/tiers.py) in a checkpoint's
+    metadata, tensors unchanged (a new file, so a new model id: app/encoder/identity.py)."""
     from safetensors.numpy import load_file
     from safetensors.numpy import save_file as save_numpy
 
     path = Path(path)
-    metadata = {**checkpoint_metadata(path), METADATA_KEY: tiers.to_json()}
+    metadata = {**checkpoint_metadata(path), TIERS_KEY: tiers}
     tensors = load_file(str(path))
     with atomic_path(path) as tmp:
         save_numpy(tensors, str(tmp), metadata=metadata)

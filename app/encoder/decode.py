@@ -20,6 +20,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image, ImageOps
 
@@ -41,12 +42,18 @@ def full_size(width: int, height: int) -> int:
     return 1
 
 
-class ImageDecodeError(ValueError):
-    """An upload that is not a usable image; `status` is the HTTP code it maps to."""
+DecodeReason = Literal[
+    "empty", "not_an_image", "unsupported_format", "too_many_pixels", "aspect_ratio", "truncated"
+]
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+
+class ImageDecodeError(ValueError):
+    """Bytes that are not a usable image, and why (`image_format`: the refused format)."""
+
+    def __init__(self, reason: DecodeReason, image_format: str | None = None) -> None:
+        super().__init__(reason if image_format is None else f"{reason}: {image_format}")
+        self.reason: DecodeReason = reason
+        self.image_format = image_format
 
 
 @dataclass(frozen=True)
@@ -126,24 +133,24 @@ def decode_photo(
 ) -> DecodedPhoto:
     """Decode upload bytes, refusing non-images, truncation and bombs (ImageDecodeError)."""
     if not data:
-        raise ImageDecodeError("empty file")
+        raise ImageDecodeError("empty")
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("image has too many pixels", 422) from exc
+        raise ImageDecodeError("too_many_pixels") from exc
     except Exception as exc:  # PIL raises several types for unreadable bytes
-        raise ImageDecodeError("file is not a decodable image") from exc
+        raise ImageDecodeError("not_an_image") from exc
     if image.format not in ALLOWED_FORMATS:
-        raise ImageDecodeError(f"unsupported image format: {image.format}", 415)
+        raise ImageDecodeError("unsupported_format", str(image.format))
     # The header's size is checked before any pixel is decoded, so a bomb costs nothing.
     stored_w, stored_h = image.size
     if stored_w * stored_h > max_pixels:
-        raise ImageDecodeError("image has too many pixels", 422)
+        raise ImageDecodeError("too_many_pixels")
     if max(image.size) > MAX_ASPECT_RATIO * max(1, min(image.size)):
-        raise ImageDecodeError(f"image aspect ratio is over {MAX_ASPECT_RATIO}:1", 422)
+        raise ImageDecodeError("aspect_ratio")
     jpeg = image.format in ("JPEG", "MPO")
     if jpeg and _scan_too_short(data, stored_w, stored_h):
-        raise ImageDecodeError("image is truncated or corrupt")
+        raise ImageDecodeError("truncated")
     image_format = "JPEG" if jpeg else str(image.format)
     factor = _factor(reduction(stored_w, stored_h))
     if jpeg and factor > 1:
@@ -153,9 +160,9 @@ def decode_photo(
         try:
             image.load()
         except Image.DecompressionBombError as exc:
-            raise ImageDecodeError("image has too many pixels", 422) from exc
+            raise ImageDecodeError("too_many_pixels") from exc
         except Exception as exc:
-            raise ImageDecodeError("image is truncated or corrupt") from exc
+            raise ImageDecodeError("truncated") from exc
         # Read once the pixels are (PNG's reader loads them to find an eXIf chunk after them).
         orientation = _orientation(image)
         pixels: Image.Image = image
@@ -174,7 +181,7 @@ def decode_photo(
         try:
             rgb = upright.convert("RGB")
         except Exception as exc:
-            raise ImageDecodeError("image is truncated or corrupt") from exc
+            raise ImageDecodeError("truncated") from exc
     return DecodedPhoto(rgb, image_format, width, height)
 
 

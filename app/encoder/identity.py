@@ -11,7 +11,9 @@ from pathlib import Path
 
 from app.encoder.model_spec import ModelLoadError, ModelSpec, parse_model_spec
 from app.encoder.preprocess import PreprocessConfig
-from app.encoder.tiers import METADATA_KEY, Tiers
+
+# The verdict tiers calibrated for the model, as JSON text the use-case layer reads.
+TIERS_KEY = "tiers"
 
 CHECKPOINT_FORMAT = "retailklip-encoder/1"
 OFFLINE_MODEL_ID = "efficientnet-lite0:in1k"
@@ -71,10 +73,10 @@ def identify(spec: ModelSpec) -> ModelIdentity | None:
     return None
 
 
-def model_tiers(model: str) -> Tiers | None:
-    """The verdict tiers calibrated for a model setting (its checkpoint's metadata), if any."""
+def model_tiers(model: str) -> str | None:
+    """The verdict tiers calibrated for a model setting (its checkpoint's metadata, JSON text
+    for app/recognition/tiers.py), if any."""
     spec = parse_model_spec(model)
     if spec.kind != "checkpoint" or spec.path is None or not spec.path.is_file():
         return None
-    text = checkpoint_metadata(spec.path).get(METADATA_KEY)
-    return Tiers.from_json(text) if text else None
+    return checkpoint_metadata(spec.path).get(TIERS_KEY) or None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from app.encoder.identity import ModelIdentity, identify
-from app.encoder.model_spec import ModelLoadError, parse_model_spec
+from app.encoder.model_spec import BUILTIN_DIR, ModelLoadError, parse_model_spec
 from app.encoder.onnx_graph import GraphEncoder, OnnxGraph, cpu_threads, graph_path
 from app.encoder.preprocess import PreprocessConfig
 
@@ -48,26 +48,28 @@ class EncoderChoice(Protocol):
     def runtime(self) -> str: ...
 
     @property
-    def resolved_onnx_dir(self) -> Path: ...
+    def onnx_dir(self) -> Path: ...
 
 
 def load_service_encoder(settings: EncoderChoice) -> ServingEncoder:
-    """ONNX Runtime serves the CPU; PyTorch loads the model when the graph must be made.
+    """ONNX Runtime serves the CPU; PyTorch loads the model when a graph must be made.
 
-    ONNX Runtime is the CPU path only. `auto` (the default) means ONNX Runtime on CPU and
+    One class per runtime: `GraphEncoder` (ONNX Runtime, no PyTorch) on the CPU, the PyTorch
+    `Encoder` on CUDA or with `torch`. `auto` (the default) means ONNX Runtime on CPU and
     PyTorch (fp16 autocast, channels_last) on CUDA; it also keeps PyTorch, with a warning, for
     a model whose graph cannot be exported. An explicit `onnx` / `onnx-int8` on a CUDA device
     keeps PyTorch with a warning (one configuration can serve CPU and GPU hosts), and an export
     failure stops start-up. /readyz names the runtime actually in use.
 
-    Exported graphs are cached in `onnx_dir` (default DATA_DIR/onnx): always writable (the
-    package directory may not be, e.g. in the image), and replicas sharing it reuse the export.
-    A CPU replica that finds its graph there (checked against PyTorch when it was exported)
-    serves from it without loading PyTorch at all: seconds less start-up, and no torch in memory.
+    Graphs are found, in order: in `onnx_dir` (default DATA_DIR/onnx: always writable, shared
+    by replicas), then beside a shipped checkpoint (app/models/: the default model's graph ships
+    with the package, so `pip install .` serves it without PyTorch). A graph missing from both
+    is exported from the PyTorch model into `onnx_dir`; the PyTorch module is then dropped and
+    the service serves the graph it wrote, as every later start will.
     """
     cached = cached_graph_encoder(settings)
     if cached is not None:
-        log.info("serving %s from its cached ONNX graph %s", cached.model_id, cached.graph.path)
+        log.info("serving %s from its ONNX graph %s", cached.model_id, cached.graph.path)
         return cached
     if not torch_installed():
         raise ModelLoadError(without_torch(settings, graph_place(settings)))
@@ -91,18 +93,14 @@ def load_service_encoder(settings: EncoderChoice) -> ServingEncoder:
     runtime = "onnx" if requested == "auto" else requested
     try:
         graph = load_graph(
-            encoder.module,
-            encoder.preprocess,
-            encoder.model_id,
-            runtime,
-            settings.resolved_onnx_dir,
+            encoder.module, encoder.preprocess, encoder.model_id, runtime, settings.onnx_dir
         )
     except Exception as exc:
         if requested != "auto":
             raise
         log.warning("no ONNX graph for %s (%s); serving with PyTorch", encoder.model_id, exc)
         return encoder
-    return replace(encoder, runtime=runtime, graph=graph)
+    return GraphEncoder(graph, encoder.preprocess, encoder.model_id, encoder.embed_dim, runtime)
 
 
 @dataclass(frozen=True)
@@ -115,16 +113,18 @@ class GraphPlace:
 
 
 def graph_place(settings: EncoderChoice) -> GraphPlace | None:
-    """None when the settings need PyTorch: a CUDA device, `torch`, an OpenCLIP tower."""
+    """Where the model's graph is, or would be exported to; None when the settings need
+    PyTorch (a CUDA device, `torch`, an OpenCLIP tower)."""
     if settings.runtime == "torch" or not cpu_only(settings.device):
         return None
     identity = identify(parse_model_spec(settings.model))
     if identity is None:
         return None
     runtime = "onnx" if settings.runtime == "auto" else settings.runtime
-    return GraphPlace(
-        identity, runtime, graph_path(settings.resolved_onnx_dir, identity.model_id, runtime)
-    )
+    exported = graph_path(settings.onnx_dir, identity.model_id, runtime)
+    shipped = graph_path(BUILTIN_DIR, identity.model_id, runtime)
+    path = shipped if not exported.is_file() and shipped.is_file() else exported
+    return GraphPlace(identity, runtime, path)
 
 
 def cached_graph_encoder(settings: EncoderChoice) -> GraphEncoder | None:

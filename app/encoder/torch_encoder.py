@@ -22,7 +22,7 @@ from app.encoder.model_spec import ModelLoadError, parse_model_spec
 from app.encoder.preprocess import PreprocessConfig, eval_batch
 
 if TYPE_CHECKING:
-    from app.encoder.onnx_graph import OnnxGraph
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,10 @@ class Encoder:
     model_id: str
     embed_dim: int
     device: torch.device
-    # "torch", or "onnx" / "onnx-int8" with `graph`: the same computation in ONNX Runtime (CPU).
-    runtime: str = "torch"
-    graph: OnnxGraph | None = None
+    runtime: str = "torch"  # ONNX Runtime serves through app/encoder/onnx_graph.py instead
 
     @torch.inference_mode()
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
-        if self.graph is not None:
-            return self.graph.run(batch.numpy())
         batch = batch.to(self.device, non_blocking=True)
         n, flip = batch.shape[0], self.preprocess.flip
         batch = with_mirror(batch, flip)
@@ -102,8 +98,6 @@ def override_pipeline(
     if reference_views is not None:
         changes["reference_views"] = reference_views
     if pool is not None:
-        if encoder.graph is not None:
-            raise ModelLoadError("pooling is baked into an ONNX graph: override it on torch")
         if not hasattr(encoder.module, "trunk"):
             raise ModelLoadError("pooling can only be changed on a timm tower")
         set_timm_pool(encoder.module, pool)

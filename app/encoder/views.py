@@ -76,3 +76,9 @@ def view_code(name: str) -> int:
 
 def degraded_views(image: Image.Image, names: Iterable[str]) -> list[Image.Image]:
     return [VIEWS[name][1](image) for name in names]
+
+
+def served_views(setting: str, recommended: tuple[str, ...]) -> tuple[str, ...]:
+    """RETAILKLIP_REFERENCE_VIEWS resolved: `auto` takes what the model's checkpoint
+    recommends (`recommended`), otherwise the named views (`none`: no views)."""
+    return recommended if setting == "auto" else parse_views(setting)

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.index.vector_index import IndexConfig, VectorIndex
+from app.index.config import IndexConfig
+from app.index.vector_index import VectorIndex
 from app.storage.files import atomic_write
 
 # Bumped when what a shard file holds changes meaning (v2: vector ids instead of image ids;

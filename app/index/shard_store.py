@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable
 import faiss
 import numpy as np
 
+from app.index.config import IndexConfig
 from app.index.layers import merge
 from app.index.shard_files import Shard
 from app.index.vector_ids import allowed_bitmap, image_of
-from app.index.vector_index import IndexConfig, VectorIndex
+from app.index.vector_index import VectorIndex
 
 # Told the image ids whose vectors changed, or None when every shard was replaced.
 ChangeListener = Callable[[list[int] | None], None]

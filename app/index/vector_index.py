@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import io
 import threading
-from dataclasses import dataclass
-from typing import Literal
 
 import faiss
 import numpy as np
 
+from app.index.config import IndexConfig
 from app.index.faiss_calls import (
     as_ivf,
     code_size,
@@ -45,30 +44,7 @@ from app.index.layers import (
     merge,
 )
 
-IndexKind = Literal["auto", "exact", "ivf"]
 FORMAT = 1  # of `to_bytes`; bumped when the layout changes
-MIN_TRAIN = 1_000  # `ivf` kind: fewer vectors than this stay exact (k-means needs data)
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    kind: IndexKind = "auto"
-    threshold: int = 20_000  # auto: live vectors from which a shard gets an IVF index
-    codec: str = "SQ8"  # FAISS codec of the IVF lists: SQ8, SQfp16, SQ4, Flat, PQ<m>
-    nlist: int = 0  # IVF lists; 0: about 4 * sqrt(vectors), a power of two
-    nprobe: int = 16  # lists scanned per query
-    delta_limit: int = 4096  # exact-searched vectors folded into the IVF index past this
-    retrain_growth: float = 4.0  # retrain once live vectors reach this times the trained size
-
-    def wants_ann(self, live: int) -> bool:
-        if self.kind == "exact":
-            return False
-        return live >= (MIN_TRAIN if self.kind == "ivf" else max(self.threshold, MIN_TRAIN))
-
-    def lists_for(self, n: int) -> int:
-        if self.nlist:
-            return self.nlist
-        return int(min(65536, max(64, 2 ** round(np.log2(4 * np.sqrt(max(n, 1)))))))
 
 
 class VectorIndex:

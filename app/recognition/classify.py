@@ -1,60 +1,48 @@
-"""The classification pipeline: options -> scope -> decode -> embed -> search -> name the hits.
+"""Classification: photo -> decode -> embed -> search -> name the hits -> verdict.
 
-Every classify route (app/api/classify.py) parses its form into `ClassifyOptions` and a `Scope`
-through FastAPI dependencies, then makes exactly one call here and turns the `Verdict`s into
-JSON. Nothing here knows HTTP: refusals are the exceptions below, which the route maps to the
-contract's status codes. The modes, and where each step runs:
+Every classify route (app/api/classify.py) parses its form into `ClassifyOptions` and a `Scope`,
+makes exactly one call here and turns the `Verdict`s into JSON. Nothing here knows HTTP:
+refusals are exceptions carrying data, which app/api/errors.py words and numbers.
 
-    prepare: index complete? (else IndexIncomplete); a read of the log head starts (own thread);
-             scope -> allowed image ids (thread pool: SQL, cached per scope)
-      |
-      +-- one photo, model idle ----> model thread: decode, forward, search, name (one hop)
-      +-- one photo, model busy ----> decode pool -> queue -> batched forward -> search, name
-      +-- one photo with boxes -----> decode pool: decode, crop each box -> queue -> one
-      |                               forward for every crop -> search, name
-      +-- batch of photos ----------> decode pool, each photo -> queue -> batched forward
-      |                               -> search, name
-      v
-    search and naming run on the model thread right after the forward pass (`VerdictSearch`),
-    once per group of requests in a batch that share options, scope and head read: one FAISS
-    call (`ShardStore.search`) and one naming (`HitNames.matches_for`: memory when the head
-    read shows the shards current, one SQL query otherwise). Nothing blocking runs on the
-    event loop.
+    prepare   index complete? (else IndexIncomplete); a read of the change log's head starts
+              (its own thread); scope -> allowed image ids (thread pool: SQL, cached per scope)
+    decode    the decode pool (or, for a lone photo with the model idle, the model thread):
+              the photo, its boxes' regions, or each photo of a batch
+    embed     the model thread: one batched forward pass for whatever is queued
+    search    the model thread, right after the forward pass: one FAISS search per group of
+              requests sharing a scope; raw hits (scores, image ids) come back
+    name      here: image ids -> products, from memory when the head read shows the shards
+              current (no I/O, on the event loop), else one SQL query on the thread pool
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 import anyio.to_thread
 import numpy as np
 
-from app.encoder.boxes import Box
 from app.encoder.decode import ImageDecodeError
-from app.encoder.tiers import Tiers
-from app.index.shard_store import ShardStore
-from app.recognition.hit_names import HitNames
+from app.recognition.hit_names import HitNames, NotRemembered
+from app.recognition.regions import Box, region_pixels
 from app.recognition.scopes import Scope, ScopeResolver
-from app.recognition.search import Verdict, classify_vectors
+from app.recognition.search import Verdict, name_hits, search_depth
+from app.recognition.tiers import Tiers
+from app.recognition.uploads import UploadRejected, first_rejected
 from app.runtime.index_sync import IndexSync
-from app.runtime.inference import Inference
+from app.runtime.inference import Inference, RawHits, SearchSpec
 
 
 class IndexIncomplete(Exception):
     """A reindex to the served model is still running: never answer from a half-built index."""
 
-
-class ImageRejected(Exception):
-    """Upload `position` of a batch did not decode."""
-
-    def __init__(self, position: int, error: ImageDecodeError) -> None:
-        super().__init__(str(error))
-        self.position = position
-        self.error = error
+    def __init__(self, model_id: str) -> None:
+        super().__init__(model_id)
+        self.model_id = model_id
 
 
 @dataclass(frozen=True)
@@ -64,43 +52,11 @@ class ClassifyOptions:
 
 
 @dataclass(frozen=True)
-class Searchable:
-    allowed: np.ndarray | None  # image ids the scope allows (None: all)
+class _Prepared:
+    spec: SearchSpec
     # The change log's head, read from the request's start (beside the forward pass): lets
-    # the naming skip SQL when the shards had applied it (app/recognition/hit_names.py).
+    # the naming trust remembered products (app/recognition/hit_names.py).
     head: Future[int]
-
-
-@dataclass(frozen=True)
-class VerdictSearch:
-    """Search and naming for query vectors, run on the model thread right after their forward
-    pass (app/runtime/inference.py `AfterForward`)."""
-
-    store: ShardStore
-    names: HitNames
-    options: ClassifyOptions
-    searchable: Searchable
-    vectors_per_image: int
-    tiers: Tiers | None
-
-    @property
-    def key(self) -> Hashable:
-        # The scope cache hands out one array per scope, and head reads are shared: identity
-        # says "the same" here.
-        return (self.options, id(self.searchable.allowed), id(self.searchable.head))
-
-    def __call__(self, vectors: np.ndarray) -> list[Verdict]:
-        return classify_vectors(
-            self.store,
-            self.names,
-            np.asarray(vectors),
-            self.options.top_k,
-            self.options.threshold,
-            self.vectors_per_image,
-            self.searchable.allowed,
-            self.searchable.head,
-            self.tiers,
-        )
 
 
 @dataclass
@@ -115,51 +71,79 @@ class Classifier:
     def model_id(self) -> str:
         return self.index.model_id
 
-    async def classify(self, data: bytes, options: ClassifyOptions, scope: Scope) -> Verdict:
-        """One photo; raises IndexIncomplete, ScopeError, ImageDecodeError."""
-        search = await self._search_for(options, scope)
-        return await self.inference.classify_one(data, search)
+    async def classify(self, photo: bytes, options: ClassifyOptions, scope: Scope) -> Verdict:
+        """One photo; raises IndexIncomplete, UnknownCatalogue, UnknownMetadataKey,
+        UploadRejected."""
+        prepared = await self._prepare(options, scope)
+        try:
+            hits = await self.inference.photo_hits(photo, prepared.spec)
+        except ImageDecodeError as exc:
+            raise UploadRejected("image", None, exc) from exc
+        [verdict] = await self._name([hits], prepared, options)
+        return verdict
 
     async def classify_regions(
-        self, data: bytes, boxes: list[Box], options: ClassifyOptions, scope: Scope
+        self, photo: bytes, boxes: list[Box], options: ClassifyOptions, scope: Scope
     ) -> list[Verdict]:
-        """One verdict per box of one photo; raises as `classify` does, and BoxError for a box
-        outside the photo."""
-        search = await self._search_for(options, scope)
-        crops = await self.inference.decode_regions(data, boxes)
-        return await self.inference.embed_then(crops, search)
+        """One verdict per box of one photo; raises as `classify` does, and BoxOutside."""
+        prepared = await self._prepare(options, scope)
+        work = functools.partial(region_pixels, self.inference, photo, boxes)
+        try:
+            hits = await self.inference.decode_and_search(work, prepared.spec)
+        except ImageDecodeError as exc:
+            raise UploadRejected("image", None, exc) from exc
+        return await self._name(hits, prepared, options)
 
     async def classify_batch(
-        self, payloads: list[bytes], options: ClassifyOptions, scope: Scope
+        self, photos: list[bytes], options: ClassifyOptions, scope: Scope
     ) -> list[Verdict]:
-        """One verdict per photo; raises as `classify` does, ImageRejected for a photo."""
-        search = await self._search_for(options, scope)
-        results = await asyncio.gather(
-            *(self.inference.decode(data) for data in payloads), return_exceptions=True
+        """One verdict per photo; raises as `classify` does (`images[i]` for a photo)."""
+        prepared = await self._prepare(options, scope)
+        inference = self.inference
+        found = await asyncio.gather(
+            *(
+                inference.decode_and_search(
+                    functools.partial(_photo_pixels, inference, data), prepared.spec
+                )
+                for data in photos
+            ),
+            return_exceptions=True,
         )
-        pixels = []
-        for position, result in enumerate(results):
-            if isinstance(result, ImageDecodeError):
-                raise ImageRejected(position, result)
-            if isinstance(result, BaseException):
-                raise result
-            pixels.append(result.pixels)
-        return await self.inference.embed_then(pixels, search)
+        first_rejected("images", list(found))
+        hits = [one for result in found for one in result]  # type: ignore[union-attr]
+        return await self._name(hits, prepared, options)
 
-    async def _search_for(self, options: ClassifyOptions, scope: Scope) -> VerdictSearch:
+    async def _prepare(self, options: ClassifyOptions, scope: Scope) -> _Prepared:
         """What every mode checks before a forward pass (a bad scope is cheap to refuse)."""
         if not self.index.complete:
             raise IndexIncomplete(self.model_id)
         head = self.names.head_after(time.monotonic())
-        allowed = None
+        allowed: np.ndarray | None = None
         if not scope.unrestricted:
             # SQL (or the scope cache's stamp query): the framework's thread pool.
             allowed = await anyio.to_thread.run_sync(self.scopes.allowed, scope)
-        return VerdictSearch(
-            self.index.store,
-            self.names,
-            options,
-            Searchable(allowed, head),
-            self.inference.vectors_per_image,
-            self.tiers,
+        k = search_depth(options.top_k, self.inference.vectors_per_image)
+        return _Prepared(SearchSpec(k, allowed), head)
+
+    async def _name(
+        self, hits: list[RawHits], prepared: _Prepared, options: ClassifyOptions
+    ) -> list[Verdict]:
+        """Hits -> verdicts: from memory when it can answer (no I/O), else on the thread pool."""
+        name = functools.partial(
+            name_hits,
+            hits,
+            top_k=options.top_k,
+            threshold=options.threshold,
+            model_id=self.model_id,
+            tiers=self.tiers,
         )
+        try:
+            return name(functools.partial(self.names.remembered, head=prepared.head))
+        except NotRemembered:
+            lookup = functools.partial(self.names.matches_for, head=prepared.head)
+            return await anyio.to_thread.run_sync(name, lookup)
+
+
+def _photo_pixels(inference: Inference, data: bytes) -> list[np.ndarray]:
+    """Blocking (the decode pool): a whole photo's model pixels."""
+    return [inference.pixels(inference.photo(data).image)]

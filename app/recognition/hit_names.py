@@ -36,6 +36,10 @@ class Match:
     name: str
 
 
+class NotRemembered(LookupError):
+    """Memory cannot answer for these hits: SQL must (`HitNames.matches_for`)."""
+
+
 class ImageOwners:
     def __init__(self, max_entries: int = MAX_OWNERS) -> None:
         self._owners: dict[int, Match] = {}
@@ -146,6 +150,21 @@ class HitNames:
     def head_after(self, moment: float) -> Future[int]:
         """The log head as read no earlier than `moment`: pass it to `matches_for`."""
         return self.head_reads.after(moment)
+
+    def remembered(
+        self, image_ids: Iterable[int], head: Future[int] | None = None
+    ) -> dict[int, Match]:
+        """What `matches_for` would answer, from memory alone (no I/O: fit for the event loop);
+        raises NotRemembered when only SQL can say (the head not reached, an id not known)."""
+        wanted = sorted({int(i) for i in image_ids if i >= 0})
+        if not wanted:
+            return {}
+        if not head_reached(head, self.store.position):
+            raise NotRemembered(len(wanted))
+        known = self.owners.known(wanted)
+        if len(known) < len(wanted):
+            raise NotRemembered(len(wanted) - len(known))
+        return known
 
     def matches_for(
         self, image_ids: Iterable[int], head: Future[int] | None = None

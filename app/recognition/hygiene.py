@@ -116,10 +116,14 @@ def look_alikes(
     products: ProductStore,
     shards: ShardStore,
     names: HitNames,
-    sku: str,
+    skus: list[str],
     limit: int,
     vectors_per_image: int = 1,
-) -> list[LookAlike]:
-    """`similar_products` of a stored product, from its own stored vectors; raises NotFound."""
-    ids, vectors = products.vectors_of(sku)
-    return similar_products(shards, names, sku, ids, vectors, limit, vectors_per_image)
+) -> dict[str, list[LookAlike]]:
+    """`similar_products` of stored products, from their own stored vectors (one query for
+    all of them); a sku that does not exist is left out."""
+    stored = products.vectors_of(skus)
+    return {
+        sku: similar_products(shards, names, sku, ids, vectors, limit, vectors_per_image)
+        for sku, (ids, vectors) in stored.items()
+    }

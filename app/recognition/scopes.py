@@ -30,13 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from app.catalogue.scope_queries import (
-    FilterPairs,
-    ScopeQueries,
-    ScopeReader,
-    UnknownCatalogue,
-    UnknownMetadataKey,
-)
+from app.catalogue.errors import UnknownCatalogue, UnknownMetadataKey
+from app.catalogue.scope_queries import FilterPairs, ScopeQueries, ScopeReader
 from app.strict_json import JsonRefused, loads_strict
 
 MAX_FILTER_KEYS = 16
@@ -48,12 +43,12 @@ REFRESH_IF_USED_WITHIN_S = 600.0  # a scope no request asked for lately is left 
 log = logging.getLogger(__name__)
 
 
-class ScopeError(ValueError):
-    """A scope the request cannot have; `status` is the HTTP code it maps to."""
+class FilterRefused(ValueError):
+    """A `filter` the contract refuses; the message names what is wrong in it."""
 
-    def __init__(self, message: str, status: int = 422) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -74,20 +69,20 @@ def _scalar(value: Any) -> bool:
 
 
 def parse_filter(raw: str) -> FilterPairs:
-    """`{"brand": "Oatly", "size": ["1l", "2l"]}` -> sorted pairs; raises ScopeError."""
+    """`{"brand": "Oatly", "size": ["1l", "2l"]}` -> sorted pairs; raises FilterRefused."""
     try:
         value = loads_strict(raw)
     except JsonRefused as exc:
-        raise ScopeError(exc.worded("filter", "filter must be a JSON object")) from exc
+        raise FilterRefused(exc.worded("filter", "filter must be a JSON object")) from exc
     if not isinstance(value, dict):
-        raise ScopeError("filter must be a JSON object")
+        raise FilterRefused("filter must be a JSON object")
     if len(value) > MAX_FILTER_KEYS:
-        raise ScopeError(f"filter: at most {MAX_FILTER_KEYS} keys")
+        raise FilterRefused(f"filter: at most {MAX_FILTER_KEYS} keys")
     pairs = []
     for key, wanted in sorted(value.items()):
         values = wanted if isinstance(wanted, list) else [wanted]
         if not values or len(values) > MAX_FILTER_VALUES or not all(map(_scalar, values)):
-            raise ScopeError(
+            raise FilterRefused(
                 f'filter: "{key}" must be a string, number, boolean or null, or a list of '
                 f"1-{MAX_FILTER_VALUES} of them"
             )
@@ -138,7 +133,7 @@ class ScopeResolver:
             for scope in reversed(recent):
                 try:
                     self._current(scope)
-                except ScopeError:
+                except (UnknownCatalogue, UnknownMetadataKey):
                     with self._lock:
                         self._cache.pop(scope, None)  # unknown now: a request will say so
                 except Exception:
@@ -173,12 +168,7 @@ class ScopeResolver:
             cached = self._usable(scope, epoch)
             if cached is not None and cached.head >= head:
                 return cached.ids  # current, or read by a request that began after this one
-            try:
-                ids = self._read(reader, scope, cached, head)
-            except UnknownCatalogue as exc:
-                raise ScopeError(f"catalogue not found: {exc}", 404) from exc
-            except UnknownMetadataKey as exc:
-                raise ScopeError(f'filter: no product has metadata key "{exc}"', 404) from exc
+            ids = self._read(reader, scope, cached, head)  # raises UnknownCatalogue / ...Key
         with self._lock:
             kept = self._cache.get(scope)
             # A slower reader of an older head must not replace a newer answer.

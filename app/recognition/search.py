@@ -1,16 +1,14 @@
-"""From query embeddings to verdicts: distinct SKUs, best first (plain data; routes build the
-HTTP answers from it)."""
+"""From a query's raw search hits to its verdict: distinct SKUs, best first (plain data; routes
+build the HTTP answers from it)."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
-from app.encoder.tiers import TierName, Tiers, tier_of
-from app.index.shard_store import ShardStore
-from app.recognition.hit_names import HitNames, Match
+from app.recognition.hit_names import Match
+from app.recognition.tiers import TierName, Tiers, tier_of
+from app.runtime.inference import RawHits
 
 # One SKU may own many references; fetch this many neighbours per requested SKU so that
 # `top_k` distinct SKUs survive grouping (and hits on just-deleted images can drop out).
@@ -73,31 +71,30 @@ def _best(
     return best
 
 
-def classify_vectors(
-    shards: ShardStore,
-    names: HitNames,
-    queries: np.ndarray,
+def search_depth(top_k: int, vectors_per_image: int) -> int:
+    """Neighbours to fetch so that `top_k` distinct SKUs (two at least: the verdict's tier needs
+    the runner-up) survive grouping; an image with degraded views owns several of them."""
+    return max(max(top_k, 2) * OVERFETCH, MIN_FETCH) * vectors_per_image
+
+
+# Image ids -> their products, as far as they still exist (HitNames.matches_for, or its memory).
+Lookup = Callable[[set[int]], dict[int, Match]]
+
+
+def name_hits(
+    hits: list[RawHits],
+    lookup: Lookup,
     top_k: int,
     threshold: float,
-    vectors_per_image: int = 1,
-    allowed: np.ndarray | None = None,
-    head: Future[int] | None = None,
+    model_id: str,
     tiers: Tiers | None = None,
 ) -> list[Verdict]:
-    """`head`: the change log's head as read when the request started (`LogHeadReads.after`);
-    lets the hit lookup trust what SQL said before (`HitNames.matches_for`). `tiers`: the
-    model's calibration; the tier needs the runner-up, so two products are named at least."""
+    """One verdict per query's raw hits: its distinct SKUs, best first. Names are asked for a
+    few images per SKU wanted first, deeper only for queries that need more (rare)."""
     answer_k, top_k = top_k, max(top_k, 2)
-    # An image with degraded views owns several neighbours; fetch deeper to keep top_k SKUs.
-    k = max(top_k * OVERFETCH, MIN_FETCH) * vectors_per_image
-    # A degraded view's hit comes back as its image: it never shows as a match of its own.
-    # `allowed` (a catalogue / metadata scope) is applied inside the index search.
-    found_scores, found_ids = shards.search(
-        np.ascontiguousarray(queries, dtype=np.float32), k, allowed
-    )
     # Python numbers once, in C: the loops below touch each hit as an int / float.
-    scores: list[list[float]] = found_scores.tolist()
-    ids: list[list[int]] = found_ids.tolist()
+    scores: list[list[float]] = [h.scores.tolist() for h in hits]
+    ids: list[list[int]] = [h.image_ids.tolist() for h in hits]
     ranked = [_ranked_images(row) for row in ids]
     known: dict[int, Match] = {}
     looked_up: set[int] = set()
@@ -109,7 +106,7 @@ def classify_vectors(
         wanted = {
             i for row, best in zip(ranked, found, strict=True) if best is None for i in row[:depth]
         }
-        known.update(names.matches_for(wanted - looked_up, head))
+        known.update(lookup(wanted - looked_up))
         looked_up |= wanted
         found = [
             best if best is not None else _best(row_s, row_i, known, looked_up, top_k)
@@ -125,7 +122,7 @@ def classify_vectors(
             Verdict(
                 matches=ranked_hits[:answer_k],
                 unknown=unknown,
-                model=shards.model_id,
+                model=model_id,
                 tier=tier_of(top, second, unknown, tiers),
                 margin=None if top is None or second is None else round(top - second, 6),
             )

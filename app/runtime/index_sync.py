@@ -14,19 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.to_thread
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from app.db.change_feed import SqlChangeFeed
 from app.db.log_notices import LogListener
 from app.db.replicas import ReplicaRegistry
+from app.index.config import IndexConfig
 from app.index.log_follower import LogFollower
 from app.index.maintenance import ShardMaintenance
 from app.index.shard_files import ShardFiles
 from app.index.shard_persistence import ShardPersistence
 from app.index.shard_store import ShardStore
-from app.index.vector_index import IndexConfig
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,11 @@ class IndexSync:
                     await asyncio.wait_for(wake.wait(), interval_s)
                 wake.clear()  # what arrives from here on wakes the next round
                 try:
-                    await run_in_threadpool(self.sync)
-                    await run_in_threadpool(self.maintenance.in_background)
+                    await anyio.to_thread.run_sync(self.sync)
+                    await anyio.to_thread.run_sync(self.maintenance.in_background)
                     # Files only speed up the next start (SQL is the truth): write them rarely.
                     if loop.time() - last_persist >= persist_interval_s:
-                        await run_in_threadpool(self.persist_dirty)
+                        await anyio.to_thread.run_sync(self.persist_dirty)
                         last_persist = loop.time()
                 except Exception:
                     log.exception("shard sync failed; will retry")

@@ -1,13 +1,18 @@
-"""Off-loop image decoding and micro-batched encoder calls.
+"""Off-loop decoding and micro-batched forward passes, each followed by its index search.
 
-Decoding runs in a thread pool; every forward pass runs in one dedicated thread. Requests that
-queue up while a forward pass runs share the next one. The worker waits (at most `batch_wait_ms`)
-for more only while other uploads are still being decoded: a request that arrives alone is
-embedded at once, with no batching delay; when the model is idle, a single /classify upload is
-decoded, embedded and looked up in one call on the model thread (one thread hop instead of three).
-What follows a forward pass (a classification's search, `AfterForward`) runs on the model thread
-too, once for all requests of a batch that share options: one FAISS call and one lookup instead of
-one per request, and no hop to another thread.
+Two places do the heavy work, and neither runs on the event loop:
+
+- the **decode pool** (4 threads) turns upload bytes into preprocessed pixels, within the
+  process-wide pixel budget (app/encoder/decode.py);
+- the **model thread** (one) runs every forward pass and, right after it, the FAISS search of
+  the vectors that asked for one (`SearchSpec`): one search per group of requests in the batch
+  that share it. It does no I/O: what comes back is raw hits (scores and image ids), which the
+  use case names (app/recognition/classify.py).
+
+Requests that queue up while a forward pass runs share the next one (up to `max_batch` images).
+The batcher waits for more (at most `batch_wait_ms`) only while uploads are on their way: decoded
+or being decoded, not yet queued. A request that arrives alone with the model idle is decoded,
+embedded and searched in one call on the model thread: one hop instead of two, no batching delay.
 """
 
 from __future__ import annotations
@@ -18,32 +23,20 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
-from app.encoder.boxes import Box, pixel_boxes
-from app.encoder.decode import DecodeBudget, decode_photo
+from app.encoder.decode import DecodeBudget, DecodedPhoto, Reduction, decode_photo
 from app.encoder.loading import ServingEncoder
-from app.encoder.preprocess import eval_pixels, reduction_for, whole_photo
+from app.encoder.preprocess import eval_pixels, whole_photo
 from app.encoder.views import degraded_views, view_code
+from app.index.shard_store import ShardStore
 from app.storage.blobs import sha256_hex
 from app.storage.uploaded import UploadedImage
 
-R = TypeVar("R")
-
-
-class AfterForward(Protocol[R]):
-    """Work on a forward pass's vectors, run on the model thread right after it: requests of
-    one batch whose `key` is equal share one call over all their rows."""
-
-    @property
-    def key(self) -> Hashable: ...
-
-    def __call__(self, vectors: np.ndarray) -> list[R]:
-        """One result per row of `vectors`."""
-        ...
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,17 +45,41 @@ class DecodedImage(UploadedImage):
     view_pixels: tuple[np.ndarray, ...] = ()  # degraded views, for references only
 
 
+@dataclass(frozen=True, eq=False)
+class SearchSpec:
+    """What a classification asks of the index after its forward pass: `k` nearest image ids
+    among `allowed` (None: all). Requests sharing one spec share one search; the scope cache
+    hands out one array per scope, so identity means "the same" here."""
+
+    k: int
+    allowed: np.ndarray | None
+
+    @property
+    def key(self) -> Hashable:
+        return (self.k, id(self.allowed))
+
+
+@dataclass(frozen=True)
+class RawHits:
+    """One query's search result: image ids best first (a degraded view's hit as its image,
+    so an id may repeat; -1 past the last hit) and their cosine scores."""
+
+    scores: np.ndarray  # (k,) float32
+    image_ids: np.ndarray  # (k,) int64
+
+
 @dataclass
 class _Job:
     pixels: list[np.ndarray]
-    future: asyncio.Future[Any]  # the vectors, or `then`'s results for them
-    then: AfterForward[Any] | None = None
+    future: asyncio.Future[Any]  # the vectors, or one RawHits per row with `search`
+    search: SearchSpec | None = None
 
 
 class Inference:
     def __init__(
         self,
         encoder: ServingEncoder,
+        store: ShardStore,
         max_pixels: int,
         max_batch: int,
         batch_wait_ms: float,
@@ -72,14 +89,15 @@ class Inference:
         decode_budget: DecodeBudget | None = None,
     ) -> None:
         self.encoder = encoder
-        # Decoded pixels in flight across every upload: bounds what decoding can take.
-        self.decode_budget = decode_budget or DecodeBudget(2 * max_pixels)
-        self.whole_photo = whole_photo(encoder.preprocess)
+        self.store = store
         self.reference_views = reference_views
         self.view_codes = tuple(view_code(name) for name in reference_views)
         # Vectors each reference image puts into the index: itself and its views.
         self.vectors_per_image = 1 + len(self.view_codes)
         self.max_pixels = max_pixels
+        # Decoded pixels in flight across every upload: bounds what decoding can take.
+        self.decode_budget = decode_budget or DecodeBudget(2 * max_pixels)
+        self.whole_photo = whole_photo(encoder.preprocess)
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
         self.on_batch = on_batch
@@ -89,10 +107,11 @@ class Inference:
         self.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
-        # Uploads being decoded: embed calls that will follow shortly, worth a short wait.
-        self.decoding = 0
+        # Uploads on their way to the queue (being decoded, or decoded and about to be queued):
+        # the one reason the batcher waits. Event-loop state only, like `busy`.
+        self.coming = 0
         self.busy = 0  # calls submitted to the model thread and not finished
-        self.arrivals = asyncio.Event()  # set when a decode ends or a job is queued
+        self.arrivals = asyncio.Event()  # set when a job is queued or an upload drops out
 
     def start(self) -> None:
         self.worker = asyncio.get_running_loop().create_task(self._run())
@@ -105,109 +124,123 @@ class Inference:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.model_pool.shutdown(wait=True)
 
-    def _pixels(self, image: Image.Image) -> np.ndarray:
+    # ---- decoding (the decode pool) ------------------------------------------------------------
+    def photo(self, data: bytes, reduction: Reduction | None = None) -> DecodedPhoto:
+        """Blocking: decode one upload (at the whole-photo scale unless told), within the budget;
+        raises ImageDecodeError."""
+        return decode_photo(
+            data, self.max_pixels, reduction or self.whole_photo, self.decode_budget
+        )
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """Blocking: the model's preprocessed pixels of an image."""
         return eval_pixels(image, self.encoder.preprocess)
 
-    def _decode(self, data: bytes, with_views: bool) -> DecodedImage:
-        begin = time.perf_counter()
-        photo = decode_photo(data, self.max_pixels, self.whole_photo, self.decode_budget)
+    def decode(self, data: bytes, with_views: bool = False) -> DecodedImage:
+        """Blocking: one upload as the catalogue stores it, with its pixels and (`with_views`:
+        a reference being registered) its degraded views' pixels."""
+        photo = self.photo(data)
         views = degraded_views(photo.image, self.reference_views) if with_views else []
-        decoded = DecodedImage(
+        return DecodedImage(
             data,
             sha256_hex(data),
             photo.image_format,
             photo.width,
             photo.height,
-            self._pixels(photo.image),
-            tuple(self._pixels(view) for view in views),
-        )
-        self.on_stage("decode", time.perf_counter() - begin)
-        return decoded
-
-    async def decode(self, data: bytes, with_views: bool = False) -> DecodedImage:
-        """Decode and preprocess one upload off the event loop; raises ImageDecodeError.
-
-        `with_views`: also the configured degraded views (a reference being registered)."""
-        self.decoding += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.decode_pool, self._decode, data, with_views
-            )
-        finally:
-            self.decoding -= 1
-            self.arrivals.set()
-
-    def _decode_regions(self, data: bytes, boxes: list[Box]) -> list[np.ndarray]:
-        begin = time.perf_counter()
-        # At the scale where the smallest box still covers the model's input.
-        sizes = [(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes]
-        cfg = self.encoder.preprocess
-        photo = decode_photo(
-            data, self.max_pixels, lambda w, h: reduction_for(cfg, sizes), self.decode_budget
-        )
-        rects = pixel_boxes(boxes, photo.width, photo.height)
-        crops = [self._pixels(photo.region(r)) for r in rects]
-        self.on_stage("decode", time.perf_counter() - begin)
-        return crops
-
-    async def decode_regions(self, data: bytes, boxes: list[Box]) -> list[np.ndarray]:
-        """One preprocessed crop per box of the decoded (EXIF-rotated) photo; raises
-        ImageDecodeError for the photo, BoxError for a box outside it."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self.decode_pool, self._decode_regions, data, boxes
+            self.pixels(photo.image),
+            tuple(self.pixels(view) for view in views),
         )
 
+    # ---- to the model thread ----------------------------------------------------------------
     async def embed(self, pixels: list[np.ndarray]) -> np.ndarray:
-        vectors: np.ndarray = await self._submit(pixels, None)
+        """The unit embeddings of these pixels, (n, dim), from the next batched forward pass."""
+        vectors: np.ndarray = await self._queued(pixels, None)
         return vectors
 
-    async def embed_then(self, pixels: list[np.ndarray], then: AfterForward[R]) -> list[R]:
-        """`then(vectors)` of these pixels, run on the model thread after their forward pass."""
-        results: list[R] = await self._submit(pixels, then)
-        return results
+    async def search(self, pixels: list[np.ndarray], search: SearchSpec) -> list[RawHits]:
+        """One `RawHits` per row of pixels: the next batched forward pass, then the search."""
+        hits: list[RawHits] = await self._queued(pixels, search)
+        return hits
 
-    async def _submit(self, pixels: list[np.ndarray], then: AfterForward[Any] | None) -> Any:
-        job = _Job(pixels, asyncio.get_running_loop().create_future(), then)
+    async def decode_and_embed(
+        self, work: Callable[[], T], rows: Callable[[T], list[np.ndarray]]
+    ) -> tuple[T, np.ndarray]:
+        """`work` (decoding) on the decode pool, then the forward pass of `rows(its result)`."""
+        made = await self._decoding(work)
+        vectors: np.ndarray = await self._queued(rows(made), None, decoded=True)
+        return made, vectors
+
+    async def decode_and_search(
+        self, work: Callable[[], list[np.ndarray]], search: SearchSpec
+    ) -> list[RawHits]:
+        """`work` (decoding to pixels) on the decode pool, then forward pass and search."""
+        pixels = await self._decoding(work)
+        hits: list[RawHits] = await self._queued(pixels, search, decoded=True)
+        return hits
+
+    async def _decoding(self, work: Callable[[], T]) -> T:
+        """`work` on the decode pool, counted as on its way to the model: until `_queued`
+        takes its pixels, or it fails."""
+        self.coming += 1
+        begin = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.decode_pool, work)
+        except BaseException:
+            self.coming -= 1
+            self.arrivals.set()
+            raise
+        finally:
+            self.on_stage("decode", time.perf_counter() - begin)
+
+    def _queued(
+        self, pixels: list[np.ndarray], search: SearchSpec | None, decoded: bool = False
+    ) -> asyncio.Future[Any]:
+        job = _Job(pixels, asyncio.get_running_loop().create_future(), search)
         self.queue.put_nowait(job)
+        if decoded:  # no await since `_decoding` returned: nothing ran in between
+            self.coming -= 1
         self.arrivals.set()
-        return await job.future
+        return job.future
 
-    async def classify_one(self, data: bytes, then: AfterForward[R]) -> R:
-        """Decode and embed one upload, then `then(vectors)` (search + lookup). Raises
-        ImageDecodeError as `decode` does.
+    async def photo_hits(self, data: bytes, search: SearchSpec) -> RawHits:
+        """Decode, embed and search one photo; raises ImageDecodeError.
 
-        With the model idle and no other upload on its way, there is nothing to batch with, so
-        all of it (decode, forward, search and naming the hits) runs as one call on the model
-        thread, not through the queue: one hop instead of two, and the event loop never runs
-        the forward pass or the SQL lookup. When the model is busy: the shared batched path."""
-        if self.busy == 0 and self.decoding == 0 and self.queue.empty():
+        With the model idle and nothing on its way, there is nothing to batch with: all of it
+        runs as one call on the model thread (one hop). Otherwise the photo is decoded in the
+        decode pool and shares the next batched forward pass."""
+        if self.busy == 0 and self.coming == 0 and self.queue.empty():
             self.busy += 1
             try:
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self.model_pool, self._alone, data, then)
+                return await loop.run_in_executor(self.model_pool, self._alone, data, search)
             finally:
                 self.busy -= 1
-        decoded = await self.decode(data)
-        return (await self.embed_then([decoded.pixels], then))[0]
+        [hits] = await self.decode_and_search(lambda: [self.pixels(self.photo(data).image)], search)
+        return hits
 
-    def _alone(self, data: bytes, then: AfterForward[R]) -> R:
-        # A query needs pixels only: no content hash, no record (this runs on the model thread).
+    def _alone(self, data: bytes, search: SearchSpec) -> RawHits:
+        # A query needs pixels only: no content hash, no record.
         begin = time.perf_counter()
-        photo = decode_photo(data, self.max_pixels, self.whole_photo, self.decode_budget)
-        pixels = self._pixels(photo.image)[None]
+        pixels = self.pixels(self.photo(data).image)[None]
         decoded = time.perf_counter()
         vectors = self.encoder.embed_pixels(pixels)
         embedded = time.perf_counter()
         self.on_batch(1)
-        result = then(vectors)[0]
+        [hits] = self._search(vectors, search)
         self.on_stage("decode", decoded - begin)
         self.on_stage("forward", embedded - decoded)
         self.on_stage("search", time.perf_counter() - embedded)
-        return result
+        return hits
+
+    def _search(self, vectors: np.ndarray, search: SearchSpec) -> list[RawHits]:
+        scores, ids = self.store.search(
+            np.ascontiguousarray(vectors, dtype=np.float32), search.k, search.allowed
+        )
+        return [RawHits(s, i) for s, i in zip(scores, ids, strict=True)]
 
     async def _collect(self) -> list[_Job]:
         """The next batch: every queued job (up to `max_batch` images), plus those of uploads
-        still being decoded if they come within `batch_wait_ms`. Never waits for nobody."""
+        on their way if they come within `batch_wait_ms`. Never waits for nobody."""
         loop = asyncio.get_running_loop()
         jobs = [await self.queue.get()]
         count = len(jobs[0].pixels)
@@ -218,15 +251,8 @@ class Inference:
                 jobs.append(job)
                 count += len(job.pixels)
                 continue
-            if self.decoding == 0:
-                # A request whose decode just ended needs a few loop turns to reach the queue.
-                for _ in range(3):
-                    await asyncio.sleep(0)
-                if self.queue.empty():
-                    break
-                continue
             timeout = deadline - loop.time()
-            if timeout <= 0:
+            if self.coming == 0 or timeout <= 0:
                 break
             self.arrivals.clear()
             try:
@@ -259,9 +285,9 @@ class Inference:
                     job.future.set_result(outcome)
 
     def _forward(self, batch: np.ndarray, jobs: list[_Job]) -> list[Any]:
-        """On the model thread: one forward pass for the batch, then each job's `then`, once
-        per group of equal keys. Per job: its vectors, its results, or the exception its `then`
-        raised (that fails its own requests only)."""
+        """On the model thread: one forward pass for the batch, then one search per group of
+        jobs sharing a `SearchSpec`. Per job: its vectors, its hits, or the exception its
+        search raised (that fails its own requests only)."""
         begin = time.perf_counter()
         vectors = self.encoder.embed_pixels(batch)
         self.on_stage("forward", time.perf_counter() - begin)
@@ -271,14 +297,14 @@ class Inference:
         for job in jobs:
             outcomes.append(vectors[start : start + len(job.pixels)])
             start += len(job.pixels)
-        groups: dict[Hashable, tuple[AfterForward[Any], list[int]]] = {}
+        groups: dict[Hashable, tuple[SearchSpec, list[int]]] = {}
         for i, job in enumerate(jobs):
-            if job.then is not None:
-                groups.setdefault(job.then.key, (job.then, []))[1].append(i)
-        for then, members in groups.values():
+            if job.search is not None:
+                groups.setdefault(job.search.key, (job.search, []))[1].append(i)
+        for search, members in groups.values():
             begin = time.perf_counter()
             try:
-                results = then(np.concatenate([outcomes[i] for i in members]))
+                hits = self._search(np.concatenate([outcomes[i] for i in members]), search)
             except Exception as exc:
                 for i in members:
                     outcomes[i] = exc
@@ -287,6 +313,6 @@ class Inference:
             start = 0
             for i in members:
                 count = len(outcomes[i])
-                outcomes[i] = results[start : start + count]
+                outcomes[i] = hits[start : start + count]
                 start += count
         return outcomes

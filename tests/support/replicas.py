@@ -4,20 +4,41 @@ database directly."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from app.catalogue.products import NewImage, ProductStore
+from app.catalogue.products import ImagesRecord, NewImage, ProductRecord, ProductStore
 from app.db.changelog import HeadReader
-from app.db.tables import Product
+from app.index.shard_store import ShardStore
 from app.recognition.hit_names import HitNames, Match
+from app.recognition.search import Verdict, name_hits, search_depth
 from app.runtime.index_sync import IndexSync
+from app.runtime.inference import RawHits
 from app.storage.blobs import BlobStore
+
+
+def classify_vectors(
+    store: ShardStore,
+    names: HitNames,
+    queries: np.ndarray,
+    top_k: int,
+    threshold: float,
+    head: Future[int] | None = None,
+) -> list[Verdict]:
+    """What the classify pipeline does after the forward pass, in one call: the search, then
+    the naming (with SQL, as on the thread pool)."""
+    k = search_depth(top_k, 1)
+    scores, ids = store.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    hits = [RawHits(s, i) for s, i in zip(scores, ids, strict=True)]
+    lookup = functools.partial(names.matches_for, head=head)
+    return name_hits(hits, lookup, top_k, threshold, store.model_id)
 
 
 @dataclass
@@ -63,10 +84,10 @@ class Replica:
         metadata: dict[str, Any],
         images: list[NewImage],
         catalogues: Sequence[str] = (),
-    ) -> Product:
+    ) -> ProductRecord:
         return self.products.create_product(sku, name, metadata, images, catalogues)
 
-    def add_images(self, sku: str, images: list[NewImage]) -> tuple[list[int], int]:
+    def add_images(self, sku: str, images: list[NewImage]) -> ImagesRecord:
         return self.products.add_images(sku, images)
 
     def delete_product(self, sku: str) -> None:
@@ -75,7 +96,7 @@ class Replica:
     def delete_image(self, sku: str, image_id: int) -> None:
         self.products.delete_image(sku, image_id)
 
-    def get_product(self, sku: str) -> Product:
+    def get_product(self, sku: str) -> ProductRecord:
         return self.products.get_product(sku)
 
     def matches_for(

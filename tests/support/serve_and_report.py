@@ -1,5 +1,5 @@
 """`retailklip serve`, then, once it has shut down, the PyTorch modules this process imported
-written to the file RETAILKLIP_TEST_MODULES_FILE names (tests/test_serving_install.py).
+written to the file RETAILKLIP_TEST_MODULES_FILE names (tests/e2e/test_serving_install.py).
 
 uvicorn re-raises the SIGTERM it shut down on once it is done, so the report is written by a
 handler of that signal, installed before uvicorn starts (it restores it before re-raising)."""

@@ -1,4 +1,4 @@
-"""The failure drills (crash, database outage, load, disk full), run by tests/test_drills.py:
+"""The failure drills (crash, database outage, load, disk full), run by tests/drills/test_drills.py:
 each drives a real `retailklip serve` (tests.support.servers) and returns a report, with the
 checks that decide pass or fail (`problems`) and the tables it prints (`report`).
 
