@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from app.api import access, catalogues, classify, health, products, references, review
+from app.api import access, catalogues, classify, health, products, references, review, shelf
 from app.api.console import install_console
 from app.api.errors import install_error_handlers
 from app.api.middleware import (
@@ -30,9 +30,11 @@ from app.catalogue.scope_queries import ScopeQueries
 from app.db.changelog import HeadReader
 from app.db.migrate import open_database
 from app.db.session import make_session_factory
+from app.detector.choice import load_detector
 from app.encoder.decode import DecodeBudget
 from app.encoder.identity import model_tiers
 from app.encoder.loading import load_service_encoder
+from app.encoder.onnx_graph import cpu_threads
 from app.encoder.views import served_views
 from app.recognition.catalogue import Catalogue
 from app.recognition.classify import Classifier
@@ -40,6 +42,7 @@ from app.recognition.hit_names import HitNames
 from app.recognition.registration import Registrar
 from app.recognition.review import Review
 from app.recognition.scopes import ScopeResolver
+from app.recognition.shelf import ShelfAudit
 from app.recognition.tiers import Tiers, served_tiers
 from app.runtime.health import Health
 from app.runtime.index_sync import IndexSync
@@ -75,6 +78,10 @@ def build(settings: Settings, metrics: ServiceMetrics) -> Running:
     session_factory = make_session_factory(engine)
     encoder = load_service_encoder(choice)
     log.info("model %s loaded on %s", encoder.model_id, encoder.device)
+    detection = settings.detection
+    detector = load_detector(detection.graph, cpu_threads())
+    if detector is not None:
+        log.info("detector %s loaded from %s", detector.model_id, detector.path)
     index = IndexSync.open(
         encoder.model_id,
         encoder.embed_dim,
@@ -123,9 +130,11 @@ def build(settings: Settings, metrics: ServiceMetrics) -> Running:
         settings.review_queue.max_age_s,
     )
     per_image = inference.vectors_per_image
+    classifier = Classifier(index, names, scopes, inference, tiers)
     services = Services(
         limits=limits,
-        classifier=Classifier(index, names, scopes, inference, tiers),
+        classifier=classifier,
+        shelf=ShelfAudit(classifier, products, detector, detection.score, detection.max_boxes),
         registrar=Registrar(
             inference, products, index.store, names, queue, limits.duplicate_threshold
         ),
@@ -147,7 +156,12 @@ def build(settings: Settings, metrics: ServiceMetrics) -> Running:
             per_image,
         ),
         health=Health(
-            engine, index, encoder, choice.model, None if tiers is None else asdict(tiers)
+            engine,
+            index,
+            encoder,
+            choice.model,
+            None if tiers is None else asdict(tiers),
+            None if detector is None else detector.model_id,
         ),
     )
     return Running(services, engine, inference, index, names, scopes)
@@ -189,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = None
     app.include_router(products.router)
     app.include_router(classify.router)
+    app.include_router(shelf.router)
     app.include_router(catalogues.router)
     app.include_router(references.router)
     app.include_router(review.router)

@@ -9,6 +9,7 @@ from app.recognition.catalogue import Catalogue
 from app.recognition.classify import Classifier
 from app.recognition.registration import Registrar
 from app.recognition.review import Review
+from app.recognition.shelf import ShelfAudit
 from app.runtime.health import Health
 from app.settings import Limits
 
@@ -17,6 +18,7 @@ from app.settings import Limits
 class Services:
     limits: Limits
     classifier: Classifier  # photo -> verdict
+    shelf: ShelfAudit  # shelf photo -> products found, named, placed, counted, checked
     registrar: Registrar  # photos -> references (new products, more photos, confirmations)
     catalogue: Catalogue  # products and images read, deleted, grouped; look-alikes
     review: Review  # the review queue

@@ -2,9 +2,10 @@
 
 The variables' names are the contract (the README's table lists each), so `Settings` keeps them
 flat, one field per variable, in sections by concern; each section is handed out as one frozen
-record (`settings.storage`, `.model_choice`, `.index_config`, `.sync`, `.limits`, `.batching`,
-`.review_queue`, `.auth`, `.server`), already resolved (defaults that depend on other settings
-filled in), and each part of the service gets only its own. Nothing here may import torch or FAISS:
+record (`settings.storage`, `.model_choice`, `.detection`, `.index_config`, `.sync`, `.limits`,
+`.batching`, `.review_queue`, `.auth`, `.server`), already resolved (defaults that depend on
+other settings filled in), and each part of the service gets only its own. Nothing here may
+import torch or FAISS:
 `retailklip migrate`, `gc-blobs` and migrations/env.py read settings without loading a model.
 """
 
@@ -83,6 +84,13 @@ class ModelSettings:
     reference_views: str  # "auto", "none" or view names
     confident_score: float | None  # overrides of the model's calibrated verdict tiers
     confident_margin: float | None
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    graph: str  # "auto", "off" or a path (app/detector/choice.py)
+    score: float | None  # the score from which a box counts; None: the graph's own
+    max_boxes: int
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,12 @@ class Settings(BaseSettings):
     confident_score: float | None = Field(default=None, ge=-1.0, le=1.0)
     confident_margin: float | None = Field(default=None, ge=0.0, le=2.0)
 
+    # ---- detector: finding the products of a shelf photo without boxes (POST /shelf) -----
+    # "auto": the detector shipped in app/models/ when present; "off"; or a graph's path.
+    detector: str = "auto"
+    detector_score: float | None = Field(default=None, ge=0.0, le=1.0)  # None: the graph's
+    detector_max_boxes: int = Field(default=300, ge=1)  # products kept per photo, best first
+
     # ---- index (app/index/config.py; trade-off measured in docs/PERFORMANCE.md) ------------
     # "auto" = exact below INDEX_THRESHOLD live vectors per shard, IVF above; "exact"; "ivf".
     index: IndexKind = _INDEX.kind
@@ -213,7 +227,7 @@ class Settings(BaseSettings):
     unknown_threshold: float = 0.5
     # Regions per /classify, catalogues per product, and the cosine over which a new
     # reference is reported as a near-duplicate of another product's.
-    max_boxes: int = 16
+    max_boxes: int = Field(default=300, ge=1)  # real shelves show up to ~130 products
     max_catalogues_per_product: int = 64
     duplicate_threshold: float = 0.9
     max_concurrency: int = 64  # requests in flight; over it the app answers a JSON 503
@@ -302,6 +316,10 @@ class Settings(BaseSettings):
             )
         except ValueError as exc:
             raise ValueError(f"index: {exc}") from None
+
+    @cached_property
+    def detection(self) -> DetectorSettings:
+        return DetectorSettings(self.detector, self.detector_score, self.detector_max_boxes)
 
     @cached_property
     def sync(self) -> SyncSettings:

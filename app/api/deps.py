@@ -16,6 +16,7 @@ from app.recognition.catalogue import Catalogue
 from app.recognition.classify import Classifier
 from app.recognition.registration import Registrar
 from app.recognition.review import Review
+from app.recognition.shelf import ShelfAudit
 from app.runtime.health import Health
 from app.runtime.metrics import ServiceMetrics
 from app.services import Services
@@ -42,6 +43,10 @@ async def get_classifier(request: Request) -> Classifier:
     return _services(request).classifier
 
 
+async def get_shelf(request: Request) -> ShelfAudit:
+    return _services(request).shelf
+
+
 async def get_registrar(request: Request) -> Registrar:
     return _services(request).registrar
 
@@ -64,6 +69,7 @@ ServiceMetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 LimitsDep = Annotated[Limits, Depends(get_limits)]
 ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 RegistrarDep = Annotated[Registrar, Depends(get_registrar)]
+ShelfDep = Annotated[ShelfAudit, Depends(get_shelf)]
 CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 ReviewDep = Annotated[Review, Depends(get_review)]
 HealthDep = Annotated[Health | None, Depends(get_health)]

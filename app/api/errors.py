@@ -36,6 +36,7 @@ from app.encoder.decode import MAX_ASPECT_RATIO, ImageDecodeError
 from app.recognition.classify import IndexIncomplete
 from app.recognition.regions import BoxOutside
 from app.recognition.scopes import FilterRefused
+from app.recognition.shelf import DetectorMissing
 from app.recognition.uploads import UploadRejected
 
 log = logging.getLogger("retailklip")
@@ -118,6 +119,11 @@ REFUSALS: dict[type[Exception], Refusal] = {
         _always(409),
         lambda e: f"concurrent write to product {e.sku}; retry",
         ConcurrentWrite("<sku>"),
+    ),
+    DetectorMissing: Refusal(
+        _always(422),
+        lambda e: "boxes: required, this service has no product detector (RETAILKLIP_DETECTOR)",
+        DetectorMissing(),
     ),
     IndexIncomplete: Refusal(
         _always(503),

@@ -3,10 +3,13 @@ held to the one JSON rule of app/strict_json.py, every refusal a 422 naming the 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from app.api.errors import Invalid
+from app.api.types import MAX_PLAN_ENTRIES, MAX_PLAN_FACINGS, MAX_PLAN_SHELVES, SKU_PATTERN
 from app.recognition.regions import Box
+from app.recognition.shelf_checks import PlanShelf
 from app.strict_json import JsonRefused, loads_strict
 
 METADATA_SHAPE = "metadata must be a JSON object"
@@ -50,3 +53,61 @@ def parse_boxes(raw: str, limit: int) -> list[Box]:
             raise Invalid(f"boxes[{i}]: need 0 <= x0 < x1 and 0 <= y0 < y1")
         boxes.append((x0, y0, x1, y1))
     return boxes
+
+
+PLANOGRAM_SHAPE = 'planogram must be {"shelves": [[{"sku": ..., "facings": n}, ...], ...]}'
+MUST_HAVE_SHAPE = "must_have must be a JSON list of SKUs"
+
+
+def _is_sku(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and re.fullmatch(SKU_PATTERN, value) is not None
+        and (len(value) <= 64)
+    )
+
+
+def parse_planogram(raw: str) -> list[PlanShelf]:
+    """The shelves top to bottom, each (sku, facings) left to right."""
+    try:
+        value: Any = loads_strict(raw)
+    except JsonRefused as exc:
+        raise Invalid(exc.worded("planogram", PLANOGRAM_SHAPE)) from exc
+    shelves = value.get("shelves") if isinstance(value, dict) else None
+    if not isinstance(shelves, list) or set(value) != {"shelves"}:
+        raise Invalid(PLANOGRAM_SHAPE)
+    if len(shelves) > MAX_PLAN_SHELVES:
+        raise Invalid(f"planogram: at most {MAX_PLAN_SHELVES} shelves")
+    plan: list[PlanShelf] = []
+    for s, shelf in enumerate(shelves):
+        if not isinstance(shelf, list) or len(shelf) > MAX_PLAN_ENTRIES:
+            raise Invalid(f"planogram: shelves[{s}] must be a list of at most {MAX_PLAN_ENTRIES}")
+        entries = []
+        for e, entry in enumerate(shelf):
+            where = f"planogram: shelves[{s}][{e}]"
+            if not isinstance(entry, dict) or not set(entry) <= {"sku", "facings"}:
+                raise Invalid(f'{where} must be {{"sku": ..., "facings": n}}')
+            if not _is_sku(entry.get("sku")):
+                raise Invalid(f"{where}.sku must be a SKU")
+            facings = entry.get("facings", 1)
+            if (
+                not isinstance(facings, int)
+                or isinstance(facings, bool)
+                or not 1 <= facings <= MAX_PLAN_FACINGS
+            ):
+                raise Invalid(f"{where}.facings must be an integer from 1 to {MAX_PLAN_FACINGS}")
+            entries.append((str(entry["sku"]), facings))
+        plan.append(entries)
+    return plan
+
+
+def parse_must_have(raw: str) -> list[str]:
+    try:
+        value: Any = loads_strict(raw)
+    except JsonRefused as exc:
+        raise Invalid(exc.worded("must_have", MUST_HAVE_SHAPE)) from exc
+    if not isinstance(value, list) or not all(_is_sku(v) for v in value):
+        raise Invalid(MUST_HAVE_SHAPE)
+    if len(value) > MAX_PLAN_ENTRIES:
+        raise Invalid(f"must_have: at most {MAX_PLAN_ENTRIES} SKUs")
+    return [str(v) for v in value]

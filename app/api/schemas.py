@@ -194,6 +194,7 @@ class ReadyOut(BaseModel):
     runtime: Literal["torch", "onnx", "onnx-int8"]
     index_vectors: int
     shards: int
+    detector: str | None = None  # the product detector's model id; null: /shelf needs boxes
 
 
 ERROR_DESCRIPTIONS = {
@@ -264,3 +265,71 @@ class PhotoNeed(BaseModel):
 class PhotoNeeds(BaseModel):
     items: list[PhotoNeed]  # the products a shelf photo would help most, first
     model: str
+
+
+class ShelfRegionOut(BaseModel):
+    box: list[int | float]  # as sent, or as the detector found it (whole pixels)
+    matches: list[MatchOut]
+    unknown: bool
+    verdict: Tier
+    detection: float | None = Field(description="the detector's score; null for a box sent")
+    shelf: int = Field(description="its row, 0 = the top one")
+    position: int = Field(description="its place in the row, 0 = the leftmost")
+
+
+class ShelfOut(BaseModel):
+    index: int  # 0 = the top row
+    box: list[float]  # the extent of its facings
+    facings: int
+    regions: list[int]  # indices into `regions`, left to right
+
+
+class FacingsOut(BaseModel):
+    sku: str | None = Field(description="null: the facings no product was recognised on")
+    name: str | None
+    count: int
+    share: float = Field(description="of all facings counted, unknown ones included")
+    width_share: float = Field(description="of the summed widths of all facings")
+
+
+class GroupFacingsOut(BaseModel):
+    value: str | None = Field(
+        description="the metadata value (JSON text unless a string); null: unknown products "
+        "and products without the key"
+    )
+    count: int
+    share: float
+    width_share: float
+
+
+class GapOut(BaseModel):
+    shelf: int
+    after: int = Field(description="the position of the facing on its left")
+    box: list[float]
+    width: float
+
+
+class PositionOut(BaseModel):
+    shelf: int
+    position: int = Field(description="in the plan's shelf, left to right")
+    expected: str
+    found: str | None = Field(description="what stands there; null: nothing, or unknown")
+    status: Literal["ok", "wrong_product", "missing"]
+
+
+class PlanogramOut(BaseModel):
+    positions: list[PositionOut]
+    unplanned: list[str] = Field(description="SKUs found that the plan does not have")
+    score: float = Field(description="planned facings found in place / planned facings")
+
+
+class ShelfReportOut(BaseModel):
+    regions: list[ShelfRegionOut]
+    shelves: list[ShelfOut]  # top to bottom
+    facings: list[FacingsOut]  # most facings first; unknown last
+    groups: list[GroupFacingsOut] | None = Field(description="with `group_by`")
+    gaps: list[GapOut]
+    missing: list[str] | None = Field(description="with `must_have`: the SKUs not found")
+    planogram: PlanogramOut | None = Field(description="with `planogram`")
+    model: str
+    detector: str | None = Field(description="the detector's model id, when it found the boxes")

@@ -290,6 +290,66 @@ BoxesText = Annotated[
     FromSettings(maxItems="max_boxes"),
 ]
 
+# Parsed by app/api/json_fields.py `parse_planogram` (the limits below).
+MAX_PLAN_SHELVES = 50
+MAX_PLAN_ENTRIES = 200  # per shelf
+MAX_PLAN_FACINGS = 100  # per entry
+PlanogramText = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "object",
+            "required": ["shelves"],
+            "properties": {
+                "shelves": {
+                    "type": "array",
+                    "maxItems": MAX_PLAN_SHELVES,
+                    "items": {
+                        "type": "array",
+                        "maxItems": MAX_PLAN_ENTRIES,
+                        "items": {
+                            "type": "object",
+                            "required": ["sku"],
+                            "properties": {
+                                "sku": TypeAdapter(Sku).json_schema(),
+                                "facings": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": MAX_PLAN_FACINGS,
+                                    "default": 1,
+                                },
+                            },
+                        },
+                    },
+                    "description": "the shelves top to bottom, each its products left to right",
+                }
+            },
+            "description": 'JSON text: {"shelves": [[{"sku": "cola-33cl", "facings": 3}, ...], '
+            "...]}: the planned shelf, checked against what the photo shows",
+        }
+    ),
+    _JSON_TEXT,
+]
+MustHaveText = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": TypeAdapter(Sku).json_schema(),
+            "maxItems": MAX_PLAN_ENTRIES,
+            "description": "JSON text: the SKUs the shelf must show; the answer lists those not "
+            "found",
+        }
+    ),
+    _JSON_TEXT,
+]
+# A metadata key: facings are also counted per value of it (`brand`).
+GroupBy = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    _Schema(description="a metadata key: facings are also counted per value of it"),
+]
+
 _Upload = Annotated[UploadFile, WithJsonSchema({"type": "string", "format": "binary"})]
 ImageUpload = Annotated[_Upload, _Schema(**{MEDIA_TYPE: IMAGE_MEDIA_TYPES})]
 # At most `max_images_per_request`: app/api/uploads.py `read_all` checks it.

@@ -453,6 +453,14 @@ class ProductStore:
             found[sku] = (ids, decode_vectors([vector for _, vector in own], dim))
         return found
 
+    def metadata_of(self, skus: list[str]) -> dict[str, dict[str, Any]]:
+        """sku -> metadata of the products that exist; one query."""
+        with self.session_factory() as session:
+            rows = session.execute(
+                select(Product.sku, Product.metadata_).where(Product.sku.in_(skus))
+            ).all()
+        return {sku: dict(metadata) for sku, metadata in rows}
+
     def owners_of(self, image_ids: list[int]) -> dict[int, tuple[str, str]]:
         """Image id -> (sku, name) of the images that exist; run for every classification."""
         with self.session_factory() as session:

@@ -52,7 +52,7 @@ class ClassifyOptions:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
     spec: SearchSpec
     # The change log's head, read from the request's start (beside the forward pass): lets
     # the naming trust remembered products (app/recognition/hit_names.py).
@@ -74,31 +74,31 @@ class Classifier:
     async def classify(self, photo: bytes, options: ClassifyOptions, scope: Scope) -> Verdict:
         """One photo; raises IndexIncomplete, UnknownCatalogue, UnknownMetadataKey,
         UploadRejected."""
-        prepared = await self._prepare(options, scope)
+        prepared = await self.prepare(options, scope)
         try:
             hits = await self.inference.photo_hits(photo, prepared.spec)
         except ImageDecodeError as exc:
             raise UploadRejected("image", None, exc) from exc
-        [verdict] = await self._name([hits], prepared, options)
+        [verdict] = await self.name([hits], prepared, options)
         return verdict
 
     async def classify_regions(
         self, photo: bytes, boxes: list[Box], options: ClassifyOptions, scope: Scope
     ) -> list[Verdict]:
         """One verdict per box of one photo; raises as `classify` does, and BoxOutside."""
-        prepared = await self._prepare(options, scope)
+        prepared = await self.prepare(options, scope)
         work = functools.partial(region_pixels, self.inference, photo, boxes)
         try:
             hits = await self.inference.decode_and_search(work, prepared.spec)
         except ImageDecodeError as exc:
             raise UploadRejected("image", None, exc) from exc
-        return await self._name(hits, prepared, options)
+        return await self.name(hits, prepared, options)
 
     async def classify_batch(
         self, photos: list[bytes], options: ClassifyOptions, scope: Scope
     ) -> list[Verdict]:
         """One verdict per photo; raises as `classify` does (`images[i]` for a photo)."""
-        prepared = await self._prepare(options, scope)
+        prepared = await self.prepare(options, scope)
         inference = self.inference
         found = await asyncio.gather(
             *(
@@ -111,9 +111,9 @@ class Classifier:
         )
         first_rejected("images", list(found))
         hits = [one for result in found for one in result]  # type: ignore[union-attr]
-        return await self._name(hits, prepared, options)
+        return await self.name(hits, prepared, options)
 
-    async def _prepare(self, options: ClassifyOptions, scope: Scope) -> _Prepared:
+    async def prepare(self, options: ClassifyOptions, scope: Scope) -> Prepared:
         """What every mode checks before a forward pass (a bad scope is cheap to refuse)."""
         if not self.index.complete:
             raise IndexIncomplete(self.model_id)
@@ -123,10 +123,10 @@ class Classifier:
             # SQL (or the scope cache's stamp query): the framework's thread pool.
             allowed = await anyio.to_thread.run_sync(self.scopes.allowed, scope)
         k = search_depth(options.top_k, self.inference.vectors_per_image)
-        return _Prepared(SearchSpec(k, allowed), head)
+        return Prepared(SearchSpec(k, allowed), head)
 
-    async def _name(
-        self, hits: list[RawHits], prepared: _Prepared, options: ClassifyOptions
+    async def name(
+        self, hits: list[RawHits], prepared: Prepared, options: ClassifyOptions
     ) -> list[Verdict]:
         """Hits -> verdicts: from memory when it can answer (no I/O), else on the thread pool."""
         name = functools.partial(

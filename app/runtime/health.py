@@ -27,6 +27,7 @@ class Health:
     encoder: ServingEncoder
     model_name: str  # the setting that chose the model
     tiers: dict[str, Any] | None  # the `confident` tier's thresholds and calibration
+    detector: str | None  # the product detector's model id (None: boxes only)
 
     def ready(self) -> dict[str, Any]:
         """Blocking (pings the database): what /readyz answers; raises NotReady."""
@@ -48,6 +49,7 @@ class Health:
             "index_vectors": self.index.size,
             "shards": len(self.index.store.shards),
             "tiers": self.tiers,
+            "detector": self.detector,
         }
 
     def update_gauges(self, metrics: ServiceMetrics) -> None:

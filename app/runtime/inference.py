@@ -73,6 +73,7 @@ class _Job:
     pixels: list[np.ndarray]
     future: asyncio.Future[Any]  # the vectors, or one RawHits per row with `search`
     search: SearchSpec | None = None
+    work: Callable[[], Any] | None = None  # another model's pass (the detector): runs alone
 
 
 class Inference:
@@ -106,6 +107,7 @@ class Inference:
         self.decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
         self.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._next: _Job | None = None  # a job `_collect` took but that must run alone, next
         self.worker: asyncio.Task[None] | None = None
         # Uploads on their way to the queue (being decoded, or decoded and about to be queued):
         # the one reason the batcher waits. Event-loop state only, like `busy`.
@@ -178,6 +180,19 @@ class Inference:
         hits: list[RawHits] = await self._queued(pixels, search, decoded=True)
         return hits
 
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """`work` on the decode pool (decoding a photo for another model than the encoder)."""
+        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, work)
+
+    async def alone_on_model_thread(self, work: Callable[[], T]) -> T:
+        """`work` (another model's forward pass: the detector) on the model thread, in queue
+        order and batched with nothing: it never runs beside an encoder pass."""
+        job = _Job([], asyncio.get_running_loop().create_future(), work=work)
+        self.queue.put_nowait(job)
+        self.arrivals.set()
+        result: T = await job.future
+        return result
+
     async def _decoding(self, work: Callable[[], T]) -> T:
         """`work` on the decode pool, counted as on its way to the model: until `_queued`
         takes its pixels, or it fails."""
@@ -240,14 +255,21 @@ class Inference:
 
     async def _collect(self) -> list[_Job]:
         """The next batch: every queued job (up to `max_batch` images), plus those of uploads
-        on their way if they come within `batch_wait_ms`. Never waits for nobody."""
+        on their way if they come within `batch_wait_ms`. Never waits for nobody. A `work`
+        job is a batch of its own."""
         loop = asyncio.get_running_loop()
-        jobs = [await self.queue.get()]
+        first, self._next = self._next, None
+        jobs = [first if first is not None else await self.queue.get()]
+        if jobs[0].work is not None:
+            return jobs
         count = len(jobs[0].pixels)
         deadline = loop.time() + self.batch_wait_s
         while count < self.max_batch:
             if not self.queue.empty():
                 job = self.queue.get_nowait()
+                if job.work is not None:
+                    self._next = job  # after this batch, alone
+                    break
                 jobs.append(job)
                 count += len(job.pixels)
                 continue
@@ -267,8 +289,14 @@ class Inference:
             jobs = await self._collect()
             self.busy += 1
             try:
-                batch = np.stack([p for job in jobs for p in job.pixels])
-                outcomes = await loop.run_in_executor(self.model_pool, self._forward, batch, jobs)
+                work = jobs[0].work
+                if work is not None:
+                    outcomes = [await loop.run_in_executor(self.model_pool, work)]
+                else:
+                    batch = np.stack([p for job in jobs for p in job.pixels])
+                    outcomes = await loop.run_in_executor(
+                        self.model_pool, self._forward, batch, jobs
+                    )
             except Exception as exc:  # hand the failure to every waiting request; keep serving
                 for job in jobs:
                     if not job.future.done():
@@ -289,7 +317,11 @@ class Inference:
         jobs sharing a `SearchSpec`. Per job: its vectors, its hits, or the exception its
         search raised (that fails its own requests only)."""
         begin = time.perf_counter()
-        vectors = self.encoder.embed_pixels(batch)
+        # A job larger than a batch (the boxes of a shelf photo) in passes the machine holds.
+        step = max(self.max_batch, 1)
+        vectors = np.concatenate(
+            [self.encoder.embed_pixels(batch[i : i + step]) for i in range(0, len(batch), step)]
+        )
         self.on_stage("forward", time.perf_counter() - begin)
         self.on_batch(len(batch))
         outcomes: list[Any] = []
