@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from app.encoder.decode import DecodedPhoto
 from app.encoder.preprocess import reduction_for
 from app.runtime.inference import Inference
 
@@ -46,5 +47,18 @@ def region_pixels(inference: Inference, photo: bytes, boxes: list[Box]) -> list[
     sizes = [(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes]
     cfg = inference.encoder.preprocess
     decoded = inference.photo(photo, lambda w, h: reduction_for(cfg, sizes))
-    rects = pixel_boxes(boxes, decoded.width, decoded.height)
-    return [inference.pixels(decoded.region(rect)) for rect in rects]
+    return crops_pixels(inference, decoded, boxes)
+
+
+def crops_pixels(inference: Inference, decoded: DecodedPhoto, boxes: list[Box]) -> list[np.ndarray]:
+    """Each box of a decoded photo as the model's pixels. The photo was decoded at the scale of
+    its smallest box; a larger box is first reduced (by 2, 4 or 8: a box filter, as the JPEG
+    decoder's own scaling) to the scale where it still covers the model's input, so a shelf's
+    big facings cost no more to resample than its small ones."""
+    cfg = inference.encoder.preprocess
+    pixels = []
+    for rect in pixel_boxes(boxes, decoded.width, decoded.height):
+        crop = decoded.region(rect)
+        factor = reduction_for(cfg, [crop.size])
+        pixels.append(inference.pixels(crop.reduce(factor) if factor > 1 else crop))
+    return pixels

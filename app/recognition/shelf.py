@@ -27,7 +27,7 @@ from app.detector.product_detector import Detection, ProductDetector
 from app.encoder.decode import DecodedPhoto, ImageDecodeError
 from app.encoder.preprocess import reduction_for
 from app.recognition.classify import Classifier, ClassifyOptions
-from app.recognition.regions import Box, pixel_boxes
+from app.recognition.regions import Box, crops_pixels
 from app.recognition.scopes import Scope
 from app.recognition.search import Verdict
 from app.recognition.shelf_checks import (
@@ -146,8 +146,7 @@ class ShelfAudit:
         needed = reduction_for(inference.encoder.preprocess, sizes)
         if decoded is None or round(1 / decoded.scale) > needed:
             decoded = inference.photo(photo, lambda w, h: needed)
-        rects = pixel_boxes(boxes, decoded.width, decoded.height)
-        return [inference.pixels(decoded.region(rect)) for rect in rects]
+        return crops_pixels(inference, decoded, boxes)
 
     async def _report(
         self,
