@@ -56,7 +56,6 @@ def parse_boxes(raw: str, limit: int) -> list[Box]:
 
 
 PLANOGRAM_SHAPE = 'planogram must be {"shelves": [[{"sku": ..., "facings": n}, ...], ...]}'
-MUST_HAVE_SHAPE = "must_have must be a JSON list of SKUs"
 
 
 def _is_sku(value: Any) -> bool:
@@ -99,15 +98,3 @@ def parse_planogram(raw: str) -> list[PlanShelf]:
             entries.append((str(entry["sku"]), facings))
         plan.append(entries)
     return plan
-
-
-def parse_must_have(raw: str) -> list[str]:
-    try:
-        value: Any = loads_strict(raw)
-    except JsonRefused as exc:
-        raise Invalid(exc.worded("must_have", MUST_HAVE_SHAPE)) from exc
-    if not isinstance(value, list) or not all(_is_sku(v) for v in value):
-        raise Invalid(MUST_HAVE_SHAPE)
-    if len(value) > MAX_PLAN_ENTRIES:
-        raise Invalid(f"must_have: at most {MAX_PLAN_ENTRIES} SKUs")
-    return [str(v) for v in value]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form
 
 from app.api.classify import OptionsDep
 from app.api.deps import LimitsDep, ShelfDep
-from app.api.json_fields import parse_boxes, parse_must_have, parse_planogram
+from app.api.json_fields import parse_boxes, parse_planogram
 from app.api.schemas import (
     ClassifyResult,
     FacingsOut,
@@ -22,7 +22,7 @@ from app.api.schemas import (
     errors,
 )
 from app.api.scope import ScopeDep
-from app.api.types import BoxesText, GroupBy, ImageUpload, MustHaveText, Omittable, PlanogramText
+from app.api.types import BoxesText, GroupBy, ImageUpload, MustHave, Omittable, PlanogramText
 from app.api.uploads import read_all
 from app.recognition.shelf import ShelfChecks, ShelfReport
 from app.strict_json import loads_strict
@@ -39,7 +39,7 @@ async def audit_shelf(
     image: Annotated[ImageUpload, File()],
     boxes: Annotated[Omittable[BoxesText], Form()] = None,
     planogram: Annotated[Omittable[PlanogramText], Form()] = None,
-    must_have: Annotated[Omittable[MustHaveText], Form()] = None,
+    must_have: Annotated[Omittable[MustHave], Form()] = None,
     group_by: Annotated[Omittable[GroupBy], Form()] = None,
 ) -> ShelfReportOut:
     """Every product on a shelf or fridge photo named and placed: rows, facings per SKU (and
@@ -47,7 +47,7 @@ async def audit_shelf(
     Without `boxes` the service's product detector finds the products."""
     checks = ShelfChecks(
         planogram=None if planogram is None else parse_planogram(planogram),
-        must_have=None if must_have is None else parse_must_have(must_have),
+        must_have=must_have,
         group_by=group_by,
     )
     regions = None if boxes is None else parse_boxes(boxes, limits.max_boxes)

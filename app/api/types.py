@@ -72,7 +72,8 @@ def documenting(settings: Settings) -> Iterator[None]:
 
 
 class FromSettings:
-    """JSON-schema keywords whose values are settings: `FromSettings(maxItems="max_boxes")`."""
+    """JSON-schema keywords whose values are settings: `FromSettings(maxItems="max_boxes")`;
+    a keyword inside a sub-schema is named by its path (`contentSchema.maxItems`)."""
 
     def __init__(self, **keywords: str) -> None:
         self.keywords = keywords
@@ -83,9 +84,12 @@ class FromSettings:
         schema = handler(core_schema)
         settings = _documented.get()
         if settings is not None:
-            target = handler.resolve_ref_schema(schema)
             for keyword, setting in self.keywords.items():
-                key = SETTINGS_DEFAULT if keyword == "default" else keyword
+                target = handler.resolve_ref_schema(schema)
+                *path, last = keyword.split(".")
+                for part in path:
+                    target = target[part]
+                key = SETTINGS_DEFAULT if last == "default" else last
                 target[key] = getattr(settings, setting)
         return schema
 
@@ -273,13 +277,19 @@ BoxesText = Annotated[
     str,
     WithJsonSchema(
         {
-            "type": "array",
-            "minItems": 1,
-            "items": {
+            # A string: multipart has no arrays of arrays (a generated client would send each
+            # number as a field of its own); the text is JSON, its schema `contentSchema`.
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
                 "type": "array",
-                "items": {"type": "number", "minimum": 0},
-                "minItems": 4,
-                "maxItems": 4,
+                "minItems": 1,
+                "items": {
+                    "type": "array",
+                    "items": {"type": "number", "minimum": 0},
+                    "minItems": 4,
+                    "maxItems": 4,
+                },
             },
             "description": "JSON text: [[x0, y0, x1, y1], ...] in the photo's pixels (EXIF "
             "orientation applied), x0 < x1 <= width, y0 < y1 <= height; the answer then has "
@@ -287,7 +297,7 @@ BoxesText = Annotated[
         }
     ),
     _JSON_TEXT,
-    FromSettings(maxItems="max_boxes"),
+    FromSettings(**{"contentSchema.maxItems": "max_boxes"}),
 ]
 
 # Parsed by app/api/json_fields.py `parse_planogram` (the limits below).
@@ -300,6 +310,7 @@ PlanogramText = Annotated[
         {
             "type": "object",
             "required": ["shelves"],
+            "additionalProperties": False,
             "properties": {
                 "shelves": {
                     "type": "array",
@@ -310,6 +321,7 @@ PlanogramText = Annotated[
                         "items": {
                             "type": "object",
                             "required": ["sku"],
+                            "additionalProperties": False,
                             "properties": {
                                 "sku": TypeAdapter(Sku).json_schema(),
                                 "facings": {
@@ -330,18 +342,11 @@ PlanogramText = Annotated[
     ),
     _JSON_TEXT,
 ]
-MustHaveText = Annotated[
-    str,
-    WithJsonSchema(
-        {
-            "type": "array",
-            "items": TypeAdapter(Sku).json_schema(),
-            "maxItems": MAX_PLAN_ENTRIES,
-            "description": "JSON text: the SKUs the shelf must show; the answer lists those not "
-            "found",
-        }
-    ),
-    _JSON_TEXT,
+# Repeatable, like `catalogues`: the SKUs the shelf must show.
+MustHave = Annotated[
+    list[Sku],
+    Field(max_length=MAX_PLAN_ENTRIES),
+    _Schema(description="the SKUs the shelf must show; the answer lists those not found"),
 ]
 # A metadata key: facings are also counted per value of it (`brand`).
 GroupBy = Annotated[

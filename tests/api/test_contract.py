@@ -36,6 +36,7 @@ STATUSES = {
     ("DELETE", "/products/{sku}/images/{image_id}"): {204, 401, 403, 404, 422, 503},
     ("POST", "/classify"): {200, 400, 401, 404, 413, 415, 422, 503},
     ("POST", "/classify/batch"): {200, 400, 401, 404, 413, 415, 422, 503},
+    ("POST", "/shelf"): {200, 400, 401, 404, 413, 415, 422, 503},
     ("GET", "/catalogues"): {200, 401, 503},
     ("PUT", "/products/{sku}/catalogues"): {200, 400, 401, 403, 404, 422, 503},
     ("GET", "/products/{sku}/images/{image_id}"): {200, 304, 401, 404, 422, 503},
@@ -109,7 +110,9 @@ def test_constraints_the_server_enforces_are_declared() -> None:
     }
     assert (query["top_k"]["maximum"], query["top_k"]["default"]) == (40, 3)
     assert query["filter"]["type"] == "object" and query["catalogue"]["pattern"]
-    assert (classify["boxes"]["minItems"], classify["boxes"]["maxItems"]) == (1, 5)
+    boxes = classify["boxes"]["contentSchema"]  # JSON text: a string whose content is the array
+    assert classify["boxes"]["type"] == "string"
+    assert (boxes["minItems"], boxes["maxItems"]) == (1, 5)
     assert create["catalogues"]["items"]["pattern"] == create["sku"]["pattern"]
     assert create["catalogues"]["maxItems"] == 9
     put = doc["paths"]["/products/{sku}/catalogues"]["put"]["requestBody"]["content"]
