@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     by_runtime: dict[tuple[str, str], dict] = {}
     for model, runtime in itertools.product(args.model, runtimes):
         settings = Settings(model=model, device="cpu", runtime=runtime, data_dir=args.onnx_cache)
-        base = load_service_encoder(settings)
+        base = load_service_encoder(settings.model_choice)
         own = base.preprocess
         own_spec = f"{own.resize_mode},{own_pool(model)},{int(own.flip)}"
         specs = args.pipeline or (DEFAULT_PIPELINES if runtime == "torch" else [own_spec])

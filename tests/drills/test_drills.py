@@ -108,6 +108,6 @@ def test_a_stalled_database_stalls_no_forward_pass() -> None:
     report = stall.run(stall_s=5.0, clients=clients, model=MODEL)
     print(stall.summary(report))
     assert report.errors == []
-    assert report.forward_passes_during >= clients  # none waited behind the stalled SQL
+    assert report.embedded_during >= clients  # none waited behind the stalled SQL
     assert max(report.healthz_ms) < 1000, report.healthz_ms
     assert len(report.classify_ms["during"]) == clients  # all answered once the lock went
