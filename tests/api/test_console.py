@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -64,6 +64,7 @@ README_SHOTS = {
     "catalogue-filter",
     "phone",
     "review",
+    "shelf",
 }
 ARTEFACTS = (
     Path(
@@ -603,3 +604,358 @@ def test_a_classify_key_is_offered_what_it_may_do_and_refused_the_rest(
         "403 this API key's role is classify; GET /review needs edit"
         in by_id(browser, "error").text
     )
+
+
+def test_the_catalogue_lists_each_products_first_reference(
+    server: LiveServer, api: httpx.Client, browser: WebDriver
+) -> None:
+    open_console(browser, server)
+    by_id(browser, "nav-catalogue").click()
+    products = api.get("/products", params={"limit": 100}).json()["items"]
+    expected = {p["sku"]: str(p["image_ids"][0]) for p in products}
+    rows = """return [...document.querySelectorAll('#product-rows tr')].map((row) => {
+        const thumb = row.querySelector('td.photo .thumb');
+        const img = row.querySelector('td.photo img');
+        return [row.dataset.sku, thumb && thumb.dataset.imageId, img && img.src, img && img.alt];
+    })"""
+
+    def all_shown(b: WebDriver) -> list | None:
+        shown = b.execute_script(rows)
+        return shown if shown and all(r[2] for r in shown) else None
+
+    shown = wait(browser, all_shown, "a thumbnail on every row")
+    assert {sku: image_id for sku, image_id, _, _ in shown} == expected
+    for sku, image_id, src, alt in shown:
+        assert src.startswith("blob:") and alt == f"{sku} image {image_id}"
+    # The images really are the thumbnails the API serves (decoded by the browser).
+    sizes = browser.execute_script(
+        "return [...document.querySelectorAll('#product-rows td.photo img')]"
+        ".map((i) => [i.complete, i.naturalWidth, i.naturalHeight, i.clientWidth])"
+    )
+    assert all(done and max(w, h) == 96 and shown_w == 48 for done, w, h, shown_w in sizes)
+
+
+# The Shelf page: a shelf photo composed from Grocery Store images with known rows, on a
+# server of its own with the shipped encoder (whose calibrated tiers answer all three verdicts)
+# and no product detector, so the boxes are drawn or pasted on the page.
+SHELF_PRODUCTS = {  # sku: (name, folder, brand); all in catalogue store-1
+    "oatly-oat-milk": ("Oatly Oat Milk", "Packages/Oat-Milk/Oatly-Oat-Milk", "Oatly"),
+    "arla-milk": ("Arla Standard Milk", "Packages/Milk/Arla-Standard-Milk", "Arla"),
+    "arla-medium-milk": ("Arla Medium Fat Milk", "Packages/Milk/Arla-Medium-Fat-Milk", "Arla"),
+    "tropicana-apple": (
+        "Tropicana Apple Juice",
+        "Packages/Juice/Tropicana-Apple-Juice",
+        "Tropicana",
+    ),
+    "arla-yoghurt": (
+        "Arla Mild Vanilla Yoghurt",
+        "Packages/Yoghurt/Arla-Mild-Vanilla-Yoghurt",
+        "Arla",
+    ),
+}
+FACE = 200  # px: each facing's square on the shelf photo
+# Catalogue fronts, one real shop photo of a milk close to another (ambiguous), a lemon the
+# catalogue does not have (unknown), and a gap two facings wide on the bottom shelf.
+MEDIUM_MILK_PHOTO = GROCERY / "test/Packages/Milk/Arla-Medium-Fat-Milk/Arla-Medium-Fat-Milk_003.jpg"
+SHELF_LAYOUT = [
+    ["oatly-oat-milk", "oatly-oat-milk", "arla-milk", "tropicana-apple", MEDIUM_MILK_PHOTO],
+    ["tropicana-apple", "arla-yoghurt", None, None, "arla-yoghurt", LEMON_ICONIC],
+]
+SHELF_PLAN = {  # two swapped, and a third shelf the photo does not have
+    "shelves": [
+        [
+            {"sku": "oatly-oat-milk", "facings": 2},
+            {"sku": "tropicana-apple"},
+            {"sku": "arla-milk"},
+            {"sku": "arla-medium-milk"},
+        ],
+        [{"sku": "tropicana-apple"}, {"sku": "arla-yoghurt", "facings": 2}],
+        [{"sku": "kefir"}],
+    ]
+}
+VERDICT_COLOURS = {  # console.css --confident, --ambiguous, --unknown
+    "confident": "rgb(21, 128, 61)",
+    "ambiguous": "rgb(180, 83, 9)",
+    "unknown": "rgb(185, 28, 28)",
+}
+
+
+def shelf_photo() -> tuple[Image.Image, list[list[int]]]:
+    """The layout on a grey wall with a board under each row: the photo and its boxes."""
+    row_height = FACE + 40
+    canvas = Image.new("RGB", (FACE * 6 + 40, row_height * 2 + 20), (120, 120, 120))
+    boxes = []
+    for r, row in enumerate(SHELF_LAYOUT):
+        top = 20 + r * row_height
+        canvas.paste((92, 64, 40), (0, top + FACE, canvas.width, top + FACE + 16))
+        for p, facing in enumerate(row):
+            if facing is None:
+                continue
+            path = facing if isinstance(facing, Path) else iconic(SHELF_PRODUCTS[facing][1])
+            face = Image.open(path).convert("RGB").resize((FACE - 8, FACE - 8))
+            x = 20 + p * FACE
+            canvas.paste(face, (x + 4, top + 4))
+            boxes.append([x + 4, top + 4, x + FACE - 4, top + FACE - 4])
+    return canvas, boxes
+
+
+@pytest.fixture(scope="module")
+def shelf_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    base = tmp_path_factory.mktemp("console-shelf")
+    live = start_server(
+        base, base / "data", api_keys=KEY, model="retailklip-lite0-shelf", detector="off"
+    )
+    try:
+        with httpx.Client(base_url=live.url, headers={"X-API-Key": KEY}, timeout=120) as api:
+            for sku, (name, folder, brand) in SHELF_PRODUCTS.items():
+                path = iconic(folder)
+                made = api.post(
+                    "/products",
+                    data={
+                        "sku": sku,
+                        "name": name,
+                        "metadata": json.dumps({"brand": brand}),
+                        "catalogues": "store-1",
+                    },
+                    files={"images": (path.name, path.read_bytes(), "image/jpeg")},
+                )
+                assert made.status_code == 201, made.text
+            path = iconic("Fruit/Banana")  # in no catalogue: store-1 leaves it out
+            made = api.post(
+                "/products",
+                data={"sku": "banana", "name": "Banana"},
+                files={"images": (path.name, path.read_bytes(), "image/jpeg")},
+            )
+            assert made.status_code == 201, made.text
+        yield live
+    finally:
+        live.stop()
+
+
+def drag(browser: WebDriver, image: WebElement, box: list[int], natural: int) -> None:
+    """Drag over `box` (the photo's pixels) on the displayed photo, `natural` px wide."""
+    rect = image.rect
+    k = rect["width"] / natural
+    start = (box[0] * k - rect["width"] / 2 + 1, box[1] * k - rect["height"] / 2 + 1)
+    actions = ActionChains(browser)
+    actions.move_to_element_with_offset(image, int(start[0]), int(start[1]))
+    actions.click_and_hold()
+    actions.move_by_offset(int((box[2] - box[0]) * k), int((box[3] - box[1]) * k)).release()
+    actions.perform()
+
+
+# Every box on the photo, and the photo itself, in screen pixels.
+OVERLAY = """
+const rect = (e) => {
+    const r = e.getBoundingClientRect();
+    return [r.left, r.top, r.right, r.bottom];
+};
+const photo = document.getElementById('shelf-photo');
+const style = (e) => getComputedStyle(e);
+return {
+    photo: [...rect(photo), photo.naturalWidth],
+    regions: [...document.querySelectorAll('#shelf-overlay .region')].map((e) => ({
+        rect: rect(e), label: e.textContent, verdict: e.dataset.verdict, sku: e.dataset.sku,
+        border: style(e).borderTopColor, labelColour: style(e.firstChild).backgroundColor,
+    })),
+    gaps: [...document.querySelectorAll('#shelf-overlay .gap')].map((e) => ({
+        rect: rect(e), border: style(e).borderTopStyle,
+    })),
+    pending: document.querySelectorAll('#shelf-overlay .pending').length,
+};
+"""
+
+
+def assert_drawn_at(
+    photo: list[float], rects: list[list[float]], boxes: Sequence[Sequence[float]]
+) -> None:
+    """Each box where its pixels of the photo are on screen, whatever the displayed size."""
+    left, top, right, _, natural = photo
+    k = (right - left) / natural
+    assert len(rects) == len(boxes)
+    for shown, box in zip(rects, boxes, strict=True):
+        expected = [left + box[0] * k, top + box[1] * k, left + box[2] * k, top + box[3] * k]
+        assert all(abs(a - b) < 1.5 for a, b in zip(shown, expected, strict=True)), (shown, box)
+
+
+def table(browser: WebDriver, element_id: str) -> list[list[str]]:
+    script = """return [...document.getElementById(arguments[0]).tBodies[0].rows]
+        .map((row) => [...row.cells].map((cell) => cell.textContent))"""
+    rows: list[list[str]] = browser.execute_script(script, element_id)
+    return rows
+
+
+def test_the_shelf_page_draws_and_lists_what_post_shelf_found(
+    shelf_server: LiveServer, browser: WebDriver, tmp_path: Path
+) -> None:
+    photo, boxes = shelf_photo()
+    path = tmp_path / "shelf.jpg"
+    photo.save(path, quality=95)
+    open_console(browser, shelf_server)
+    by_id(browser, "nav-shelf").click()
+    by_id(browser, "shelf-photo-input").send_keys(str(path))
+    # No detector here: the page says how to give the boxes instead of sending the photo alone.
+    wait(browser, lambda b: by_id(b, "shelf-help").is_displayed(), "the no-detector help")
+    assert "no product detector" in by_id(browser, "shelf-help").text
+    assert not by_id(browser, "shelf-result").is_displayed()
+    # Sent anyway: the service's 422 is shown as every error is.
+    by_id(browser, "shelf-submit").click()
+    wait(browser, lambda b: by_id(b, "error").is_displayed(), "error")
+    assert by_id(browser, "error-text").text == (
+        "POST /shelf: 422 boxes: required, this service has no product detector "
+        "(RETAILKLIP_DETECTOR)"
+    )
+    by_id(browser, "error-close").click()
+
+    # A box dragged on the photo lands in the boxes field in the photo's pixels.
+    drag(browser, by_id(browser, "shelf-photo"), boxes[0], photo.width)
+    field = by_id(browser, "shelf-boxes")
+    wait(browser, lambda b: field.get_attribute("value"), "the drawn box")
+    [drawn_box] = json.loads(field.get_attribute("value"))
+    assert all(abs(a - b) <= 6 for a, b in zip(drawn_box, boxes[0], strict=True)), drawn_box
+    assert by_id(browser, "shelf-box-count").text == "1 drawn"
+    assert browser.execute_script(OVERLAY)["pending"] == 1
+    # The rest pasted: the whole layout's boxes replace the drawn one.
+    browser.find_element(By.CSS_SELECTOR, "#shelf-boxes-details summary").click()
+    field.clear()
+    field.send_keys(json.dumps(boxes))
+    assert by_id(browser, "shelf-box-count").text == f"{len(boxes)} drawn"
+
+    click(browser, "#shelf-catalogue-select option[value='store-1']")
+    by_id(browser, "shelf-group-by").send_keys("brand")
+    by_id(browser, "shelf-planogram").send_keys(json.dumps(SHELF_PLAN))
+    by_id(browser, "shelf-must-have").send_keys("arla-milk, kefir")
+    by_id(browser, "shelf-submit").click()
+    wait(browser, lambda b: by_id(b, "shelf-result").is_displayed(), "the shelf's report")
+
+    # The same request through the API: what the page shows is what the service answered.
+    with httpx.Client(base_url=shelf_server.url, headers={"X-API-Key": KEY}, timeout=120) as api:
+        answer = api.post(
+            "/shelf",
+            data={
+                "boxes": json.dumps(boxes),
+                "catalogue": "store-1",
+                "group_by": "brand",
+                "planogram": json.dumps(SHELF_PLAN),
+                "must_have": ["arla-milk", "kefir"],
+            },
+            files={"image": (path.name, path.read_bytes(), "image/jpeg")},
+        )
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    regions = report["regions"]
+    iconic_skus = [f for row in SHELF_LAYOUT for f in row if isinstance(f, str)]
+    assert [r["matches"][0]["sku"] for r in regions if r["verdict"] == "confident"] == iconic_skus
+    assert [r["verdict"] for r in regions if r["verdict"] != "confident"] == [
+        "ambiguous",
+        "unknown",
+    ]
+
+    # Every region boxed where it is, named in its verdict's colour; the gap dashed.
+    drawn = browser.execute_script(OVERLAY)
+    assert drawn["pending"] == 0
+    assert_drawn_at(drawn["photo"], [r["rect"] for r in drawn["regions"]], boxes)
+    names = {sku: name for sku, (name, _, _) in SHELF_PRODUCTS.items()}
+    expected_labels = [
+        {"confident": names.get(r["matches"][0]["sku"]), "unknown": "unknown"}.get(
+            r["verdict"], f"{names.get(r['matches'][0]['sku'])}?"
+        )
+        for r in regions
+    ]
+    on_photo = ["?" if label == "unknown" else label for label in expected_labels]
+    assert [r["label"] for r in drawn["regions"]] == on_photo
+    assert "Arla Medium Fat Milk?" in expected_labels
+    assert [r["verdict"] for r in drawn["regions"]] == [r["verdict"] for r in regions]
+    for shown in drawn["regions"]:
+        assert shown["border"] == shown["labelColour"] == VERDICT_COLOURS[shown["verdict"]]
+    [gap] = report["gaps"]
+    assert (gap["shelf"], gap["after"], gap["width"]) == (1, 1, 2 * FACE + 8)
+    assert [g["border"] for g in drawn["gaps"]] == ["dashed"]
+    assert_drawn_at(drawn["photo"], [g["rect"] for g in drawn["gaps"]], [gap["box"]])
+    assert [li.text for li in css(browser, "#shelf-gaps li")] == [
+        "Shelf 2, after facing 2: 408 px empty"
+    ]
+    assert by_id(browser, "shelf-summary").text == "9 facings on 2 shelves, 1 gap"
+
+    # The rows, left to right, with the gap where it is.
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#shelf-rows > li')]"
+        ".map((li) => [...li.querySelectorAll('.chip')].map((c) => c.textContent))"
+    )
+    assert rows == [
+        expected_labels[:5],
+        [*expected_labels[5:7], "gap", *expected_labels[7:]],
+    ]
+
+    # Facings per SKU, the unrecognised last; and per brand.
+    facings = table(browser, "shelf-facings")
+    assert facings == [
+        [
+            f["sku"] or "unknown",
+            f["name"] or "not recognised",
+            str(f["count"]),
+            f"{f['share'] * 100:.1f}%",
+            f"{f['width_share'] * 100:.1f}%",
+        ]
+        for f in report["facings"]
+    ]
+    counts = {row[0]: int(row[2]) for row in facings}
+    assert counts == {
+        "oatly-oat-milk": 2,
+        "tropicana-apple": 2,
+        "arla-yoghurt": 2,
+        "arla-milk": 1,
+        "arla-medium-milk": 1,
+        "unknown": 1,
+    }
+    assert facings[-1][0] == "unknown"
+    assert {row[0]: row[1] for row in table(browser, "shelf-groups")} == {
+        "Arla": "4",
+        "Oatly": "2",
+        "Tropicana": "2",
+        "unknown, or without the key": "1",
+    }
+
+    # Must-haves and the planogram: the non-ok places stand out.
+    assert [li.text for li in css(browser, "#shelf-missing li")] == ["kefir"]
+    plan = report["planogram"]
+    assert by_id(browser, "shelf-score").text == (
+        f"{plan['score'] * 100:.1f}% in place (6 of 9 planned facings)"
+    )
+    statuses = [p["status"] for p in plan["positions"]]
+    assert statuses == [
+        "ok",
+        "ok",
+        "wrong_product",
+        "wrong_product",
+        "ok",
+        "ok",
+        "ok",
+        "ok",
+        "missing",
+    ]
+    positions = table(browser, "shelf-positions")
+    assert [row[4] for row in positions] == [s.replace("_", " ") for s in statuses]
+    assert [row[2:4] for row in positions][2:4] == [
+        ["tropicana-apple", "arla-milk"],
+        ["arla-milk", "tropicana-apple"],
+    ]
+    assert positions[-1] == ["3", "1", "kefir", "—", "missing"]
+    backgrounds = browser.execute_script(
+        "return [...document.querySelectorAll('#shelf-positions tbody tr')]"
+        ".map((tr) => getComputedStyle(tr.cells[0]).backgroundColor)"
+    )
+    ok_colour = backgrounds[0]
+    assert all((b != ok_colour) == (s != "ok") for b, s in zip(backgrounds, statuses, strict=True))
+    browser.set_window_size(1280, 1650)  # the report's whole column in the picture
+    browser.execute_script("window.scrollTo(0, 0)")
+    screenshot(browser, "shelf")
+
+    # On a phone the boxes follow the smaller photo.
+    browser.set_window_size(412, 915)
+    small = browser.execute_script(OVERLAY)
+    assert small["photo"][2] - small["photo"][0] < 400
+    assert_drawn_at(small["photo"], [r["rect"] for r in small["regions"]], boxes)
+    browser.execute_script("document.getElementById('shelf-stage').scrollIntoView()")
+    screenshot(browser, "shelf-phone")
+    browser.set_window_size(1280, 1000)

@@ -3,10 +3,12 @@
 import { apiKey, onKeyNeeded, optional, request, setApiKey } from "./api.js";
 import { initCatalogue, loadPage, openProduct, setCataloguesAvailable } from "./catalogue.js";
 import { initReview, loadReview } from "./review.js";
+import { initShelf, setDetector, setShelfCatalogues } from "./shelf.js";
 import { initTry, setCatalogues, setSkuSuggestions, showTry } from "./tryit.js";
 import { $, guarded } from "./ui.js";
 
 const SUGGESTED_SKUS = 500; // the correction box suggests the first page of SKUs
+const PAGES = ["try", "shelf", "catalogue", "review"]; // #name shows section #page-name
 
 // Several calls may hit a 401 at once: they share one dialog.
 let pendingKey = null;
@@ -52,13 +54,14 @@ async function refreshShared() {
     ? list.map((c) => (typeof c === "string" ? { name: c, count: "?" } : { name: c.name, count: c.product_count ?? c.products ?? c.count }))
     : [];
   setCatalogues(names);
+  setShelfCatalogues(names);
   setCataloguesAvailable(catalogues !== null && catalogues !== undefined);
 }
 
 function route(event) {
   const [page, ...rest] = (location.hash.slice(1) || "try").split("/");
-  const current = ["catalogue", "review"].includes(page) ? page : "try";
-  for (const name of ["try", "catalogue", "review"]) {
+  const current = PAGES.includes(page) ? page : "try";
+  for (const name of PAGES) {
     $(`page-${name}`).hidden = current !== name;
     $(`nav-${name}`).classList.toggle("active", current === name);
   }
@@ -73,6 +76,7 @@ async function showModel() {
     const ready = await (await fetch("/readyz")).json();
     const name = ready.model_name && ready.model_name !== ready.model ? `${ready.model_name} (${ready.model})` : ready.model;
     $("model").textContent = ready.model ? `model ${name} on ${ready.device}` : "service not ready";
+    if (ready.model) setDetector(ready.detector ?? null); // null: /shelf needs boxes
   } catch {
     $("model").textContent = "service unreachable";
   }
@@ -93,6 +97,7 @@ function start() {
   initTry({ onCatalogueChanged: refreshShared });
   initCatalogue({ onChanged: refreshShared });
   initReview({ onCatalogueChanged: refreshShared });
+  initShelf();
   window.addEventListener("hashchange", route);
   route();
   showModel();

@@ -2,7 +2,7 @@
 // correct the answer ("this is SKU X" adds the photo, or the boxed region, as a reference of X).
 
 import { form, request, sku } from "./api.js";
-import { $, el, guarded, notice, thumbnail } from "./ui.js";
+import { $, dropZone, el, fillCatalogueSelect, guarded, notice, thumbnail } from "./ui.js";
 
 const MIN_BOX_PX = 8; // a shorter drag is a click, not a box
 
@@ -14,17 +14,7 @@ export function initTry({ onCatalogueChanged }) {
   $("photo-input").addEventListener("change", (event) => {
     if (event.target.files.length) usePhoto(event.target.files[0]);
   });
-  const drop = $("drop");
-  drop.addEventListener("dragover", (event) => {
-    event.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    drop.classList.remove("over");
-    if (event.dataTransfer.files.length) usePhoto(event.dataTransfer.files[0]);
-  });
+  dropZone($("drop"), usePhoto);
   $("top-k").addEventListener("change", classify);
   $("catalogue-select").addEventListener("change", classify);
   $("filter-input").addEventListener("change", classify);
@@ -49,13 +39,7 @@ export function setSkuSuggestions(skus) {
 }
 
 export function setCatalogues(names) {
-  const select = $("catalogue-select");
-  const chosen = select.value;
-  select.replaceChildren(
-    el("option", { value: "" }, "all products"),
-    ...names.map(({ name, count }) => el("option", { value: name }, `${name} (${count})`)),
-  );
-  select.value = names.some((c) => c.name === chosen) ? chosen : "";
+  fillCatalogueSelect($("catalogue-select"), names);
   $("catalogue-filter").hidden = names.length === 0;
 }
 

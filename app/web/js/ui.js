@@ -1,4 +1,5 @@
-// Small DOM helpers shared by the pages: elements, the error banner, notices, thumbnails.
+// Small DOM helpers shared by the pages: elements, the error banner, notices, drop zones,
+// catalogue choosers, thumbnails.
 
 import { request, sku } from "./api.js";
 
@@ -43,36 +44,57 @@ export async function guarded(action) {
   }
 }
 
-// Thumbnails are fetched (they need the API key) and shown as blob: URLs, kept per image.
-const thumbUrls = new Map();
+// A drop zone (a <label> around a file input) that takes a dropped file too.
+export function dropZone(zone, onFile) {
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    if (event.dataTransfer.files.length) onFile(event.dataTransfer.files[0]);
+  });
+}
+
+// A catalogue <select>: "all products" and one option per catalogue, keeping the choice.
+export function fillCatalogueSelect(select, names) {
+  const chosen = select.value;
+  select.replaceChildren(
+    el("option", { value: "" }, "all products"),
+    ...names.map(({ name, count }) => el("option", { value: name }, `${name} (${count})`)),
+  );
+  select.value = names.some((c) => c.name === chosen) ? chosen : "";
+}
+
+// Thumbnails are fetched (they need the API key) and shown as blob: URLs, kept per image; a
+// fetch in flight is shared (a list re-rendered while loading asks once), a failed one retried.
+const thumbUrls = new Map(); // "sku/id/size" -> Promise of a blob: URL
 
 export function thumbnail(productSku, imageId, size = 128) {
   const box = el("div", { class: "thumb", "data-image-id": imageId }, `#${imageId}`);
   const key = `${productSku}/${imageId}/${size}`;
-  const show = (url) => {
-    box.replaceChildren(el("img", { src: url, alt: `${productSku} image ${imageId}`, class: "thumb" }));
-  };
-  if (thumbUrls.has(key)) {
-    show(thumbUrls.get(key));
-    return box;
+  if (!thumbUrls.has(key)) {
+    const url = request("GET", `/products/${sku(productSku)}/images/${imageId}?size=${size}`, { raw: true })
+      .then((response) => response.blob())
+      .then((blob) => URL.createObjectURL(blob));
+    url.catch(() => thumbUrls.delete(key));
+    thumbUrls.set(key, url);
   }
-  request("GET", `/products/${sku(productSku)}/images/${imageId}?size=${size}`, { raw: true })
-    .then((response) => response.blob())
-    .then((blob) => {
-      const url = URL.createObjectURL(blob);
-      thumbUrls.set(key, url);
-      show(url);
-    })
-    .catch((error) => {
+  thumbUrls.get(key).then(
+    (url) => box.replaceChildren(el("img", { src: url, alt: `${productSku} image ${imageId}`, class: "thumb" })),
+    (error) => {
       box.title = error.message; // the placeholder stays; the reason is one hover away
-    });
+    },
+  );
   return box;
 }
 
 export function forgetThumbnails(productSku) {
   for (const [key, url] of thumbUrls) {
     if (key.startsWith(`${productSku}/`)) {
-      URL.revokeObjectURL(url);
+      url.then(URL.revokeObjectURL, () => {});
       thumbUrls.delete(key);
     }
   }
