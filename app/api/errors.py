@@ -24,6 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.openapi import allowed_methods
 from app.catalogue.errors import (
+    BarcodeNotFound,
+    BarcodeTaken,
     ConcurrentWrite,
     ImageNotFound,
     ProductExists,
@@ -114,6 +116,16 @@ REFUSALS: dict[type[Exception], Refusal] = {
     ),
     ProductExists: Refusal(
         _always(409), lambda e: f"product already exists: {e.sku}", ProductExists("<sku>")
+    ),
+    BarcodeTaken: Refusal(
+        _always(409),
+        lambda e: f"barcode {e.gtin} is held by product {e.holder}",
+        BarcodeTaken("<gtin>", "<sku>"),
+    ),
+    BarcodeNotFound: Refusal(
+        _always(404),
+        lambda e: f"barcode not found: {e.sku}/{e.gtin}",
+        BarcodeNotFound("<sku>", "<gtin>"),
     ),
     ConcurrentWrite: Refusal(
         _always(409),

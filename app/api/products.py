@@ -6,11 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, Response
 
+from app.api.barcode_fields import gtin_or_422, valid_barcodes
 from app.api.deps import CatalogueDep, LimitsDep, RegistrarDep, requires
 from app.api.json_fields import parse_metadata
-from app.api.schemas import ImagesAdded, ProductCreated, ProductOut, ProductPage, errors
+from app.api.schemas import ImagesAdded, ProductCreated, ProductOut, ProductPage, encoded, errors
 from app.api.scope import valid_catalogues
 from app.api.types import (
+    BarcodeText,
+    BarcodeTexts,
     CatalogueNames,
     ImageId,
     ImageUploads,
@@ -44,12 +47,14 @@ async def create_product(
     images: Annotated[ImageUploads, File()],
     metadata: Annotated[Omittable[MetadataText], Form()] = None,
     catalogues: Annotated[Omittable[CatalogueNames], Form()] = None,
+    barcodes: Annotated[Omittable[BarcodeTexts], Form()] = None,
 ) -> Response:
     product = NewProduct(
         sku,
         name,
         parse_metadata(metadata),
         valid_catalogues(catalogues or [], limits.max_catalogues_per_product),
+        valid_barcodes(barcodes or []),
     )
     photos = await read_all(images, "images", limits.max_images_per_request)
     return await registrar.create(product, photos, answer=ProductCreated.made)
@@ -78,10 +83,52 @@ async def list_products(
     catalogue: CatalogueDep,
     limit: Annotated[PageLimit, Query()] = 50,
     offset: Annotated[PageOffset, Query()] = 0,
+    barcode: Annotated[Omittable[BarcodeText], Query()] = None,
 ) -> ProductPage:
+    """Oldest first; with `barcode`, the one product holding that code (or none)."""
+    if barcode is not None:
+        holder = await catalogue.find_by_barcode(gtin_or_422(barcode, "barcode"))
+        found = [] if holder is None else [ProductOut.of(holder)]
+        return ProductPage(
+            items=found[offset:][:limit], total=len(found), limit=limit, offset=offset
+        )
     products, total = await catalogue.page(limit, offset)
     items = [ProductOut.of(p) for p in products]
     return ProductPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post(
+    "/{sku}/barcodes",
+    operation_id="addBarcodes",
+    dependencies=[requires("edit")],
+    response_model=ProductOut,
+    responses=errors(404, 409, 422, 503),
+)
+async def add_barcodes(
+    catalogue: CatalogueDep,
+    sku: Annotated[Sku, Path()],
+    barcodes: Annotated[BarcodeTexts, Form()],
+) -> Response:
+    """The codes printed on the product (GTIN-8/12/13/14); one product per code."""
+    added = valid_barcodes(barcodes)
+    return await catalogue.set_barcodes(sku, added, [], lambda p: encoded(ProductOut.of(p)))
+
+
+@router.delete(
+    "/{sku}/barcodes/{barcode}",
+    status_code=204,
+    operation_id="deleteBarcode",
+    dependencies=[requires("admin")],
+    responses=errors(404, 422, 503),
+)
+async def delete_barcode(
+    catalogue: CatalogueDep,
+    sku: Annotated[SkuLookup, Path()],
+    barcode: Annotated[BarcodeText, Path()],
+) -> Response:
+    gtin = gtin_or_422(barcode, "barcode")
+    await catalogue.set_barcodes(sku, [], [gtin], lambda p: None)
+    return Response(status_code=204)
 
 
 @router.get("/{sku}", operation_id="getProduct", responses=errors(404, 503))

@@ -28,6 +28,7 @@ class ProductOut(BaseModel):
     image_count: int
     image_ids: list[int]
     catalogues: list[str]
+    barcodes: list[str] = Field(description="GTIN-14: a shorter GTIN zero-padded on the left")
     created_at: datetime
     updated_at: datetime
 
@@ -41,6 +42,7 @@ class ProductOut(BaseModel):
             image_count=len(ids),
             image_ids=ids,
             catalogues=list(product.catalogues),
+            barcodes=list(product.barcodes),
             created_at=product.created_at,
             updated_at=product.updated_at,
         )

@@ -300,6 +300,20 @@ BoxesText = Annotated[
     FromSettings(**{"contentSchema.maxItems": "max_boxes"}),
 ]
 
+# A GTIN-8/12/13/14 (spaces and dashes between digits allowed): its check digit is checked by
+# app/api/barcode_fields.py, which names what is wrong.
+BARCODE_RULE = "a GTIN: 8, 12, 13 or 14 digits, the last a valid check digit"
+BarcodeText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=32),
+    _Schema(description=BARCODE_RULE, examples=["4006381333931"]),
+]
+BarcodeTexts = Annotated[
+    list[BarcodeText],
+    Field(max_length=32),
+    _Schema(description=f"{BARCODE_RULE}; repeat the field for more (at most 32)"),
+]
+
 # Parsed by app/api/json_fields.py `parse_planogram` (the limits below).
 MAX_PLAN_SHELVES = 50
 MAX_PLAN_ENTRIES = 200  # per shelf

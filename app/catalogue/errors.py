@@ -50,3 +50,19 @@ class UnknownMetadataKey(LookupError):
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key
+
+
+class BarcodeTaken(Exception):
+    """The code is another product's (`holder`): one code names one product."""
+
+    def __init__(self, gtin: str, holder: str) -> None:
+        super().__init__(gtin, holder)
+        self.gtin = gtin
+        self.holder = holder
+
+
+class BarcodeNotFound(LookupError):
+    def __init__(self, sku: str, gtin: str) -> None:
+        super().__init__(sku, gtin)
+        self.sku = sku
+        self.gtin = gtin

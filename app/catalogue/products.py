@@ -23,6 +23,7 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from app.catalogue.barcodes import attach, detach, holders
 from app.catalogue.errors import ConcurrentWrite, ImageNotFound, ProductExists, ProductNotFound
 from app.catalogue.memberships import add_memberships, drop_memberships
 from app.db import changelog
@@ -49,6 +50,7 @@ class ProductRecord:
     metadata: dict[str, Any]
     images: tuple[ImageRecord, ...]  # oldest first
     catalogues: tuple[str, ...]  # by name
+    barcodes: tuple[str, ...]  # GTIN-14, in order
     created_at: datetime  # UTC
     updated_at: datetime
 
@@ -65,6 +67,7 @@ class ProductRecord:
             metadata=product.metadata_,
             images=tuple(ImageRecord(i.id, i.sha256) for i in product.images),
             catalogues=tuple(sorted(link.catalogue for link in product.catalogue_links)),
+            barcodes=tuple(sorted(link.gtin for link in product.barcode_links)),
             created_at=_utc(product.created_at),
             updated_at=_utc(product.updated_at),
         )
@@ -197,9 +200,10 @@ class ProductStore:
         images: list[NewImage],
         catalogues: Sequence[str] = (),
         answer: Callable[[ProductRecord], T] = as_is,  # type: ignore[assignment]
+        barcodes: Sequence[str] = (),
     ) -> T:
         """The new product; `answer(record)` runs before the commit and its result is returned
-        (it raising undoes the write). Raises ProductExists."""
+        (it raising undoes the write). Raises ProductExists, BarcodeTaken."""
         fresh = self._store_blobs(images, existing={})
         with self.session_factory() as session:
             if session.scalar(select(Product.id).where(Product.sku == sku)) is not None:
@@ -212,6 +216,7 @@ class ProductStore:
                 raise ProductExists(sku) from exc
             # The images' log entry tells cached scopes; an image-less product changes none.
             add_memberships(session, product.id, catalogues, bump=False)
+            attach(session, product, barcodes)
             answered: list[T] = []
             try:
                 self._insert_rows(
@@ -232,9 +237,11 @@ class ProductStore:
         images: list[NewImage],
         answer: Callable[[ImagesRecord], T] = as_is,  # type: ignore[assignment]
         first: FirstStep | None = None,
+        barcodes: Sequence[str] = (),
     ) -> T:
-        """Images added to a product; `answer` as for `create_product`. `first` runs before
-        anything else in the transaction. Raises ProductNotFound, ConcurrentWrite."""
+        """Images added to a product (and `barcodes`: a confirmed photo's codes); `answer` as
+        for `create_product`. `first` runs before anything else in the transaction. Raises
+        ProductNotFound, ConcurrentWrite, BarcodeTaken."""
         with self.session_factory() as session:
             if first is not None:
                 first(session)  # SQLite: a write first takes the lock, before any read
@@ -242,6 +249,7 @@ class ProductStore:
             product = session.scalar(select(Product).where(Product.sku == sku).with_for_update())
             if product is None:
                 raise ProductNotFound(sku)
+            attach(session, product, barcodes)
             existing = dict(
                 session.execute(
                     select(ReferenceImage.sha256, ReferenceImage.id).where(
@@ -398,7 +406,11 @@ class ProductStore:
         product = session.scalar(
             select(Product)
             .where(Product.sku == sku)
-            .options(selectinload(Product.images), selectinload(Product.catalogue_links))
+            .options(
+                selectinload(Product.images),
+                selectinload(Product.catalogue_links),
+                selectinload(Product.barcode_links),
+            )
             # Fresh collections even when this session wrote the product (create's answer).
             .execution_options(populate_existing=True)
         )
@@ -452,6 +464,34 @@ class ProductStore:
             dim = len(own[0][1]) // 2  # float16
             found[sku] = (ids, decode_vectors([vector for _, vector in own], dim))
         return found
+
+    def set_barcodes(
+        self,
+        sku: str,
+        added: Sequence[str],
+        removed: Sequence[str],
+        answer: Callable[[ProductRecord], T] = as_is,  # type: ignore[assignment]
+    ) -> T:
+        """Codes given to and taken from a product, one transaction; raises ProductNotFound,
+        BarcodeTaken, BarcodeNotFound."""
+        with self.session_factory() as session:
+            product = session.scalar(select(Product).where(Product.sku == sku).with_for_update())
+            if product is None:
+                raise ProductNotFound(sku)
+            for gtin in removed:
+                detach(session, product.id, sku, gtin)
+            session.expire(product, ["barcode_links"])
+            attach(session, product, added)
+            product.updated_at = datetime.now(UTC)
+            session.flush()
+            answered = answer(self._get(session, sku))
+            session.commit()
+            return answered
+
+    def find_by_barcode(self, gtin: str) -> ProductRecord | None:
+        with self.session_factory() as session:
+            sku = holders(session, [gtin]).get(gtin)
+            return None if sku is None else self._get(session, sku)
 
     def metadata_of(self, skus: list[str]) -> dict[str, dict[str, Any]]:
         """sku -> metadata of the products that exist; one query."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, delete, func, inspect, select, text
 
 from app.db.dialect import is_postgresql
-from app.db.tables import Base, Embedding, Product, ReferenceImage, ReviewItem
+from app.db.tables import Base, Embedding, Product, ProductBarcode, ReferenceImage, ReviewItem
 
 SQLITE_FILE = "database.sqlite"
 PG_DUMP_FILE = "database.dump"
@@ -32,6 +32,7 @@ COUNTED = {
     "products": Product,
     "reference_images": ReferenceImage,
     "embeddings": Embedding,
+    "product_barcodes": ProductBarcode,
     "review_items": ReviewItem,
 }
 

@@ -60,6 +60,12 @@ class Product(Base):
         order_by="ProductCatalogue.catalogue",
         lazy="selectin",
     )
+    barcode_links: Mapped[list[ProductBarcode]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ProductBarcode.gtin",
+        lazy="selectin",
+    )
 
 
 class ReferenceImage(Base):
@@ -162,6 +168,18 @@ class ProductCatalogue(Base):
     catalogue: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
+class ProductBarcode(Base):
+    """A GTIN printed on a product, normalised to 14 digits (app/barcodes/gtin.py): one product
+    per code, so a code read from a photo names one product."""
+
+    __tablename__ = "product_barcodes"
+
+    gtin: Mapped[str] = mapped_column(String(14), primary_key=True)
+    product_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("products.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+
+
 class CatalogueEpoch(Base):
     """One row, bumped with every membership change: cached allowed-id sets of every process
     compare it (with the shard versions) to know they are still current."""
@@ -190,3 +208,5 @@ class ReviewItem(Base):
     # [{"sku", "name", "score"}, ...] best first, as the answer named them.
     candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
     box: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    # The codes read from the photo that no product held: a confirmation attaches them.
+    barcodes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)

@@ -37,6 +37,22 @@ class Catalogue:
         """Products oldest first, and how many there are."""
         return await anyio.to_thread.run_sync(self.products.list_products, limit, offset)
 
+    async def find_by_barcode(self, gtin: str) -> ProductRecord | None:
+        """The product holding the code (GTIN-14), if any."""
+        return await anyio.to_thread.run_sync(self.products.find_by_barcode, gtin)
+
+    async def set_barcodes(
+        self,
+        sku: str,
+        added: list[str],
+        removed: list[str],
+        answer: Callable[[ProductRecord], T],
+    ) -> T:
+        """Raises ProductNotFound, BarcodeTaken, BarcodeNotFound."""
+        return await anyio.to_thread.run_sync(
+            functools.partial(self.products.set_barcodes, sku, added, removed, answer=answer)
+        )
+
     async def get(self, sku: str) -> ProductRecord:
         """Raises ProductNotFound."""
         return await anyio.to_thread.run_sync(self.products.get_product, sku)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -41,6 +41,7 @@ class NewProduct:
     name: str
     metadata: dict[str, Any]
     catalogues: list[str]
+    barcodes: list[str] = field(default_factory=list)  # GTIN-14
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Registrar:
                 uploads,
                 product.catalogues,
                 answer=lambda record: answer(record, warnings),
+                barcodes=product.barcodes,
             )
         )
 

@@ -32,6 +32,8 @@ STATUSES = {
     ("GET", "/products"): {200, 401, 422, 503},
     ("POST", "/products/{sku}/images"): {201, 400, 401, 403, 404, 409, 413, 415, 422, 503, 507},
     ("GET", "/products/{sku}"): {200, 401, 404, 503},
+    ("POST", "/products/{sku}/barcodes"): {200, 401, 403, 404, 409, 422, 503},
+    ("DELETE", "/products/{sku}/barcodes/{barcode}"): {204, 401, 403, 404, 422, 503},
     ("DELETE", "/products/{sku}"): {204, 401, 403, 404, 503},
     ("DELETE", "/products/{sku}/images/{image_id}"): {204, 401, 403, 404, 422, 503},
     ("POST", "/classify"): {200, 400, 401, 404, 413, 415, 422, 503},

@@ -56,7 +56,9 @@ def source(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str | 
     resolved = url or sqlite_url(data_dir)
     replica = make_catalogue(resolved, data_dir)
     for sku, n in (("a", 1), ("b", 2), ("c", 3)):
-        replica.create_product(sku, sku.upper(), {"n": n}, new_images(n, sku))
+        replica.products.create_product(
+            sku, sku.upper(), {"n": n}, new_images(n, sku), barcodes=[f"0000000000000{n}"]
+        )
     for colour in ("red", "green"):
         keep_for_review(resolved, data_dir, colour)
     return data_dir, url, resolved
@@ -71,6 +73,7 @@ def test_a_round_trip_keeps_every_row_and_blob(
     manifest = json.loads((tmp_path / "bk/manifest.json").read_text())
     assert manifest["counts"]["products"] == 3 and manifest["blobs"] == 6
     assert manifest["counts"]["review_items"] == 2 and manifest["review_photos"] == 2
+    assert manifest["counts"]["product_barcodes"] == 3
     target = tmp_path / "target"
     target_url = None if url is None else create_pg_database(prefix="retailklip_bk")
     try:
@@ -82,6 +85,8 @@ def test_a_round_trip_keeps_every_row_and_blob(
         )
         assert after.products == before.products == {"a": 1, "b": 2, "c": 3}
         assert after.vectors == before.vectors == 6
+        restored = make_catalogue(target_url or sqlite_url(target), target / "replica")
+        assert restored.get_product("c").barcodes == ("00000000000003",)
         assert all(blob_path(target / "blobs", k).is_file() for k in after.blob_keys)
         # The review queue comes back whole: every kept item's photo is there to look at.
         before_queue = review_queue(resolved, data_dir).page(10, 0)[0]
