@@ -3,9 +3,10 @@
 Input is a folder with one sub-folder per SKU (folder name = sku = name; an optional
 `product.json` in it gives `name`, `metadata` and `catalogues`), or a CSV manifest with the
 columns `sku,name,path` (one row per image; paths relative to the manifest) and optionally
-`metadata` (a JSON object) and `catalogues` (names separated by `;`). `--catalogue` adds
-catalogues to every product. Products that exist already get the images added (duplicates are
-ignored by the service) and the catalogues merged in.
+`metadata` (a JSON object), `catalogues` (names separated by `;`) and `barcodes` (GTINs separated
+by `;`; `product.json` takes a list). `--catalogue` adds catalogues to every product. Products
+that exist already get the images added (duplicates are ignored by the service) and the
+catalogues and barcodes merged in.
 
 A file the service refuses (not an image, truncated, too large, ...) is skipped and reported;
 the rest of its product goes on. Progress is kept in a state file written after every
@@ -39,6 +40,7 @@ class ProductEntry:
     paths: list[Path] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     catalogues: set[str] = field(default_factory=set)
+    barcodes: set[str] = field(default_factory=set)
 
 
 class ImportState:
@@ -88,6 +90,7 @@ def read_catalogue(source: Path, problems: list[str]) -> dict[str, ProductEntry]
                     entry.name = str(info.get("name") or folder.name)
                     entry.metadata = dict(info.get("metadata") or {})
                     entry.catalogues = set(info.get("catalogues") or [])
+                    entry.barcodes = {str(b) for b in info.get("barcodes") or []}
                 except (ValueError, TypeError) as exc:
                     problems.append(f"{described}: not a product description ({exc}); skipped")
                     continue
@@ -111,6 +114,8 @@ def read_catalogue(source: Path, problems: list[str]) -> dict[str, ProductEntry]
             entry.metadata = entry.metadata or metadata
             entry.catalogues |= {c.strip() for c in (row.get("catalogues") or "").split(";")}
             entry.catalogues.discard("")
+            entry.barcodes |= {b.strip() for b in (row.get("barcodes") or "").split(";")}
+            entry.barcodes.discard("")
     return catalogue
 
 
@@ -170,6 +175,8 @@ class Importer:
             mode = self.send(sku, entry, part, mode)
         if entry.catalogues and mode == "existing":
             self.merge_catalogues(sku, entry.catalogues)
+        if entry.barcodes and mode == "existing":
+            self.merge_barcodes(sku, entry.barcodes)
 
     def send(self, sku: str, entry: ProductEntry, part: list[Path], mode: str) -> str:
         """Post one chunk, dropping refused files until the rest goes through. `mode`: "create"
@@ -183,8 +190,10 @@ class Importer:
                     data["metadata"] = json.dumps(entry.metadata)
                 if entry.catalogues:
                     data["catalogues"] = sorted(entry.catalogues)
+                if entry.barcodes:
+                    data["barcodes"] = sorted(entry.barcodes)
                 response = self.post("/products", data=data, files=files)
-                if response.status_code == 409:
+                if response.status_code == 409 and _detail(response).startswith("product already"):
                     mode = "existing"
                     continue
             else:
@@ -223,6 +232,11 @@ class Importer:
             response = self.client.put(f"/products/{sku}/catalogues", json=sorted(have | wanted))
             if response.status_code != 200:
                 self.refused.append(f"{sku}: catalogues {response.status_code} {_detail(response)}")
+
+    def merge_barcodes(self, sku: str, wanted: set[str]) -> None:
+        response = self.post(f"/products/{sku}/barcodes", data={"barcodes": sorted(wanted)})
+        if response.status_code != 200:
+            self.refused.append(f"{sku}: barcodes {response.status_code} {_detail(response)}")
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -93,10 +93,11 @@ def test_import_skips_refused_files_and_resumes_after_a_kill(
         extra = GROCERY / "train/Packages/Milk/Arla-Standard-Milk"
         manifest = tmp_path / "more.csv"
         manifest.write_text(
-            "sku,name,path,metadata,catalogues\n"
-            f"{FOLDERS[2].name},x,{photo},,shop-b;shop-c\n"
-            f'arla,Arla milk,{next(extra.glob("*.jpg"))},"{{""brand"": ""Arla""}}",shop-b\n'
-            "broken,,,,\n"
+            "sku,name,path,metadata,catalogues,barcodes\n"
+            f"{FOLDERS[2].name},x,{photo},,shop-b;shop-c,96385074\n"
+            f'arla,Arla milk,{next(extra.glob("*.jpg"))},"{{""brand"": ""Arla""}}",shop-b,'
+            "4006381333931;036000291452\n"
+            "broken,,,,,\n"
         )
         third = run(manifest, server, tmp_path / "state-csv.json")
         out, _ = third.communicate(timeout=600)
@@ -104,5 +105,7 @@ def test_import_skips_refused_files_and_resumes_after_a_kill(
         assert "more.csv:4: needs sku and path; skipped" in out
         merged = client.get(f"/products/{FOLDERS[2].name}").json()
         assert merged["catalogues"] == ["all", "shop-b", "shop-c"] and merged["image_count"] == 3
+        assert merged["barcodes"] == ["00000096385074"]  # merged into an existing product
         arla = client.get("/products/arla").json()
         assert arla["metadata"] == {"brand": "Arla"} and arla["catalogues"] == ["all", "shop-b"]
+        assert arla["barcodes"] == ["00036000291452", "04006381333931"]
