@@ -9,18 +9,21 @@ Two ways a linear code is misread, both seen in the bench, both with valid check
   top of the bars) sees its left half and centre guard as a complete UPC-E, quiet zone and
   check digit included; one across its middle can look like an EAN-8.
 
-So each retail code is read again from a crop around it, turned so that its bars stand
-upright (their direction from the structure tensor of the crop's gradients) and resampled to
-about `MODULE_PX` pixels per module, never at the first read's scale: every scan line then
-crosses the whole symbol, and the pixels are a different sampling of it. The code stays only
-if this read finds the same digits. A short code (EAN-8, UPC-E) whose centre lies inside an
-accepted EAN-13 or UPC-A is dropped without a second look. Only photos that produced a code
-pay for this: a crop of a few hundred pixels.
+So each retail code is read again from a window of the photo around it, turned so that its
+bars stand upright (their direction from the structure tensor of the gradients there) and
+resampled to about `MODULE_PX` pixels per module, never at the first read's scale: every scan
+line then crosses the whole symbol, and the pixels are a different sampling of it. The code
+stays only if such a read finds the same digits at the same place (`LONG_LOOKS`,
+`SHORT_LOOKS`: which binarizers and scales, and why). A short code (EAN-8, UPC-E) whose
+centre lies inside an accepted EAN-13 or UPC-A is dropped without a second look. Only photos
+that produced a code pay for this: a window of a few hundred pixels.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import zxingcpp
@@ -36,11 +39,12 @@ MODULES = {CodeFormat.EAN13: 95, CodeFormat.UPCA: 95, CodeFormat.EAN8: 67, CodeF
 # box lengths (by "is short"): a UPC-E read off an EAN-13 is about half of it, its centre a
 # quarter from one end, so the far end is ~1.5 lengths away, its quiet zone further.
 REACH = {False: 0.8, True: 2.0}
-# Pixels per module the second look reads at; and the least change of scale from the first.
+# Pixels per module a second look reads at (the box's long side stands in for the symbol's
+# length); never within MIN_RESCALE of the photo's scale, never above MAX_SCALE.
 MODULE_PX = 4.5
 MIN_RESCALE = 0.2
 MAX_SCALE = 3.0
-SECOND_SCALE = 2.0
+SECOND_SCALE = 2.0  # a short code's second try
 # Crops are never read larger than this (px, long side).
 CROP_SIDE = 1600
 # Below this coherence the pixels have no single bar direction (not a barcode).
@@ -97,7 +101,6 @@ def window(
     normal: float,
     half: tuple[float, float],
     scale: float,
-    resample: Image.Resampling,
 ) -> tuple[np.ndarray, Affine]:
     """A window of the photo turned so that `normal` lies along x, `half` (along, across the
     normal) photo px each side of `centre`, sampled at `scale` output px per photo px; and
@@ -127,21 +130,39 @@ def window(
         source = source.reduce(k)
     to_source = compose((1 / k, 0.0, -x0 / k, 0.0, 1 / k, -y0 / k), to_photo)
     pixels = source.transform(
-        (out_w, out_h), Image.Transform.AFFINE, to_source, resample=resample, fillcolor=255
+        (out_w, out_h),
+        Image.Transform.AFFINE,
+        to_source,
+        resample=Image.Resampling.BICUBIC,
+        fillcolor=255,
     )
     return np.asarray(pixels), to_photo
 
 
+@dataclass(frozen=True)
+class Look:
+    """One second look: the scale (None: ~MODULE_PX per module) and the binarizer."""
+
+    scale: float | None
+    binarizer: zxingcpp.Binarizer
+
+
+FIXED, LOCAL = zxingcpp.Binarizer.FixedThreshold, zxingcpp.Binarizer.LocalAverage
+# Tried in turn until one agrees (measured on the bench's first reads, right and wrong: see
+# docs/BARCODES.md). A fixed threshold on the upright window confirms nearly every right read
+# of an EAN-13 or UPC-A, blurred ones included, and no wrong one; on a UPC-E piece of an EAN-13
+# in perspective it agreed once, so short codes get the local-average binarizer only, at two
+# scales. Never the photo's own scale: that repeats a sampling misread instead of testing it.
+LONG_LOOKS = (Look(None, FIXED), Look(None, LOCAL))
+SHORT_LOOKS = (Look(None, LOCAL), Look(SECOND_SCALE, LOCAL))
+
+
 def second_look(
-    grey: np.ndarray,
-    code: ReadCode,
-    probe: frozenset[CodeFormat],
-    scale: float | None = None,
-    resample: Image.Resampling = Image.Resampling.BICUBIC,
-    binarizer: zxingcpp.Binarizer = zxingcpp.Binarizer.LocalAverage,
-) -> list[ReadCode]:
-    """The retail codes read on an upright, resampled window around `code` (named as `probe`
-    names them: see `to_code`)."""
+    grey: np.ndarray, code: ReadCode, probe: frozenset[CodeFormat], looks: tuple[Look, ...]
+) -> Iterator[list[ReadCode]]:
+    """For each look, the retail codes read on an upright, resampled window around `code`
+    (named as `probe` names them: see `to_code`); nothing when the code's pixels have no
+    single bar direction."""
     x0, y0, x1, y1 = code.box
     long_side = max(x1 - x0, y1 - y0)
     # The bar direction, measured on a square at the code's centre (inside the bars, away
@@ -150,41 +171,44 @@ def second_look(
     mx, my = (x0 + x1) // 2, (y0 + y1) // 2
     normal = bar_normal_degrees(grey[max(0, my - half) : my + half, max(0, mx - half) : mx + half])
     if normal is None:
-        return []
+        return
     along = REACH[code.format in SHORT] * long_side
-    pixels, to_photo = window(
-        grey,
-        ((x0 + x1) / 2, (y0 + y1) / 2),
-        normal,
-        (along, 0.75 * long_side),
-        min(scale or _scale(code), CROP_SIDE / (2 * along)),
-        resample,
-    )
-    barcodes = zxingcpp.read_barcodes(
-        pixels,
-        formats=_RETAIL_ZXING,
-        try_rotate=False,
-        try_downscale=False,
-        try_invert=False,
-        binarizer=binarizer,
-    )
     size = (grey.shape[1], grey.shape[0])
-    return [c for b in barcodes if (c := to_code(b, probe, to_photo, size))]
+    done: list[tuple[float, zxingcpp.Binarizer]] = []
+    for look in looks:
+        scale = look.scale or _scale(code)
+        if any(b == look.binarizer and abs(scale / s - 1) < MIN_RESCALE for s, b in done):
+            continue  # about the same look again
+        done.append((scale, look.binarizer))
+        pixels, to_photo = window(
+            grey,
+            ((x0 + x1) / 2, (y0 + y1) / 2),
+            normal,
+            (along, 0.75 * long_side),
+            min(scale, CROP_SIDE / (2 * along)),
+        )
+        barcodes = zxingcpp.read_barcodes(
+            pixels,
+            formats=_RETAIL_ZXING,
+            try_rotate=False,
+            try_downscale=False,
+            try_invert=False,
+            binarizer=look.binarizer,
+        )
+        yield [c for b in barcodes if (c := to_code(b, probe, to_photo, size))]
 
 
 def confirmed(grey: np.ndarray, code: ReadCode, wanted: frozenset[CodeFormat]) -> ReadCode | None:
-    """The second look's read of `code` (same digits, same place), or None: at ~MODULE_PX per
-    module, then (if that fails and is a different scale) at twice the photo's scale. Its box
-    is the better one: upright, the scan lines span the whole height of the bars, where the
-    first read's lines may have crossed a tilted code only in a thin strip."""
+    """The second look's read of `code` (same digits, same place), or None. Its box is the
+    better one: upright, the scan lines span the whole height of the bars, where the first
+    read's lines may have crossed a tilted code only in a thin strip."""
     # Name long codes as the first reads do (a UPC-A is an EAN-13 unless UPC-A is wanted).
     probe = wanted | {CodeFormat.EAN13}
     if CodeFormat.EAN13 not in wanted:
         probe |= {CodeFormat.UPCA}
-    first = _scale(code)
-    scales = [first] if abs(SECOND_SCALE / first - 1) < MIN_RESCALE else [first, SECOND_SCALE]
-    for scale in scales:
-        for again in second_look(grey, code, probe, scale):
+    looks = SHORT_LOOKS if code.format in SHORT else LONG_LOOKS
+    for found in second_look(grey, code, probe, looks):
+        for again in found:
             if again.format == code.format and again.text == code.text and overlap(again, code):
                 return again
     return None

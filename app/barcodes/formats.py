@@ -44,7 +44,7 @@ ZXING: dict[CodeFormat, zxingcpp.BarcodeFormat] = {
 def parse_formats(text: str) -> frozenset[CodeFormat]:
     """`"ean13, upca"` -> the formats; raises ValueError naming the first unknown name."""
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    known = {f.value for f in CodeFormat}
+    known = [f.value for f in CodeFormat]
     for name in names:
         if name not in known:
             raise ValueError(f"unknown barcode format {name!r}; known: {', '.join(known)}")

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -46,6 +46,7 @@ FILL = 255
 
 # How a view is made and read; the reader keeps a cost per pixel for each.
 Kind = Literal["upright", "threshold", "diagonal", "shifted"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
 @dataclass(frozen=True)
