@@ -107,3 +107,23 @@ def test_a_model_without_a_graph_fails_at_start_naming_the_command(
     assert "retailklip export-onnx --model efficientnet-lite0" in started.stderr
     assert "pip install 'retailklip[torch]'" in started.stderr
     assert "Traceback" not in started.stderr  # a message, not a crash
+
+
+def test_the_serving_install_serves_the_default_model_at_once(python: Path, tmp_path: Path) -> None:
+    """README command 1: no PyTorch, no export, no ONNX directory prepared: the default
+    encoder's graph ships beside its checkpoint."""
+    modules_file = tmp_path / "modules.json"
+    settings = {"data_dir": tmp_path / "data"}  # the defaults: the shipped model, its graph
+    slim = LiveServer(
+        env={**settings_env(settings), "RETAILKLIP_TEST_MODULES_FILE": str(modules_file)},
+        log_path=tmp_path / "slim.log",
+        python=str(python),
+        command=("-m", "tests.support.serve_and_report"),
+    ).start()
+    try:
+        ready = httpx.get(f"{slim.url}/readyz", timeout=30).json()
+    finally:
+        slim.stop()
+    assert (ready["model_name"], ready["runtime"]) == ("retailklip-lite0-shelf", "onnx")
+    assert not (tmp_path / "data/onnx").exists()  # nothing was exported
+    assert json.loads(modules_file.read_text()) == [], "the serving process imported PyTorch"
