@@ -39,6 +39,9 @@ MODULES = {CodeFormat.EAN13: 95, CodeFormat.UPCA: 95, CodeFormat.EAN8: 67, CodeF
 # box lengths (by "is short"): a UPC-E read off an EAN-13 is about half of it, its centre a
 # quarter from one end, so the far end is ~1.5 lengths away, its quiet zone further.
 REACH = {False: 0.8, True: 2.0}
+# And along the bars: bars are 0.6-0.8 symbol lengths tall; the window spans them all, so the
+# confirming read's box covers the whole code.
+ACROSS = 0.5
 # Pixels per module a second look reads at (the box's long side stands in for the symbol's
 # length); never within MIN_RESCALE of the photo's scale, never above MAX_SCALE.
 MODULE_PX = 4.5
@@ -84,11 +87,9 @@ def bar_normal_degrees(pixels: np.ndarray) -> float | None:
     return math.degrees(0.5 * math.atan2(2 * jxy, jxx - jyy))
 
 
-def _scale(code: ReadCode) -> float:
-    """Output px per photo px for the second look: ~MODULE_PX per module, but never ~1 (the
-    box's long side stands in for the symbol's length: a tilted box overstates it a little)."""
-    x0, y0, x1, y1 = code.box
-    module = max(x1 - x0, y1 - y0) / MODULES[code.format]
+def _scale(code: ReadCode, length: float) -> float:
+    """Output px per photo px for the second look: ~MODULE_PX per module, but never ~1."""
+    module = length / MODULES[code.format]
     scale = min(MAX_SCALE, MODULE_PX / max(module, 0.1))
     if abs(scale - 1) < MIN_RESCALE:
         scale = 1 + MIN_RESCALE if scale >= 1 else 1 - MIN_RESCALE
@@ -164,19 +165,23 @@ def second_look(
     (named as `probe` names them: see `to_code`); nothing when the code's pixels have no
     single bar direction."""
     x0, y0, x1, y1 = code.box
-    long_side = max(x1 - x0, y1 - y0)
     # The bar direction, measured on a square at the code's centre (inside the bars, away
     # from their ends, even when the box is a thin strip along a few scan lines).
-    half = max(2, long_side // 4)
+    half = max(2, max(x1 - x0, y1 - y0) // 4)
     mx, my = (x0 + x1) // 2, (y0 + y1) // 2
     normal = bar_normal_degrees(grey[max(0, my - half) : my + half, max(0, mx - half) : mx + half])
     if normal is None:
         return
-    along = REACH[code.format in SHORT] * long_side
+    # The symbol's length: the box's extent across the bars. A box around a few scan lines
+    # that crossed the code at an angle has about that extent; a box around the whole code
+    # overstates it by up to its bar height (a wider window, a coarser sampling: both fine).
+    rad = math.radians(normal)
+    length = abs((x1 - x0) * math.cos(rad)) + abs((y1 - y0) * math.sin(rad))
+    along = REACH[code.format in SHORT] * length
     size = (grey.shape[1], grey.shape[0])
     done: list[tuple[float, zxingcpp.Binarizer]] = []
     for look in looks:
-        scale = look.scale or _scale(code)
+        scale = look.scale or _scale(code, length)
         if any(b == look.binarizer and abs(scale / s - 1) < MIN_RESCALE for s, b in done):
             continue  # about the same look again
         done.append((scale, look.binarizer))
@@ -184,7 +189,7 @@ def second_look(
             grey,
             ((x0 + x1) / 2, (y0 + y1) / 2),
             normal,
-            (along, 0.75 * long_side),
+            (along, ACROSS * length),
             min(scale, CROP_SIDE / (2 * along)),
         )
         barcodes = zxingcpp.read_barcodes(

@@ -1,7 +1,7 @@
 """`BarcodeReader`: the codes a photo shows, read within a time budget.
 
 The photo is read at the resolution a barcode needs, not the model's 224 px: a view reduced
-to about `work_side` pixels (read with two binarizers, turned by 45 degrees, and shifted by
+to about `work_side` pixels (read with two binarizers, along both diagonals, and shifted by
 half a pixel), then full-resolution tiles (`views.py`), for as long as the budget lasts.
 zxing-cpp cannot be interrupted, so the budget is kept by estimating each next view's cost
 from the ms per pixel this photo's views have taken so far, and skipping what would overrun
@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BUDGET_MS = 100.0
 DEFAULT_WORK_SIDE = 1600
 # Each kind's cost per pixel it starts from, relative to an upright read, until this photo
-# has measured it: a turned view reads about twice the pixels (its canvas) and pays for the
-# turn; a shifted one pays for the 2x2 means.
-PRIOR_COST: dict[Kind, float] = {"upright": 1.0, "threshold": 1.0, "diagonal": 3.0, "shifted": 1.5}
+# has measured it: a diagonal view reads twice the pixels, its rows only, and pays for the
+# shear; a shifted one pays for the 2x2 means.
+PRIOR_COST: dict[Kind, float] = {"upright": 1.0, "threshold": 1.0, "diagonal": 1.5, "shifted": 1.5}
 LOCAL, FIXED = zxingcpp.Binarizer.LocalAverage, zxingcpp.Binarizer.FixedThreshold
 # Second looks per code text (each from another view's read of it, at another place).
 MAX_TRIES = 2
@@ -155,7 +155,7 @@ class BarcodeReader:
         barcodes = zxingcpp.read_barcodes(
             view.pixels,
             formats=self._zxing,
-            try_rotate=True,
+            try_rotate=view.try_rotate,
             try_downscale=True,
             try_invert=False,
             binarizer=FIXED if view.fixed_threshold else LOCAL,

@@ -24,6 +24,7 @@ from app.barcodes.gtin import (
     validate_gtin,
 )
 from app.barcodes.reader import BarcodeReader, ReadCode, ReadStats
+from app.barcodes.views import apply, diagonal_lines
 from tests.support.paths import GROCERY
 
 PHOTO = GROCERY / "test/Packages/Juice/Bravo-Apple-Juice/Bravo-Apple-Juice_001.jpg"
@@ -354,3 +355,21 @@ def test_one_reader_on_many_threads(reader: BarcodeReader, photo: Image.Image) -
     for t in threads:
         t.join()
     assert [results[i] for i in range(6)] == expected * 2
+
+
+@pytest.mark.parametrize("slope", [1, -1])
+def test_diagonal_views_map_back_to_their_pixels(slope: int) -> None:
+    pixels = np.arange(10 * 12, dtype=np.uint8).reshape(10, 12)  # every value once, none 255
+    out, back = diagonal_lines(pixels, slope)
+    assert out.shape[1] == 2 * pixels.shape[1]
+    seen = set()
+    for r in range(out.shape[0]):
+        for u in range(out.shape[1]):
+            value = int(out[r, u])
+            if value == 255:
+                continue  # outside the photo
+            y, x = divmod(value, 12)
+            px, py = apply(back, u, r)
+            assert abs(px - x) <= 1 and abs(py - y) <= 1
+            seen.add(value)
+    assert len(seen) > 0.9 * pixels.size  # every other line pair: nearly every pixel is used
