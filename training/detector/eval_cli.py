@@ -142,6 +142,7 @@ def run_eval_detector(argv: list[str]) -> int:
                         "recall50": s.recall50,
                         "recall70": s.recall70,
                         "ap50": s.ap50,
+                        "recall50_floor": s.recall50_floor,
                         "boxes_per_photo": s.boxes_per_photo,
                         "ms_per_photo": s.ms_per_photo,
                     }
