@@ -23,6 +23,8 @@ from app.api.middleware import (
     MetricsMiddleware,
 )
 from app.api.openapi import contract_openapi
+from app.barcodes.reader import BarcodeReader
+from app.catalogue.barcodes import BarcodeReads
 from app.catalogue.product_sets import ProductSets
 from app.catalogue.products import ProductStore
 from app.catalogue.review_queue import ReviewQueue
@@ -36,6 +38,7 @@ from app.encoder.identity import model_tiers
 from app.encoder.loading import load_service_encoder
 from app.encoder.onnx_graph import cpu_threads
 from app.encoder.views import served_views
+from app.recognition.barcode_answers import BarcodeAnswers
 from app.recognition.catalogue import Catalogue
 from app.recognition.classify import Classifier
 from app.recognition.hit_names import HitNames
@@ -44,6 +47,7 @@ from app.recognition.review import Review
 from app.recognition.scopes import ScopeResolver
 from app.recognition.shelf import ShelfAudit
 from app.recognition.tiers import Tiers, served_tiers
+from app.runtime.code_reading import CodeReading
 from app.runtime.health import Health
 from app.runtime.index_sync import IndexSync
 from app.runtime.inference import Inference
@@ -67,6 +71,7 @@ class Running:
     index: IndexSync
     names: HitNames
     scopes: ScopeResolver
+    codes: CodeReading | None
 
 
 def build(settings: Settings, metrics: ServiceMetrics) -> Running:
@@ -94,6 +99,8 @@ def build(settings: Settings, metrics: ServiceMetrics) -> Running:
     log.info("index ready: %d vectors in %d shards", index.size, len(index.store.shards))
     if not index.complete:
         log.warning("model %s: reindex incomplete; not ready until it finishes", encoder.model_id)
+    # Every decode of an upload (the model's, the barcode reader's) shares one pixel budget.
+    decode_budget = DecodeBudget(limits.decode_budget_pixels)
     inference = Inference(
         encoder,
         index.store,
@@ -103,7 +110,7 @@ def build(settings: Settings, metrics: ServiceMetrics) -> Running:
         on_batch=metrics.batch_size.observe,
         on_stage=metrics.observe_stage,
         reference_views=served_views(choice.reference_views, encoder.preprocess.reference_views),
-        decode_budget=DecodeBudget(limits.decode_budget_pixels),
+        decode_budget=decode_budget,
     )
     products = ProductStore(
         session_factory,
@@ -130,7 +137,20 @@ def build(settings: Settings, metrics: ServiceMetrics) -> Running:
         settings.review_queue.max_age_s,
     )
     per_image = inference.vectors_per_image
-    classifier = Classifier(index, names, scopes, inference, tiers)
+    reading = settings.barcode_reading
+    codes = (
+        CodeReading(
+            BarcodeReader(reading.formats, reading.budget_ms),
+            limits.max_image_pixels,
+            decode_budget,
+            reading.read_side,
+            reading.threads,
+        )
+        if reading.enabled
+        else None
+    )
+    answers = BarcodeAnswers(BarcodeReads(session_factory), products, index.store, per_image)
+    classifier = Classifier(index, names, scopes, inference, tiers, codes, answers)
     services = Services(
         limits=limits,
         classifier=classifier,
@@ -164,7 +184,7 @@ def build(settings: Settings, metrics: ServiceMetrics) -> Running:
             None if detector is None else detector.model_id,
         ),
     )
-    return Running(services, engine, inference, index, names, scopes)
+    return Running(services, engine, inference, index, names, scopes, codes)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -195,6 +215,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await running.inference.stop()
             running.names.close()
             await run_in_threadpool(running.scopes.close)
+            if running.codes is not None:
+                running.codes.close()
             await run_in_threadpool(running.index.persist_dirty)
             running.engine.dispose()
 

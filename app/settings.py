@@ -2,11 +2,11 @@
 
 The variables' names are the contract (the README's table lists each), so `Settings` keeps them
 flat, one field per variable, in sections by concern; each section is handed out as one frozen
-record (`settings.storage`, `.model_choice`, `.detection`, `.index_config`, `.sync`, `.limits`,
-`.batching`, `.review_queue`, `.auth`, `.server`), already resolved (defaults that depend on
-other settings filled in), and each part of the service gets only its own. Nothing here may
-import torch or FAISS:
-`retailklip migrate`, `gc-blobs` and migrations/env.py read settings without loading a model.
+record (`settings.storage`, `.model_choice`, `.detection`, `.barcode_reading`, `.index_config`,
+`.sync`, `.limits`, `.batching`, `.review_queue`, `.auth`, `.server`), already resolved
+(defaults that depend on other settings filled in), and each part of the service gets only its
+own. Nothing here may import torch or FAISS: `retailklip migrate`, `gc-blobs` and
+migrations/env.py read settings without loading a model.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from app.barcodes.formats import CodeFormat, parse_formats
 from app.encoder.model_spec import BUILTIN_CHECKPOINTS
 from app.encoder.views import parse_views
 from app.index.config import IndexConfig, IndexKind
@@ -91,6 +92,17 @@ class DetectorSettings:
     graph: str  # "auto", "off" or a path (app/detector/choice.py)
     score: float | None  # the score from which a box counts; None: the graph's own
     max_boxes: int
+
+
+@dataclass(frozen=True)
+class BarcodeSettings:
+    """Reading the barcodes of uploaded photos (app/runtime/code_reading.py)."""
+
+    enabled: bool
+    budget_ms: float
+    formats: frozenset[CodeFormat]
+    read_side: int
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -191,6 +203,15 @@ class Settings(BaseSettings):
     detector_score: float | None = Field(default=None, ge=0.0, le=1.0)  # None: the graph's
     detector_max_boxes: int = Field(default=300, ge=1)  # products kept per photo, best first
 
+    # ---- barcodes: exact answers when the photo shows one (README, "Barcodes") -------------
+    barcodes: bool = True
+    barcode_budget_ms: float = Field(default=100.0, gt=0)  # reading time per photo, at most
+    barcode_formats: str = "ean13,ean8,upca,upce"  # the names in app/barcodes/formats.py
+    # A photo is decoded again for reading at about this long side (a 12 MP photo at half
+    # size, which keeps a code printed at 2 px per bar readable; the model sees 224 px).
+    barcode_read_side: int = Field(default=2000, ge=256)
+    barcode_threads: int = Field(default=2, ge=1)  # photos read at once
+
     # ---- index (app/index/config.py; trade-off measured in docs/PERFORMANCE.md) ------------
     # "auto" = exact below INDEX_THRESHOLD live vectors per shard, IVF above; "exact"; "ivf".
     index: IndexKind = _INDEX.kind
@@ -266,6 +287,13 @@ class Settings(BaseSettings):
             parse_views(value)  # raises ValueError naming the unknown views
         return value.strip()
 
+    @field_validator("barcode_formats")
+    @classmethod
+    def _known_formats(cls, value: str) -> str:
+        if not parse_formats(value):  # raises ValueError naming the unknown format
+            raise ValueError("name at least one barcode format (or set RETAILKLIP_BARCODES=false)")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         self.index_config  # noqa: B018  # IndexConfig checks its own fields
@@ -320,6 +348,16 @@ class Settings(BaseSettings):
     @cached_property
     def detection(self) -> DetectorSettings:
         return DetectorSettings(self.detector, self.detector_score, self.detector_max_boxes)
+
+    @cached_property
+    def barcode_reading(self) -> BarcodeSettings:
+        return BarcodeSettings(
+            enabled=self.barcodes,
+            budget_ms=self.barcode_budget_ms,
+            formats=parse_formats(self.barcode_formats),
+            read_side=self.barcode_read_side,
+            threads=self.barcode_threads,
+        )
 
     @cached_property
     def sync(self) -> SyncSettings:

@@ -100,7 +100,9 @@ def _regions(sent: list[list[float]], verdicts: list[Verdict], model: str) -> Re
         regions=[
             RegionResult(
                 box=box,
-                **ClassifyResult.of(verdict).model_dump(include={"matches", "unknown", "verdict"}),
+                **ClassifyResult.of(verdict).model_dump(
+                    include={"matches", "unknown", "verdict", "barcodes"}
+                ),
             )
             for box, verdict in zip(sent, verdicts, strict=True)
         ],

@@ -150,6 +150,16 @@ def refusal_answer(exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": refusal.detail(exc)}, status_code=refusal.status(exc))
 
 
+def _location(loc: tuple[int | str, ...]) -> str:
+    """`("body", "barcodes", 0)` -> `barcodes[0]`: the field as the routes' own errors name it."""
+    out = ""
+    for part in loc:
+        if part in ("body", "query", "path"):
+            continue
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def refused(request: Request, exc: Exception) -> JSONResponse:
         return refusal_answer(exc)
@@ -161,9 +171,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for error in exc.errors():
-            loc = ".".join(
-                str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")
-            )
+            loc = _location(error.get("loc", ()))
             parts.append(f"{loc}: {error.get('msg')}" if loc else str(error.get("msg")))
         return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
 

@@ -18,6 +18,7 @@ from app.api.types import (
     ImageId,
     ImageUploads,
     MetadataText,
+    NewBarcodes,
     Omittable,
     PageLimit,
     PageOffset,
@@ -107,7 +108,7 @@ async def list_products(
 async def add_barcodes(
     catalogue: CatalogueDep,
     sku: Annotated[Sku, Path()],
-    barcodes: Annotated[BarcodeTexts, Form()],
+    barcodes: Annotated[NewBarcodes, Form()],
 ) -> Response:
     """The codes printed on the product (GTIN-8/12/13/14); one product per code."""
     added = valid_barcodes(barcodes)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from app.catalogue.products import ImagesRecord, ProductRecord
 from app.catalogue.review_queue import ReviewRecord
 from app.recognition.hygiene import LookAlike, NearDuplicate
-from app.recognition.search import Verdict
+from app.recognition.search import CodeAnswer, Verdict
 
 
 def encoded(answer: BaseModel, status_code: int = 200) -> JSONResponse:
@@ -115,11 +115,36 @@ Tier = Annotated[
 ]
 
 
+class BarcodeOut(BaseModel):
+    text: str = Field(description="the code's content as printed (digits for retail codes)")
+    format: str = Field(description="ean13, ean8, upca, upce, code128, qrcode or datamatrix")
+    gtin: str | None = Field(description="a retail code's GTIN-14; null for other formats")
+    sku: str | None = Field(description="the product holding the code; null: none does")
+    box: list[int] = Field(description="where it was read: x0, y0, x1, y1 in photo pixels")
+
+    @classmethod
+    def of(cls, code: CodeAnswer) -> BarcodeOut:
+        return cls(
+            text=code.text, format=code.format, gtin=code.gtin, sku=code.sku, box=list(code.box)
+        )
+
+
+BARCODES_DESCRIPTION = (
+    "Every code read in the photo (or, for a region, whose centre lies in its box); empty when "
+    "none was read or reading is off. A code a product holds names that product first, "
+    "`confident`, unless the image alone is confident about another product and the coded "
+    "product scores under the threshold: then the matches stay the image's and the verdict is "
+    "`ambiguous` (README, Barcodes)"
+)
+Barcodes = Annotated[list[BarcodeOut], Field(description=BARCODES_DESCRIPTION)]
+
+
 class ClassifyResult(BaseModel):
     matches: list[MatchOut]
     unknown: bool
     verdict: Tier
     model: str
+    barcodes: Barcodes
 
     @classmethod
     def of(cls, verdict: Verdict) -> ClassifyResult:
@@ -131,6 +156,7 @@ class ClassifyResult(BaseModel):
             unknown=verdict.unknown,
             verdict=verdict.tier,
             model=verdict.model,
+            barcodes=[BarcodeOut.of(c) for c in verdict.barcodes],
         )
 
 
@@ -144,6 +170,7 @@ class RegionResult(BaseModel):
     matches: list[MatchOut]
     unknown: bool
     verdict: Tier
+    barcodes: Barcodes
 
 
 class RegionsResult(BaseModel):
@@ -226,6 +253,13 @@ class ReviewCandidate(BaseModel):
     score: float
 
 
+class KeptBarcode(BaseModel):
+    text: str
+    format: str
+    gtin: str | None
+    sku: str | None = Field(description="the product that held it when the photo was kept")
+
+
 class ReviewItemOut(BaseModel):
     id: int
     created_at: datetime
@@ -235,6 +269,10 @@ class ReviewItemOut(BaseModel):
     margin: float | None = Field(description="the best product's lead over the second")
     candidates: list[ReviewCandidate]  # best first, at most 3
     box: list[float] | None  # the region of a `boxes` request; the photo is its crop
+    barcodes: list[KeptBarcode] = Field(
+        description="codes read in it; confirming the item gives the confirmed product those "
+        "that no product held"
+    )
 
     @classmethod
     def of(cls, item: ReviewRecord) -> ReviewItemOut:
@@ -247,6 +285,7 @@ class ReviewItemOut(BaseModel):
             margin=item.margin,
             candidates=[ReviewCandidate(**c) for c in item.candidates],
             box=item.box,
+            barcodes=[KeptBarcode(**c) for c in item.barcodes],
         )
 
 
@@ -274,6 +313,7 @@ class ShelfRegionOut(BaseModel):
     matches: list[MatchOut]
     unknown: bool
     verdict: Tier
+    barcodes: Barcodes
     detection: float | None = Field(description="the detector's score; null for a box sent")
     shelf: int = Field(description="its row, 0 = the top one")
     position: int = Field(description="its place in the row, 0 = the leftmost")

@@ -63,7 +63,7 @@ def answer(report: ShelfReport, sent: list[list[float]] | None) -> ShelfReportOu
         ShelfRegionOut(
             box=sent[i] if sent is not None else [int(v) for v in region.box],
             **ClassifyResult.of(region.verdict).model_dump(
-                include={"matches", "unknown", "verdict"}
+                include={"matches", "unknown", "verdict", "barcodes"}
             ),
             detection=None if region.detection is None else round(region.detection, 4),
             shelf=region.shelf,

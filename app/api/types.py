@@ -219,7 +219,9 @@ MetadataText = Annotated[
     WithJsonSchema(
         {
             "type": "object",
-            "description": "a JSON object, sent as the text of the `metadata` form field",
+            "description": "a JSON object, sent as the text of the `metadata` form field; "
+            "I-JSON (RFC 7493): finite numbers that fit a 64-bit float, integers that fit 64 "
+            "bits, Unicode text without NUL, no key twice in one object, at most 32 levels",
         }
     ),
     _JSON_TEXT,
@@ -300,18 +302,26 @@ BoxesText = Annotated[
     FromSettings(**{"contentSchema.maxItems": "max_boxes"}),
 ]
 
-# A GTIN-8/12/13/14 (spaces and dashes between digits allowed): its check digit is checked by
-# app/api/barcode_fields.py, which names what is wrong.
+# A GTIN-8/12/13/14 (spaces and dashes between digits allowed): the type checks its shape, the
+# check digit is checked by app/api/barcode_fields.py, which names the digit it should be.
 BARCODE_RULE = "a GTIN: 8, 12, 13 or 14 digits, the last a valid check digit"
+# 8, 12, 13 or 14 digits, single spaces or dashes allowed between them.
+BARCODE_PATTERN = r"^[0-9](?:[ -]?[0-9]){7}$|^[0-9](?:[ -]?[0-9]){11,13}$"
 BarcodeText = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=32),
+    StringConstraints(min_length=8, max_length=27, pattern=BARCODE_PATTERN),
+    _worded("must be 8, 12, 13 or 14 digits (single spaces or dashes between them allowed)"),
     _Schema(description=BARCODE_RULE, examples=["4006381333931"]),
 ]
 BarcodeTexts = Annotated[
     list[BarcodeText],
     Field(max_length=32),
     _Schema(description=f"{BARCODE_RULE}; repeat the field for more (at most 32)"),
+]
+NewBarcodes = Annotated[
+    list[BarcodeText],
+    Field(min_length=1, max_length=32),
+    _Schema(description=f"{BARCODE_RULE}; repeat the field for more (1 to 32)"),
 ]
 
 # Parsed by app/api/json_fields.py `parse_planogram` (the limits below).

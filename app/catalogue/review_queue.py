@@ -31,6 +31,8 @@ class QueuedPhoto:
     margin: float | None
     candidates: list[dict[str, Any]]
     box: list[float] | None = None
+    # The codes read in it: {"text", "format", "gtin", "sku"} (sku null: no product held it).
+    barcodes: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,12 @@ class ReviewRecord:
     margin: float | None
     candidates: list[dict[str, Any]]  # best first: {"sku", "name", "score"}
     box: list[float] | None
+    barcodes: list[dict[str, Any]]  # as QueuedPhoto's
+
+    @property
+    def unheld_gtins(self) -> list[str]:
+        """The retail codes read in it that no product held when it was kept."""
+        return [c["gtin"] for c in self.barcodes if c.get("gtin") and c.get("sku") is None]
 
     @classmethod
     def of(cls, item: ReviewItem) -> ReviewRecord:
@@ -58,6 +66,7 @@ class ReviewRecord:
             margin=item.margin,
             candidates=list(item.candidates),
             box=None if item.box is None else list(item.box),
+            barcodes=list(item.barcodes or []),
         )
 
 
@@ -87,6 +96,7 @@ class ReviewQueue:
                 margin=photo.margin,
                 candidates=photo.candidates,
                 box=photo.box,
+                barcodes=photo.barcodes,
             )
             session.add(item)
             try:
@@ -144,12 +154,20 @@ class ReviewQueue:
 
     def photo(self, item_id: int) -> bytes | None:
         """An item's photo; None when there is no such item (or it was dropped meanwhile)."""
+        kept = self.kept(item_id)
+        return None if kept is None else kept[0]
+
+    def kept(self, item_id: int) -> tuple[bytes, ReviewRecord] | None:
+        """An item's photo and record; None when there is no such item (or it was dropped
+        meanwhile)."""
         with self.session_factory() as session:
-            key = session.scalar(select(ReviewItem.photo_key).where(ReviewItem.id == item_id))
-        if key is None:
-            return None
+            item = session.get(ReviewItem, item_id)
+            if item is None:
+                return None
+            record = ReviewRecord.of(item)
+            key = item.photo_key
         try:
-            return self.photos.get(key)
+            return self.photos.get(key), record
         except FileNotFoundError:
             return None
 

@@ -27,12 +27,14 @@ import anyio.to_thread
 import numpy as np
 
 from app.encoder.decode import ImageDecodeError
+from app.recognition.barcode_answers import BarcodeAnswers
 from app.recognition.hit_names import HitNames, NotRemembered
 from app.recognition.regions import Box, region_pixels
 from app.recognition.scopes import Scope, ScopeResolver
 from app.recognition.search import Verdict, name_hits, search_depth
 from app.recognition.tiers import Tiers
 from app.recognition.uploads import UploadRejected, first_rejected
+from app.runtime.code_reading import CodeReading, SeenCode
 from app.runtime.index_sync import IndexSync
 from app.runtime.inference import Inference, RawHits, SearchSpec
 
@@ -66,6 +68,9 @@ class Classifier:
     scopes: ScopeResolver
     inference: Inference
     tiers: Tiers | None  # the model's calibrated verdict tiers, with the settings' overrides
+    # Barcodes read beside each classification (None: RETAILKLIP_BARCODES off).
+    codes: CodeReading | None = None
+    answers: BarcodeAnswers | None = None
 
     @property
     def model_id(self) -> str:
@@ -75,11 +80,13 @@ class Classifier:
         """One photo; raises IndexIncomplete, UnknownCatalogue, UnknownMetadataKey,
         UploadRejected."""
         prepared = await self.prepare(options, scope)
+        reading = self.read_codes(photo)
         try:
             hits = await self.inference.photo_hits(photo, prepared.spec)
         except ImageDecodeError as exc:
             raise UploadRejected("image", None, exc) from exc
-        [verdict] = await self.name([hits], prepared, options)
+        verdicts = await self.name([hits], prepared, options)
+        [verdict] = await self.with_codes(verdicts, [hits], reading, prepared, options)
         return verdict
 
     async def classify_regions(
@@ -87,18 +94,21 @@ class Classifier:
     ) -> list[Verdict]:
         """One verdict per box of one photo; raises as `classify` does, and BoxOutside."""
         prepared = await self.prepare(options, scope)
+        reading = self.read_codes(photo)
         work = functools.partial(region_pixels, self.inference, photo, boxes)
         try:
             hits = await self.inference.decode_and_search(work, prepared.spec)
         except ImageDecodeError as exc:
             raise UploadRejected("image", None, exc) from exc
-        return await self.name(hits, prepared, options)
+        verdicts = await self.name(hits, prepared, options)
+        return await self.with_codes(verdicts, hits, reading, prepared, options, boxes)
 
     async def classify_batch(
         self, photos: list[bytes], options: ClassifyOptions, scope: Scope
     ) -> list[Verdict]:
         """One verdict per photo; raises as `classify` does (`images[i]` for a photo)."""
         prepared = await self.prepare(options, scope)
+        readings = [self.read_codes(data) for data in photos]
         inference = self.inference
         found = await asyncio.gather(
             *(
@@ -111,7 +121,38 @@ class Classifier:
         )
         first_rejected("images", list(found))
         hits = [one for result in found for one in result]  # type: ignore[union-attr]
-        return await self.name(hits, prepared, options)
+        verdicts = await self.name(hits, prepared, options)
+        return [
+            (await self.with_codes([verdict], [hit], reading, prepared, options))[0]
+            for verdict, hit, reading in zip(verdicts, hits, readings, strict=True)
+        ]
+
+    def read_codes(self, photo: bytes) -> asyncio.Task[list[SeenCode]] | None:
+        """The photo's barcodes, read in the background while it is classified."""
+        return None if self.codes is None else self.codes.start(photo)
+
+    async def with_codes(
+        self,
+        verdicts: list[Verdict],
+        hits: list[RawHits],
+        reading: asyncio.Task[list[SeenCode]] | None,
+        prepared: Prepared,
+        options: ClassifyOptions,
+        boxes: list[Box] | None = None,
+    ) -> list[Verdict]:
+        """The verdicts with the codes read (app/recognition/barcode_answers.py)."""
+        if reading is None or self.answers is None:
+            return verdicts
+        codes = await reading
+        return await self.answers.settle(
+            verdicts,
+            hits,
+            codes,
+            prepared.spec.allowed,
+            options.threshold,
+            options.top_k,
+            boxes,
+        )
 
     async def prepare(self, options: ClassifyOptions, scope: Scope) -> Prepared:
         """What every mode checks before a forward pass (a bad scope is cheap to refuse)."""

@@ -101,10 +101,13 @@ class Registrar:
     ) -> T:
         """A review item's photo becomes a reference of `sku`, and the item leaves the queue, in
         one transaction: of two confirmations of one item only one writes anything. Raises
-        ReviewItemNotFound (also for the loser of such a race), and as `add_images`."""
-        photo = await anyio.to_thread.run_sync(self.queue.photo, item_id)
-        if photo is None:
+        ReviewItemNotFound (also for the loser of such a race), and as `add_images`. The
+        retail codes read in the photo that no product held are attached to `sku` in the same
+        transaction (BarcodeTaken if another product has taken one since)."""
+        kept = await anyio.to_thread.run_sync(self.queue.kept, item_id)
+        if kept is None:
             raise ReviewItemNotFound(item_id)
+        photo, record = kept
         uploads = await self._embedded([photo], "photo")
         warnings = await self._near_duplicates(sku, uploads)
         claimed: list[str] = []
@@ -115,6 +118,7 @@ class Registrar:
                 uploads,
                 answer=lambda record: answer(record, warnings),
                 first=lambda session: claimed.append(self.queue.claim(session, item_id)),
+                barcodes=record.unheld_gtins,
             )
         )
         await anyio.to_thread.run_sync(self.queue.forget_photos, claimed)

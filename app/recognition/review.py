@@ -2,11 +2,12 @@
 working through them (confirming one is registration's: app/recognition/registration.py).
 
 `RETAILKLIP_REVIEW`: `off` (the default) keeps nothing; `ambiguous` keeps every answer that is
-not `confident` (ambiguous or unknown); `all` keeps every answer. What is kept is the photo (or,
-for a `boxes` request, the box's crop) with the top candidates, in a queue bounded by count and
-age (app/catalogue/review_queue.py); shelf photos may show people, so nothing is kept unless
-the operator opts in. Keeping runs after the answer is sent (the route's background task):
-it never delays a classification.
+not `confident` (ambiguous or unknown), and every photo showing a retail barcode that no product
+holds (confirming it gives the product that code); `all` keeps every answer. What is kept is
+the photo (or, for a `boxes` request, the box's crop) with the top candidates and its codes,
+in a queue bounded by count and age (app/catalogue/review_queue.py); shelf photos may show
+people, so nothing is kept unless the operator opts in. Keeping runs after the answer is sent
+(the route's background task): it never delays a classification.
 """
 
 from __future__ import annotations
@@ -54,9 +55,12 @@ class Review:
     vectors_per_image: int
 
     def wants(self, verdict: Verdict) -> bool:
-        if self.mode == "all":
-            return True
-        return self.mode == "ambiguous" and verdict.tier != "confident"
+        """Also a photo showing a retail code no product holds (with the queue on): confirming
+        it names the product the code belongs to."""
+        if self.mode == "off":
+            return False
+        unheld = any(c.gtin is not None and c.sku is None for c in verdict.barcodes)
+        return self.mode == "all" or verdict.tier != "confident" or unheld
 
     def keep(self, data: bytes, verdict: Verdict, box: Box | None = None) -> int | None:
         """Blocking (decode, crop, file and SQL writes): run it off the event loop. A failure
@@ -87,6 +91,10 @@ class Review:
                     for h in verdict.matches[:CANDIDATES]
                 ],
                 box=None if box is None else list(box),
+                barcodes=[
+                    {"text": c.text, "format": c.format, "gtin": c.gtin, "sku": c.sku}
+                    for c in verdict.barcodes
+                ],
             )
         )
 

@@ -32,12 +32,26 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class CodeAnswer:
+    """A barcode read from the photo, and the product holding it (None: none does)."""
+
+    text: str
+    format: str
+    gtin: str | None  # GTIN-14 for a retail code
+    box: tuple[int, int, int, int]  # in the upright photo's pixels
+    sku: str | None
+
+
+@dataclass(frozen=True)
 class Verdict:
     matches: list[Hit]  # distinct SKUs, best first
     unknown: bool  # no match, or the best under the threshold
     model: str
-    tier: TierName = "unknown"  # app/encoder/tiers.py
+    tier: TierName = "unknown"  # app/recognition/tiers.py
     margin: float | None = None  # the best product's lead over the second (None: fewer than 2)
+    barcodes: tuple[
+        CodeAnswer, ...
+    ] = ()  # read from the photo (app/recognition/barcode_answers.py)
 
 
 def _ranked_images(row_ids: list[int]) -> list[int]:

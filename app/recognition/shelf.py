@@ -100,6 +100,7 @@ class ShelfAudit:
         """Raises DetectorMissing, UploadRejected, BoxOutside, and as /classify does."""
         classifier, inference = self.classifier, self.classifier.inference
         prepared = await classifier.prepare(options, scope)
+        reading = classifier.read_codes(photo)
         scores: list[float | None]
         try:
             if boxes is not None:
@@ -114,7 +115,8 @@ class ShelfAudit:
             hits = await inference.decode_and_search(work, prepared.spec) if regions else []
         except ImageDecodeError as exc:
             raise UploadRejected("image", None, exc) from exc
-        verdicts = await classifier.name(hits, prepared, options)
+        named = await classifier.name(hits, prepared, options)
+        verdicts = await classifier.with_codes(named, hits, reading, prepared, options, regions)
         layout = arrange(regions)
         shelf_regions = [
             ShelfRegion(box, verdict, score, layout.shelf_of[i], layout.position_of[i])

@@ -66,6 +66,7 @@ class RawHits:
 
     scores: np.ndarray  # (k,) float32
     image_ids: np.ndarray  # (k,) int64
+    vector: np.ndarray  # the query's embedding, (dim,): for a search of its own later
 
 
 @dataclass
@@ -251,7 +252,7 @@ class Inference:
         scores, ids = self.store.search(
             np.ascontiguousarray(vectors, dtype=np.float32), search.k, search.allowed
         )
-        return [RawHits(s, i) for s, i in zip(scores, ids, strict=True)]
+        return [RawHits(s, i, v) for s, i, v in zip(scores, ids, vectors, strict=True)]
 
     async def _collect(self) -> list[_Job]:
         """The next batch: every queued job (up to `max_batch` images), plus those of uploads

@@ -188,7 +188,7 @@ def test_boxes_classify_each_region_in_order(client: httpx.Client, tmp_path: Pat
     in_store = [m for m in plain["matches"] if m["sku"] in ("oatly-oat", "trop-apple")]
     assert whole["matches"][0] == in_store[0]
     assert "unknown" in whole and answer["model"] == plain["model"]
-    assert set(plain) == {"matches", "unknown", "verdict", "model"}  # without boxes: as before
+    assert set(plain) == {"matches", "unknown", "verdict", "model", "barcodes"}
 
 
 def test_boxes_are_in_the_upright_images_pixels(client: httpx.Client) -> None:

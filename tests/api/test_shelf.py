@@ -180,7 +180,7 @@ def test_planogram_and_must_have(client: TestClient) -> None:
         ({"planogram": {"shelves": [[{"sku": "a", "facings": 0}]]}}, "planogram: shelves[0][0]"),
         ({"planogram": {"shelves": [[{"sku": "a b"}]]}}, "planogram: shelves[0][0].sku must be"),
         ({"planogram": '{"shelves": [], "shelves": []}'}, "planogram: the key"),
-        ({"must_have": ["fine", "not fine"]}, "must_have.1: must be 1-64 characters"),
+        ({"must_have": ["fine", "not fine"]}, "must_have[1]: must be 1-64 characters"),
         ({"group_by": "k" * 65}, "group_by:"),
     ],
 )

@@ -36,7 +36,7 @@ def classify_vectors(
     the naming (with SQL, as on the thread pool)."""
     k = search_depth(top_k, 1)
     scores, ids = store.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    hits = [RawHits(s, i) for s, i in zip(scores, ids, strict=True)]
+    hits = [RawHits(s, i, q) for s, i, q in zip(scores, ids, queries, strict=True)]
     lookup = functools.partial(names.matches_for, head=head)
     return name_hits(hits, lookup, top_k, threshold, store.model_id)
 
