@@ -100,17 +100,15 @@ class BarcodeAnswers:
             and top is not None
             and top.sku != sku
             and first.score < threshold
-        ):
+        ):  # strong disagreement
             return replace(verdict, barcodes=codes, tier="ambiguous")
         rest = [m for m in verdict.matches if m.sku != sku]
-        matches = [first, *rest][:top_k]
-        second = rest[0].score if rest else None
-        return Verdict(
-            matches=matches,
+        # `margin` stays the image's: what the model made of the photo, for the review queue.
+        return replace(
+            verdict,
+            matches=[first, *rest][:top_k],
             unknown=False,
-            model=verdict.model,
             tier="confident",
-            margin=None if second is None else round(first.score - second, 6),
             barcodes=codes,
         )
 

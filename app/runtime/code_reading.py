@@ -17,6 +17,16 @@ from dataclasses import dataclass
 from app.barcodes.reader import BarcodeReader
 from app.encoder.decode import DecodeBudget, ImageDecodeError, decode_photo
 
+# A QR code or DataMatrix may carry kilobytes of any text; an answer (and the review queue's
+# JSON, which PostgreSQL stores without NUL) keeps this much of it, as Unicode text.
+MAX_TEXT = 512
+
+
+def printable(text: str) -> str:
+    """The code's text as answers carry it: no NUL, no lone surrogate, at most MAX_TEXT."""
+    cleaned = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return cleaned[:MAX_TEXT]
+
 
 @dataclass(frozen=True)
 class SeenCode:
@@ -63,7 +73,7 @@ class CodeReading:
         sy = decoded.height / decoded.image.height
         return [
             SeenCode(
-                code.text,
+                printable(code.text),
                 str(code.format),
                 code.gtin,
                 (
