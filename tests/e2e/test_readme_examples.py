@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.support.barcode_photos import photo_with_code
 from tests.support.paths import GROCERY, REPO, SHARED
 from tests.support.servers import LiveServer, settings_env
 
@@ -131,6 +132,19 @@ def run(session: Session, server: LiveServer, workdir: Path) -> list[list[str]]:
         canvas.paste(left.resize((348, 348)), (0, 0))
         canvas.paste(right.resize((348, 348)), (348, 0))
         canvas.save(two, quality=95)
+    photos = GROCERY / "test"
+    for name, photo, code, fmt in [
+        (
+            "coded-milk.jpg",
+            "Packages/Milk/Arla-Standard-Milk/Arla-Standard-Milk_001.jpg",
+            "7310865004703",
+            "ean13",
+        ),
+        ("new-code.jpg", "Fruit/Banana/Banana_001.jpg", "96385074", "ean8"),
+    ]:
+        if not (workdir / name).exists():
+            coded, _ = photo_with_code(photos / photo, code, fmt)
+            (workdir / name).write_bytes(coded)
     outputs = []
     for command in session.commands:
         command = command.replace(URL, server.url).replace("../shared", str(SHARED))
@@ -145,6 +159,7 @@ def run(session: Session, server: LiveServer, workdir: Path) -> list[list[str]]:
 SESSIONS = {
     "first": lambda lines: _first_session(lines),
     "catalogues": lambda lines: _dollar_session(lines, "sku=oatly-oat-milk"),
+    "barcodes": lambda lines: _dollar_session(lines, "barcodes=7310865004703"),
 }
 
 
