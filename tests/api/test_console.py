@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zxingcpp
 from PIL import Image, ImageChops, ImageOps, ImageStat
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -65,6 +66,8 @@ README_SHOTS = {
     "phone",
     "review",
     "shelf",
+    "barcodes",
+    "barcode-read",
 }
 ARTEFACTS = (
     Path(
@@ -633,6 +636,205 @@ def test_the_catalogue_lists_each_products_first_reference(
         ".map((i) => [i.complete, i.naturalWidth, i.naturalHeight, i.clientWidth])"
     )
     assert all(done and max(w, h) == 96 and shown_w == 48 for done, w, h, shown_w in sizes)
+
+
+# Barcodes: codes no seed holds, and a shop photo with one on a label (as a product shows it).
+EAN13 = "4006381333931"
+UPCA = "036000291452"
+EAN8 = "96385074"
+CODED_SHELF = GROCERY / "test/Fruit/Banana/Banana_002.jpg"
+CODED_SHELF_2 = GROCERY / "test/Fruit/Banana/Banana_003.jpg"
+# Each code read, as the console lists it: the code, its format, its holder.
+READ_CODES = """return [...document.querySelectorAll(arguments[0] + ' li.code')]
+    .map((li) => [...li.children].map((e) => e.textContent))"""
+
+
+def coded_photo(path: Path, shelf: Path = CODED_SHELF, code: str = EAN13) -> Path:
+    """A real shop photo, 1044 px, with an EAN-13 on a white label (3 px modules)."""
+    photo = Image.open(shelf).convert("RGB").resize((1044, 1044))
+    symbol = zxingcpp.create_barcode(code, zxingcpp.BarcodeFormat.EAN13).to_image(scale=3)
+    bars = Image.fromarray(symbol).convert("RGB")
+    label = Image.new("RGB", (bars.width + 60, bars.height + 40), "white")
+    label.paste(bars, (30, 20))
+    photo.paste(label, (photo.width - label.width - 40, photo.height - label.height - 40))
+    photo.save(path, quality=92)
+    return path
+
+
+def chips(browser: WebDriver) -> list[str]:
+    script = "return [...document.querySelectorAll('#barcode-list li')].map((e) => e.dataset.gtin)"
+    shown: list[str] = browser.execute_script(script)
+    return shown
+
+
+def card_is(sku: str) -> Callable[[WebDriver], bool]:
+    return lambda b: (
+        by_id(b, "product").is_displayed() and by_id(b, "product").get_attribute("data-sku") == sku
+    )
+
+
+def error_says(browser: WebDriver, text: str) -> None:
+    wait(browser, lambda b: by_id(b, "error").is_displayed(), "error")
+    assert by_id(browser, "error-text").text == text
+    by_id(browser, "error-close").click()
+
+
+def add_codes(browser: WebDriver, text: str) -> None:
+    field = by_id(browser, "barcodes-input")
+    field.clear()
+    field.send_keys(text)
+    by_id(browser, "barcodes-submit").click()
+
+
+def find_code(browser: WebDriver, text: str) -> None:
+    field = by_id(browser, "barcode-find-input")
+    field.clear()
+    field.send_keys(text)
+    by_id(browser, "barcode-find-submit").click()
+
+
+def test_a_products_barcodes_are_registered_added_found_and_removed(
+    server: LiveServer, api: httpx.Client, browser: WebDriver
+) -> None:
+    open_console(browser, server)
+    by_id(browser, "nav-catalogue").click()
+    try:
+        # Registered with the product: stored and shown as GTIN-14.
+        by_id(browser, "new-product").click()
+        form = by_id(browser, "register-form")
+        form.find_element(By.NAME, "sku").send_keys("coded-kiwi")
+        form.find_element(By.NAME, "name").send_keys("Coded kiwi")
+        form.find_element(By.NAME, "barcodes").send_keys(EAN8)
+        form.find_element(By.NAME, "images").send_keys(str(iconic("Fruit/Kiwi")))
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(browser, notice_says("Registered coded-kiwi with 1 image(s)"), "registration")
+        assert "barcode(s) 00000096385074" in by_id(browser, "notice").text
+        assert api.get("/products/coded-kiwi").json()["barcodes"] == ["00000096385074"]
+        wait(browser, lambda b: chips(b) == ["00000096385074"], "its barcode on the card")
+
+        click(browser, "#product-rows tr[data-sku=banana]")
+        wait(browser, card_is("banana"), "banana's card")
+        wait(browser, lambda b: by_id(b, "barcode-none").is_displayed(), "no barcode yet")
+        # A wrong check digit: the service's 422 names the right one; nothing is stored.
+        add_codes(browser, EAN13[:-1] + "2")
+        error_says(
+            browser,
+            "POST /products/banana/barcodes: 422 barcodes[0]: check digit of 4006381333932 "
+            "must be 1",
+        )
+        assert by_id(browser, "barcodes-input").get_attribute("value") == EAN13[:-1] + "2"
+        assert api.get("/products/banana").json()["barcodes"] == []
+        # Two codes at once (an EAN-13 and a UPC-A), as the API serves them.
+        add_codes(browser, f"{EAN13}, {UPCA}")
+        wait(browser, notice_says("Added barcodes"), "the codes added")
+        assert api.get("/products/banana").json()["barcodes"] == [
+            "00036000291452",
+            "04006381333931",
+        ]
+        wait(browser, lambda b: chips(b) == ["00036000291452", "04006381333931"], "the chips")
+        assert not by_id(browser, "barcode-none").is_displayed()
+
+        # Another product cannot have it: the 409 names its holder; nothing is stored.
+        click(browser, "#product-rows tr[data-sku=granny-smith]")
+        wait(browser, card_is("granny-smith"), "granny-smith's card")
+        add_codes(browser, EAN13)
+        error_says(
+            browser,
+            "POST /products/granny-smith/barcodes: 409 barcode 04006381333931 is held by product "
+            "banana",
+        )
+        assert api.get("/products/granny-smith").json()["barcodes"] == []
+
+        # Find by barcode, at any length: the UPC-A written as an EAN-13 opens banana's card.
+        find_code(browser, "0" + UPCA)
+        wait(browser, card_is("banana"), "the code's product")
+        assert by_id(browser, "notice").text == f"Barcode 0{UPCA} belongs to banana (Banana)."
+        assert by_id(browser, "barcodes-input").get_attribute("value") == ""  # typed for another
+        screenshot(browser, "barcodes")
+        find_code(browser, EAN8)
+        wait(browser, card_is("coded-kiwi"), "the registered code's product")
+        find_code(browser, "12345670")  # a valid EAN-8 nobody has
+        wait(browser, notice_says("No product has barcode 12345670."), "no product")
+        find_code(browser, "12345678")
+        error_says(
+            browser,
+            "GET /products?barcode=12345678: 422 barcode: check digit of 12345678 must be 0",
+        )
+
+        # Removed from the card (an admin key): the API no longer serves it.
+        click(browser, "#product-rows tr[data-sku=banana]")
+        wait(browser, lambda b: len(chips(b)) == 2, "banana's codes")
+        click(browser, "#barcode-list li[data-gtin='00036000291452'] button.remove-code")
+        accept_confirm(browser)
+        wait(browser, notice_says("Removed barcode 00036000291452 from banana."), "removal")
+        assert api.get("/products/banana").json()["barcodes"] == ["04006381333931"]
+        wait(browser, lambda b: chips(b) == ["04006381333931"], "one chip left")
+    finally:
+        for gtin in api.get("/products/banana").json()["barcodes"]:
+            api.delete(f"/products/banana/barcodes/{gtin}")
+        api.delete("/products/coded-kiwi")
+
+
+def test_codes_read_in_a_photo_are_listed_and_a_confirmed_review_item_attaches_them(
+    server: LiveServer, api: httpx.Client, browser: WebDriver, tmp_path: Path
+) -> None:
+    photo = coded_photo(tmp_path / "banana-with-code.jpg")
+    assert api.delete("/review").status_code == 204
+    open_console(browser, server)
+    try:
+        # Try it: the code is read; no product has it yet.
+        pick_photo(browser, photo)
+        wait(browser, lambda b: by_id(b, "codes").is_displayed(), "the codes read")
+        assert browser.execute_script(READ_CODES, "#code-list") == [
+            [EAN13, "EAN-13", "not registered"]
+        ]
+        assert not css(browser, ".code-tag")
+
+        # The photo was kept for review; its item lists the code and what confirming does.
+        WebDriverWait(api, 30, 0.1).until(lambda c: c.get("/review").json()["total"] == 1)
+        by_id(browser, "nav-review").click()
+        wait(browser, lambda b: css(b, "li.review-item .review-codes"), "the item's codes")
+        item = css(browser, "li.review-item")[0]
+        assert browser.execute_script(READ_CODES, "li.review-item") == [
+            [EAN13, "EAN-13", "not registered"]
+        ]
+        note = item.find_element(By.CSS_SELECTOR, ".code-note").text
+        assert note == "Confirming attaches the unregistered barcode to the confirmed product."
+        screenshot(browser, "review-barcode")
+        item.find_element(By.CSS_SELECTOR, "input.review-sku").send_keys("banana")
+        item.find_element(By.CSS_SELECTOR, ".review-other button").click()
+        wait(browser, notice_says("Barcode 04006381333931 is now banana's."), "the confirmation")
+        assert api.get("/products/banana").json()["barcodes"] == ["04006381333931"]
+
+        # Another photo with the code (not a reference of anything): the code names its product.
+        pick_photo(browser, coded_photo(tmp_path / "bananas-with-code.jpg", CODED_SHELF_2))
+        wait(browser, verdict_is("Banana (banana)"), "the coded product")
+        assert browser.execute_script(READ_CODES, "#code-list") == [
+            [EAN13, "EAN-13", "held by banana (Banana)"]
+        ]
+        top = css(browser, "li.match")[0]
+        assert top.get_attribute("data-sku") == "banana"
+        assert top.find_element(By.CSS_SELECTOR, ".code-tag").text == f"barcode {EAN13} (EAN-13)"
+        browser.set_window_size(1280, 1150)  # the photo's label in the picture
+        screenshot(browser, "barcode-read")
+        browser.set_window_size(1280, 1000)
+
+        # Shelf: a region's details name the codes read inside it.
+        by_id(browser, "nav-shelf").click()
+        by_id(browser, "shelf-photo-input").send_keys(str(photo))
+        wait(browser, lambda b: by_id(b, "shelf-stage").is_displayed(), "the shelf photo")
+        wait(browser, lambda b: "Checking" not in by_id(b, "shelf-submit").text, "idle")
+        browser.find_element(By.CSS_SELECTOR, "#shelf-boxes-details summary").click()
+        by_id(browser, "shelf-boxes").send_keys("[[0, 0, 1044, 1044]]")
+        by_id(browser, "shelf-submit").click()
+        wait(browser, lambda b: "the boxes sent" in by_id(b, "shelf-scope").text, "the report")
+        [region] = css(browser, "#shelf-overlay .region")
+        assert region.get_attribute("data-barcodes") == EAN13
+        assert region.get_attribute("title").endswith(f"barcode {EAN13} (EAN-13, banana)")
+    finally:
+        for gtin in api.get("/products/banana").json()["barcodes"]:
+            api.delete(f"/products/banana/barcodes/{gtin}")
+        api.delete("/review")
 
 
 # The Shelf page: a shelf photo composed from Grocery Store images with known rows, on a

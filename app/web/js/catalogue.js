@@ -1,10 +1,12 @@
 // "Catalogue": browse pages of products, search them, open one (images, add, delete, catalogues,
-// look-alikes), register a new product.
+// barcodes, look-alikes), register a new product.
 //
 // Search: the API has no text search, so the box filters the loaded page (PAGE products) on sku,
-// name, metadata and catalogues, and looks the text up as an exact SKU across the whole catalogue.
+// name, metadata, catalogues and barcodes, and looks the text up as an exact SKU across the whole
+// catalogue; "find by barcode" (barcodes.js) asks the whole catalogue for a code's product.
 
 import { form, optional, request, sku } from "./api.js";
+import { initBarcodes, showProductBarcodes, splitCodes } from "./barcodes.js";
 import { $, el, forgetThumbnails, guarded, notice, thumbnail } from "./ui.js";
 
 const PAGE = 100;
@@ -33,6 +35,13 @@ export function initCatalogue({ onChanged }) {
   $("add-images-form").addEventListener("submit", addImages);
   $("catalogues-form").addEventListener("submit", saveCatalogues);
   $("delete-product").addEventListener("click", deleteProduct);
+  initBarcodes({
+    onOpen: openProduct,
+    onChanged: async (target) => {
+      changed(target);
+      await loadPage();
+    },
+  });
 }
 
 export function setCataloguesAvailable(available) {
@@ -50,7 +59,13 @@ export async function loadPage(offset = state.offset) {
 }
 
 function haystack(product) {
-  const parts = [product.sku, product.name, JSON.stringify(product.metadata), ...(product.catalogues || [])];
+  const parts = [
+    product.sku,
+    product.name,
+    JSON.stringify(product.metadata),
+    ...(product.catalogues || []),
+    ...(product.barcodes || []),
+  ];
   return parts.join(" ").toLowerCase();
 }
 
@@ -111,6 +126,7 @@ export async function openProduct(productSku) {
   $("product-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   $("catalogues-form").hidden = !product.catalogues;
   $("catalogues-input").value = (product.catalogues || []).join(", ");
+  showProductBarcodes(product);
   $("product-images").replaceChildren(...product.image_ids.map((id) => imageFigure(product.sku, id)));
   renderRows();
   showSimilar(product.sku);
@@ -164,11 +180,13 @@ async function register(event) {
   const f = event.target.elements;
   const fields = { sku: f.sku.value.trim(), name: f.name.value, metadata: f.metadata.value.trim(), images: [...f.images.files] };
   if (!$("register-catalogues").hidden) fields.catalogues = splitList(f.catalogues.value);
+  fields.barcodes = splitCodes(f.barcodes.value); // 409 / 422 as the service words them
   const product = await guarded(() => request("POST", "/products", { body: form(fields) }));
   if (!product) return;
   event.target.reset();
   const warnings = describeWarnings(product.warnings);
-  notice(`Registered ${product.sku} with ${product.image_count} image(s).${warnings.length ? ` Warning: ${warnings.join("; ")}` : ""}`);
+  const codes = product.barcodes && product.barcodes.length ? ` and barcode(s) ${product.barcodes.join(", ")}` : "";
+  notice(`Registered ${product.sku} with ${product.image_count} image(s)${codes}.${warnings.length ? ` Warning: ${warnings.join("; ")}` : ""}`);
   changed(product.sku);
   await loadPage();
   await openProduct(product.sku);

@@ -2,8 +2,11 @@
 // One click confirms a suggestion (the photo becomes that product's reference) or rejects the
 // item. Keyboard, for a clerk with a hundred to go: 1-3 confirm that suggestion of the selected
 // item, x rejects it as "not a product", n as "not in the catalogue", j / k move the selection.
+// An item lists the barcodes read in its photo: confirming it attaches those no product held to
+// the confirmed product (in the same write as the photo).
 
 import { form, request } from "./api.js";
+import { readCodeItems, unheldGtins } from "./barcodes.js";
 import { $, el, guarded, notice } from "./ui.js";
 
 const PAGE = 50;
@@ -42,7 +45,11 @@ async function confirm(item, targetSku) {
     request("POST", `/review/${item.id}/confirm`, { body: form({ sku: targetSku }) }),
   );
   if (!added) return;
-  notice(`Item #${item.id} is now reference image #${added.image_ids[0]} of ${targetSku}.`);
+  // Attached in the same transaction, or the confirmation failed (409: held by now).
+  const attached = unheldGtins(item.barcodes || []);
+  const many = attached.length > 1;
+  const codes = attached.length ? ` Barcode${many ? "s" : ""} ${attached.join(", ")} ${many ? "are" : "is"} now ${targetSku}'s.` : "";
+  notice(`Item #${item.id} is now reference image #${added.image_ids[0]} of ${targetSku}.${codes}`);
   forget(item.id);
   onChanged(targetSku);
   await loadReview();
@@ -56,6 +63,26 @@ async function reject(item, reason) {
   notice(`Item #${item.id} rejected (${reason.replaceAll("_", " ")}).`);
   forget(item.id);
   await loadReview();
+}
+
+// The codes read in the item's photo, and what confirming does with those no product held.
+function codesBlock(item) {
+  const codes = item.barcodes || [];
+  if (!codes.length) return null;
+  const unheld = unheldGtins(codes);
+  const names = Object.fromEntries(item.candidates.map((c) => [c.sku, c.name]));
+  return el(
+    "div",
+    { class: "review-codes" },
+    el("ul", { class: "codes" }, readCodeItems(codes, names)),
+    unheld.length
+      ? el(
+          "p",
+          { class: "muted code-note" },
+          `Confirming attaches the unregistered barcode${unheld.length === 1 ? "" : "s"} to the confirmed product.`,
+        )
+      : null,
+  );
 }
 
 function card(item, index) {
@@ -94,6 +121,7 @@ function card(item, index) {
           ),
         ),
       ),
+      codesBlock(item),
       el(
         "form",
         {

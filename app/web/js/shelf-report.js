@@ -1,6 +1,7 @@
 // What POST /shelf answered, shown: every region boxed on the photo with its product's name in
 // its verdict's colour, the gaps dashed, the rows, facings, must-haves and the planogram check.
 
+import { describeCodes } from "./barcodes.js";
 import { $, el } from "./ui.js";
 
 const percent = (share) => `${(share * 100).toFixed(1)}%`;
@@ -17,7 +18,8 @@ function labelOf(region, onPhoto = false) {
 function describe(region) {
   const best = region.matches[0];
   const guess = best ? `${best.name} (${best.sku}, score ${best.score.toFixed(3)})` : "no match";
-  return `${region.verdict}: ${guess}; shelf ${region.shelf + 1}, place ${region.position + 1}`;
+  const codes = region.barcodes && region.barcodes.length ? `; ${describeCodes(region.barcodes)}` : "";
+  return `${region.verdict}: ${guess}; shelf ${region.shelf + 1}, place ${region.position + 1}${codes}`;
 }
 
 // Boxes in the photo's pixels, placed in percent of its size: they follow the displayed size
@@ -48,6 +50,7 @@ export function drawOverlay(overlay, photo, report, drawn) {
             "data-index": index,
             "data-sku": region.unknown || !region.matches.length ? "" : region.matches[0].sku,
             "data-verdict": region.verdict,
+            "data-barcodes": region.barcodes && region.barcodes.length ? region.barcodes.map((c) => c.text).join(" ") : undefined,
             title: describe(region),
           },
           el("span", { class: "label" }, labelOf(region, true)),

@@ -1,7 +1,9 @@
-// "Try it": pick or drop a photo, see the matches, draw a box to classify one region, and
-// correct the answer ("this is SKU X" adds the photo, or the boxed region, as a reference of X).
+// "Try it": pick or drop a photo, see the matches and the barcodes read in it, draw a box to
+// classify one region, and correct the answer ("this is SKU X" adds the photo, or the boxed
+// region, as a reference of X).
 
 import { form, request, sku } from "./api.js";
+import { formatName, readCodeItems } from "./barcodes.js";
 import { $, dropZone, el, fillCatalogueSelect, guarded, notice, thumbnail } from "./ui.js";
 
 const MIN_BOX_PX = 8; // a shorter drag is a click, not a box
@@ -134,7 +136,7 @@ export async function classify() {
   if (answer) render(answer, fields);
 }
 
-// With `boxes` the API answers {"regions": [{"box", "matches", "unknown"}], "model"}.
+// With `boxes` the API answers {"regions": [{"box", "matches", "unknown", "barcodes"}], "model"}.
 function resultOf(answer) {
   if (Array.isArray(answer.regions) && answer.regions.length) {
     const region = answer.regions[0];
@@ -160,11 +162,17 @@ function render(answer, sent) {
     `model ${answer.model}`,
   ];
   $("result-scope").textContent = searched.filter(Boolean).join(" · ");
-  $("matches").replaceChildren(...result.matches.map(matchItem));
+  // A code a product holds makes that product the answer (unless the image strongly disagrees):
+  // its match says which code; every code read is listed, held or not.
+  const codes = result.barcodes || [];
+  $("matches").replaceChildren(...result.matches.map((match) => matchItem(match, codes.filter((c) => c.sku === match.sku))));
+  const names = Object.fromEntries(result.matches.map((m) => [m.sku, m.name]));
+  $("code-list").replaceChildren(...readCodeItems(codes, names));
+  $("codes").hidden = codes.length === 0;
   $("result").hidden = false;
 }
 
-function matchItem(match) {
+function matchItem(match, codes = []) {
   const bar = el("span");
   bar.style.width = `${Math.max(0, match.score) * 100}%`;
   return el(
@@ -178,6 +186,7 @@ function matchItem(match) {
       el("div", {}, match.name),
       el("div", { class: "score" }, `score ${match.score.toFixed(3)}`),
       el("div", { class: "score-bar" }, bar),
+      codes.map((c) => el("div", { class: "code-tag" }, `barcode ${c.text} (${formatName(c.format)})`)),
     ),
     el("button", { type: "button", class: "this-is needs-edit", onclick: () => correct(match.sku) }, `This is ${match.sku}`),
   );
