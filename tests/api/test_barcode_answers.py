@@ -207,3 +207,24 @@ def test_reading_off_answers_from_the_image_alone(
     ) as off:
         answer = classify(off, data)
     assert answer["barcodes"] == [] and answer["matches"][0]["sku"] == "milk"
+
+
+def test_confirming_a_code_taken_meanwhile_is_409_and_changes_nothing(client: TestClient) -> None:
+    code = "4005500087236"  # EAN-13 nobody holds yet
+    data, _ = photo_with_code(MILK[2], code)
+    assert [c["sku"] for c in classify(client, data)["barcodes"]] == [None]
+    [item] = [
+        i
+        for i in client.get("/review", params={"limit": 500}).json()["items"]
+        if [c["text"] for c in i["barcodes"]] == [code]
+    ]
+    taken = client.post("/products/oat/barcodes", data={"barcodes": [code]})
+    assert taken.status_code == 200, taken.text
+    images_before = client.get("/products/milk").json()["image_ids"]
+    refused = client.post(f"/review/{item['id']}/confirm", data={"sku": "milk"})
+    assert refused.status_code == 409
+    assert refused.json() == {"detail": f"barcode 0{code} is held by product oat"}
+    assert client.get("/products/milk").json()["image_ids"] == images_before
+    assert item["id"] in [
+        i["id"] for i in client.get("/review", params={"limit": 500}).json()["items"]
+    ]
