@@ -24,10 +24,11 @@ def photo_with_code(
     long_side: int = 1000,
     at: tuple[int, int] | None = None,
     module: int = 3,
+    quality: int = 92,
 ) -> tuple[bytes, tuple[int, int, int, int]]:
     """The photo at `source` (or in its bytes), its long side `long_side`, with `digits`
-    printed on a label at `at` (default: the lower right corner), as JPEG bytes; and the
-    label's box in its pixels."""
+    printed on a label at `at` (default: the lower right corner), as JPEG bytes at `quality`;
+    and the label's box in its pixels."""
     with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as opened:
         image = opened.convert("RGB")
     scale = long_side / max(image.size)
@@ -43,7 +44,7 @@ def photo_with_code(
     )
     image.paste(label, (x, y))
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=92)
+    image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue(), (x, y, x + label.width, y + label.height)
 
 
