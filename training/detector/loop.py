@@ -1,17 +1,19 @@
 """`retailklip train-detector`: the detector on rendered shelves, resumable at any step.
 
 State (model, optimiser, step, history) is written to `WORK_DIR/state.pt` every
-`save_minutes` and at the end, atomically (temp file, fsync, os.replace); re-running the same
-command continues from it. The batches are a function of the step (training/detector/data.py),
-so a resumed run trains on what the uninterrupted run would have. Every `eval_every` steps the
-model is measured on a held-out rendered folder (AP50, recall) and `curves.png` is redrawn;
-`snapshots` keeps copies of the weights at chosen steps for later comparison.
+`save_minutes`, at the end and on SIGTERM (after the current step), atomically (temp file,
+fsync, os.replace); re-running the same command continues from it. The batches are a function
+of the step (training/detector/data.py), so a resumed run trains on what the uninterrupted run
+would have. Every `eval_every` steps the model is measured on a held-out rendered folder (AP50,
+recall) and `curves.png` is redrawn; `snapshots` keeps copies of the weights at chosen steps
+for later comparison.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -179,6 +181,12 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         save_state(state_path, state)
         save_detector(work / "detector.pt", model, preprocess, history, asdict(cfg))
 
+    stop_requested: list[int] = []
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop_requested.append(signum)  # saved and stopped at the end of the current step
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
     started = time.monotonic()
     last_save = started
     running: dict[str, float] = {}
@@ -227,7 +235,12 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         if time.monotonic() - last_save > cfg.save_minutes * 60 or step == cfg.steps:
             save()
             last_save = time.monotonic()
+        if stop_requested:
+            save()
+            bar.write(f"stopped by signal {stop_requested[0]} at step {step}; state saved")
+            break
     bar.close()
+    signal.signal(signal.SIGTERM, previous)
     if step >= cfg.steps and not (work / "detector.pt").exists():
         save()
     return {"steps": step, "history": history, "work_dir": str(work)}
