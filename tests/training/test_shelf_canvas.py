@@ -36,13 +36,22 @@ def test_a_shaped_product_is_boxed_by_its_opaque_pixels() -> None:
     assert boxes.tolist() == [[25, 20, 55, 60]]
 
 
-def test_a_mostly_hidden_product_becomes_an_ignore_region() -> None:
+def test_a_half_hidden_product_becomes_an_ignore_region() -> None:
     canvas = Canvas(200, 200)
     canvas.paste(block(40, 100), 50, 50, "can")  # behind
-    canvas.paste(block(40, 80), 50, 70, "can")  # in front: hides 80 % of the first
+    canvas.paste(block(40, 60), 50, 90, "can")  # in front: hides 60 % of the first
+    boxes, ignore = boxes_of(canvas)
+    assert boxes.tolist() == [[50, 90, 90, 150]]
+    assert ignore.tolist() == [[50, 50, 90, 90]]  # the visible top of the one behind
+
+
+def test_the_top_of_a_product_behind_the_front_row_is_background() -> None:
+    canvas = Canvas(200, 200)
+    canvas.paste(block(40, 100), 50, 50, "bottle")  # the next one in the lane
+    canvas.paste(block(40, 80), 50, 70, "bottle")  # the front facing hides 80 % of it
     boxes, ignore = boxes_of(canvas)
     assert boxes.tolist() == [[50, 70, 90, 150]]
-    assert ignore.tolist() == [[50, 50, 90, 70]]  # the visible top of the one behind
+    assert ignore.size == 0
 
 
 def test_a_partly_hidden_product_keeps_its_visible_extent() -> None:
@@ -58,11 +67,12 @@ def test_a_partly_hidden_product_keeps_its_visible_extent() -> None:
 def test_products_cut_by_the_frame_count_what_falls_outside() -> None:
     canvas = Canvas(100, 100)
     canvas.paste(block(40, 50), -10, 10, "box")  # a quarter outside: kept, clipped
-    canvas.paste(block(40, 50), 80, 10, "box")  # half outside... 20 of 40 columns: kept
-    canvas.paste(block(40, 50), 90, 60, "box")  # three quarters outside: ignored
+    canvas.paste(block(40, 50), 80, 10, "box")  # 20 of 40 columns inside: kept
+    canvas.paste(block(40, 40), 84, 60, "box")  # 16 of 40 columns inside: ignored
+    canvas.paste(block(40, 40), -36, 60, "box")  # 4 of 40 columns inside: background
     boxes, ignore = boxes_of(canvas)
     assert sorted(boxes.tolist()) == [[0, 10, 30, 60], [80, 10, 100, 60]]
-    assert ignore.tolist() == [[90, 60, 100, 100]]
+    assert ignore.tolist() == [[84, 60, 100, 100]]
 
 
 def test_glass_and_glare_do_not_hide_products() -> None:

@@ -80,4 +80,4 @@ def test_every_product_maker_fills_exactly_the_size_asked_for() -> None:
             for h in range(2, 41, 5):
                 sprite = make(np.zeros((h, w, 3), np.uint8), w, h, rng)
                 assert sprite.rgb.shape == (h, w, 3) and sprite.alpha.shape == (h, w), kind
-                assert 0 <= sprite.alpha.min() and sprite.alpha.max() <= 1
+                assert sprite.alpha.min() >= 0 and sprite.alpha.max() <= 1

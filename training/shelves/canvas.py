@@ -6,9 +6,10 @@ price strip, any other occluder). A product's box is then the extent of the pixe
 owns after everything was painted and warped, and its visible fraction is what it owns against
 what it would cover alone (also counting what falls outside the canvas).
 
-Rule, applied once at the end (`labels`): visible >= `min_visible` -> a box (its visible
-extent); some pixels visible but less -> an ignore region (neither product nor background in
-training, and never counted in evaluation on rendered shelves).
+Rule, applied once at the end (`labels`): visible >= `min_visible` (1/2) -> a box (its visible
+extent); visible >= `min_ignore` (3/10) -> an ignore region (neither product nor background in
+training, never counted in evaluation on rendered shelves); less -> background, like the tops
+of the bottles behind the front row, which shelf annotations do not box either.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from scipy import ndimage
 from training.shelves.sources import Sprite
 
 MIN_VISIBLE = 0.5
+MIN_IGNORE = 0.3
 
 
 @dataclass
@@ -93,6 +95,7 @@ def labels(
     kinds: list[str],
     min_visible: float = MIN_VISIBLE,
     min_side: int = 4,
+    min_ignore: float = MIN_IGNORE,
 ) -> ShelfLabels:
     """Boxes and ignore regions from an owner map (after any warp of it) and each product's
     visible fraction."""
@@ -106,7 +109,7 @@ def labels(
         if visible[pid] >= min_visible and not small:
             boxes.append(box)
             box_kinds.append(kinds[pid])
-        else:
+        elif visible[pid] >= min_ignore or small:
             ignore.append(box)
     return ShelfLabels(
         np.asarray(boxes, np.float32).reshape(-1, 4),

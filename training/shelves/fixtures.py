@@ -65,34 +65,88 @@ def board(canvas: Canvas, y: int, thickness: int, rng: np.random.Generator, wire
 def price_rail(
     canvas: Canvas, y: int, height: int, rng: np.random.Generator, tag_every: float
 ) -> None:
-    """The label strip on the board's front edge, with price tags: white or yellow cards with a
-    big price, a bar code and small print."""
+    """The label strip on the board's front edge, with its price tags."""
     w = canvas.width
     if height < 3:
         return
     strip = np.array(random_colour(rng, vivid=rng.random() < 0.3), np.float32)
     canvas.paint((0, y, w, y + height), strip, np.ones((height, w), np.float32))
+    style = str(rng.choice(["esl", "paper", "mixed"], p=[0.45, 0.35, 0.2]))
     x = rng.uniform(0, tag_every)
     while x < w:
-        tw = int(height * rng.uniform(1.2, 2.6))
-        th = int(height * rng.uniform(0.7, 1.0))
-        tag = Image.new(
-            "RGB",
-            (max(4, tw), max(4, th)),
-            (250, 250, 240) if rng.random() < 0.8 else (250, 220, 60),
-        )
-        draw = ImageDraw.Draw(tag)
-        price = f"{rng.integers(0, 9)},{rng.integers(10, 99)}"
-        draw.text((tw * 0.1, th * 0.05), price, fill=(20, 20, 20), font=font(max(6, th // 2)))
-        for k in range(int(rng.integers(3, 12))):
-            bx = int(tw * 0.55 + k * 2)
-            draw.line([(bx, th * 0.6), (bx, th * 0.9)], fill=(30, 30, 30))
+        th = max(4, int(height * rng.uniform(0.7, 1.8)))
+        tw = max(6, int(th * rng.uniform(1.3, 2.6)))
+        kind = style if style != "mixed" else str(rng.choice(["esl", "paper", "promo"]))
+        top = y + int((height - th) * rng.uniform(0.0, 0.6))
         canvas.paint(
-            (int(x), y + (height - th) // 2, int(x) + tw, y + (height - th) // 2 + th),
-            np.asarray(tag, np.float32),
+            (int(x), top, int(x) + tw, top + th),
+            price_tag(tw, th, kind, rng),
             np.ones((th, tw), np.float32),
         )
         x += tag_every * rng.uniform(0.6, 1.6)
+
+
+def price_tag(w: int, h: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A price tag as float RGB: an electronic shelf label (grey e-paper in a dark frame, small
+    print and a price), a paper card, or a yellow or red promotion tag."""
+    paper = {"esl": (212, 214, 210), "paper": (250, 250, 242), "promo": (250, 215, 50)}.get(
+        kind, (230, 40, 40)
+    )
+    shade = rng.uniform(0.8, 1.05)
+    tag = Image.new("RGB", (w, h), tuple(int(c * shade) for c in paper))
+    draw = ImageDraw.Draw(tag)
+    ink = (25, 25, 25)
+    if kind == "esl":
+        frame = int(rng.uniform(25, 90))
+        draw.rectangle((0, 0, w - 1, h - 1), outline=(frame, frame, frame), width=max(1, h // 12))
+    for k in range(int(rng.integers(1, 4))):  # product name and small print
+        ly = h * (0.12 + 0.14 * k)
+        draw.line(
+            [(w * 0.08, ly), (w * rng.uniform(0.3, 0.9), ly)], fill=ink, width=max(1, h // 20)
+        )
+    price = f"{rng.integers(0, 9)},{rng.integers(10, 99)}"
+    draw.text((w * rng.uniform(0.3, 0.55), h * 0.4), price, fill=ink, font=font(max(6, h // 2)))
+    for k in range(int(rng.integers(0, 10))):  # a bar code
+        bx = int(w * 0.08 + k * max(1, w // 40))
+        draw.line([(bx, h * 0.65), (bx, h * 0.9)], fill=ink)
+    return np.asarray(tag, np.float32)
+
+
+def furniture(canvas: Canvas, rng: np.random.Generator) -> None:
+    """What stands beside and below shelves: a cabinet side or door panel, the floor, a bin."""
+    h, w = canvas.height, canvas.width
+    r = rng.random()
+    colour = np.array(
+        [rng.uniform(110, 200), rng.uniform(70, 140), rng.uniform(30, 90)]
+        if rng.random() < 0.4
+        else random_colour(rng, vivid=False),
+        np.float32,
+    )
+    if r < 0.5:  # a panel at the left or right edge
+        pw = int(w * rng.uniform(0.08, 0.35))
+        x0 = 0 if rng.random() < 0.5 else w - pw
+        grain = 1 + 0.12 * smooth_noise(h, pw, rng, rng.uniform(10, 80))[..., None]
+        canvas.paint(
+            (x0, 0, x0 + pw, h), np.clip(colour * grain, 0, 255), np.ones((h, pw), np.float32)
+        )
+    elif r < 0.8:  # the floor
+        fh = int(h * rng.uniform(0.08, 0.25))
+        tiles = np.ones((fh, w, 1), np.float32)
+        step = max(4, int(rng.uniform(0.05, 0.2) * w))
+        tiles[:, ::step] = 0.7
+        canvas.paint(
+            (0, h - fh, w, h), np.clip(colour * tiles, 0, 255), np.ones((fh, w), np.float32)
+        )
+    else:  # a bin or a pillar: a big plain cylinder
+        bw, bh = int(w * rng.uniform(0.1, 0.3)), int(h * rng.uniform(0.2, 0.6))
+        x0, y0 = int(rng.uniform(0, w - bw)), h - bh
+        xs = (np.arange(bw, dtype=np.float32) + 0.5) / bw * 2 - 1
+        shade = (0.5 + 0.5 * np.sqrt(np.clip(1 - xs**2, 0, 1)))[None, :, None]
+        canvas.paint(
+            (x0, y0, x0 + bw, y0 + bh),
+            np.clip(np.broadcast_to(colour * shade, (bh, bw, 3)), 0, 255),
+            np.ones((bh, bw), np.float32),
+        )
 
 
 def sign(canvas: Canvas, rng: np.random.Generator) -> None:

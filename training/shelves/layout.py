@@ -1,10 +1,11 @@
 """Rows of facings: how products stand on a shelf.
 
-A row is runs of one product repeated side by side (1-7 facings, touching or nearly), runs
-next to each other, now and then an empty gap. Behind the front facings stands a second,
-darker copy of the same product a little higher up (the next one in the lane): only its top
-shows, so it becomes an ignore region, unless the front facing is missing and it is seen
-whole. Boxes, bags and multipacks are sometimes stacked two high.
+A row is runs of one product repeated side by side (1-9 facings, touching or nearly), runs
+next to each other, now and then an empty gap. Behind the front facings stands a second copy
+of the same product a little higher up (the next one in the lane, as a camera above the shelf
+sees it): only its top shows, so it is background or an ignore region (canvas.py), unless the
+front facing is missing and it is seen whole. Boxes, bags, tubs and multipacks are sometimes
+stacked two or three high.
 """
 
 from __future__ import annotations
@@ -72,8 +73,11 @@ def fill_row(
     mix: KindMix,
     instore: bool,
     back_rows: bool,
+    ceiling: int | None = None,
 ) -> None:
-    """Fill one row, left to right, standing on y = `floor`; now and then leave it empty."""
+    """Fill one row, left to right, standing on y = `floor`; now and then leave it empty.
+    Nothing reaches above `ceiling` (the board over the row, painted already)."""
+    ceiling = floor - row_height if ceiling is None else ceiling
     if rng.random() < 0.05:
         return
     x = int(-rng.uniform(0, 0.5) * product_height)
@@ -100,13 +104,14 @@ def fill_row(
             for level in range(stack):
                 top = floor - h * (level + 1) + jitter
                 if back_rows and level == stack - 1:
-                    rise = int(h * rng.uniform(0.02, 0.1))
+                    # Seen from above the shelf, the next one in the lane shows its top.
+                    rise = min(int(h * rng.uniform(0.03, 0.35)), max(0, top - ceiling))
                     canvas.paste(
                         sprite,
                         x + int(rng.integers(-2, 3)),
                         top - rise,
                         kind,
-                        brightness=rng.uniform(0.45, 0.8),
+                        brightness=rng.uniform(0.55, 1.0),
                     )
                 if not missing:
                     canvas.paste(sprite, x, top, kind, brightness=rng.uniform(0.9, 1.1))

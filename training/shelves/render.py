@@ -85,7 +85,7 @@ def render_shelf(bank: SourceBank, seed: int, cfg: RenderConfig | None = None) -
         row_h = int(product_h / rng.uniform(0.7, 0.97))
         board_h = max(2, int(row_h * rng.uniform(0.04, 0.16)))
         floor = y + row_h
-        fill_row(canvas, bank, rng, floor, row_h, product_h, mix, cfg.instore, cfg.back_rows)
+        fill_row(canvas, bank, rng, floor, row_h, product_h, mix, cfg.instore, cfg.back_rows, y)
         fixtures.board(canvas, floor, board_h, rng, wire=fridge and rng.random() < 0.5)
         if rng.random() < 0.85:
             rail = max(2, int(board_h * rng.uniform(0.5, 1.6)))
@@ -100,6 +100,8 @@ def render_shelf(bank: SourceBank, seed: int, cfg: RenderConfig | None = None) -
                 fixtures.ring(canvas, rng, int(typical * rng.uniform(0.1, 0.25)))
         if rng.random() < 0.15:
             fixtures.distractor(canvas, bank, rng, int(typical))
+        if not closeup and rng.random() < 0.3:
+            fixtures.furniture(canvas, rng)
     scene = "closeup" if closeup else "shelf"
     if fridge and cfg.glass and rng.random() < 0.8:
         fixtures.glass_door(canvas, bank, rng)
