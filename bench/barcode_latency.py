@@ -1,14 +1,16 @@
 """What reading barcodes costs POST /classify: the same requests with reading on and off, one run.
 
     nice -n 10 .venv/bin/python -m bench.barcode_latency [--rounds 5] [--per-round 20]
-        [--sizes asis,1mp,12mp] [--model M]
+        [--sizes asis,1mp,12mp] [--model M] [--baseline REV]
 
 Two `retailklip serve` processes of this checkout, the service's default model and settings
 (its default runtime, graphs from a fresh ONNX dir or the ones shipped in app/models/), each on
 a fresh SQLite data dir with the 81 iconic Grocery Store catalogue images registered (POST
 /products), warning-level logs; one with RETAILKLIP_BARCODES=false (*off*), one with the
 default RETAILKLIP_BARCODES=true (*on*: BARCODE_BUDGET_MS 100, BARCODE_READ_SIDE 2000,
-BARCODE_THREADS 2, reading on its own pool beside the classification).
+BARCODE_THREADS 2, reading on its own pool beside the classification). `--baseline REV` adds a
+third server, reading on, served from a `git worktree` of an older commit (same venv): the
+code before a change, measured in the same run (*on@REV*), every ratio beside this checkout's.
 
 Queries: Grocery Store test photos (a new set of `--per-round` photos each round), each in up to
 three sizes (`--sizes`), each without a code and with one (tests/support/barcode_photos.py: a
@@ -22,8 +24,8 @@ with a valid check digit, held by no product):
   and its JPEG smaller (~0.8 MB against a phone's 3-5 MB): its decode costs somewhat less.
 
 Concurrency 1, interleaved: each round goes photo by photo, and for each photo through every
-size and code/no-code variant, sending that request to both servers one after the other (which
-server goes first alternates by round), so the machine's drift falls on both alike. Then
+size and code/no-code variant, sending that request to every server one after the other (which
+server goes first rotates by round), so the machine's drift falls on all alike. Then
 concurrency 4: the round's 1 MP photos without a code (repeated up to 40 requests), 4 client
 threads, once per server (same order). The client is a keep-alive `http.client` connection per
 thread, the multipart body built before the clock starts (bench/latency.py's LeanClient), in
@@ -48,6 +50,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -260,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="RETAILKLIP_MODEL (default: the service's default)")
     parser.add_argument("--data", type=Path, default=DATA, help="the Grocery Store data set")
     parser.add_argument("--seed", type=int, default=0, help="the pasted codes' digits")
+    parser.add_argument(
+        "--baseline", help="an older commit served beside, reading on (a git worktree of it)"
+    )
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if unknown := [s for s in sizes if s not in SIZES]:
@@ -278,15 +284,26 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-barcode-latency-") as tmp:
         work = Path(tmp)
         common = {"onnx_dir": work / "onnx", **({"model": args.model} if args.model else {})}
+        codes: dict[str, Path] = {name: REPO for name in SIDES}
+        if args.baseline:
+            tree = work / "baseline"
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(tree), args.baseline],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+            )
+            codes[f"on@{args.baseline}"] = tree
         sides = [
             Side(
                 name,
                 quiet_server(
-                    {"data_dir": work / name, "barcodes": name == "on", **common},
-                    work / f"{name}.log",
+                    {"data_dir": work / f"data-{i}", "barcodes": name != "off", **common},
+                    work / f"{i}.log",
+                    code=code,
                 ),
             )
-            for name in SIDES
+            for i, (name, code) in enumerate(codes.items())
         ]
         try:
             for side in sides:  # one after the other: the first may export the ONNX graph
@@ -304,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
                 if side.client is not None:
                     side.client.close()
                 side.server.stop()
+            if args.baseline:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(work / "baseline")],
+                    cwd=REPO,
+                    check=False,
+                )
 
     report(args, sides, sets, per_round, load_before, measured_s)
     return 0
@@ -320,7 +343,7 @@ def measure(sides: list[Side], sets: list[PhotoSet], rounds: int, per_round: int
             side.client.wall([LeanClient.body(d) for d in throughput.blobs[:8]], CONCURRENCY)
     for r in tqdm(range(rounds), desc="rounds"):
         chunk = range(r * per_round, (r + 1) * per_round)
-        order = sides[r % 2 :] + sides[: r % 2]
+        order = sides[r % len(sides) :] + sides[: r % len(sides)]
         prepared = {s.key: {i: LeanClient.body(s.blobs[i]) for i in chunk} for s in sets}
         for side in sides:
             for photo_set in sets:
@@ -365,44 +388,49 @@ def report(
     load_before: tuple[float, float, float],
     measured_s: float,
 ) -> None:
-    off, on = sides
+    off, ons = sides[0], sides[1:]
     load_after = os.getloadavg()
+    baseline = f", on@{args.baseline}: the same from that commit" if args.baseline else ""
     print(
-        f"\nmodel {on.ready.get('model')} runtime {on.ready.get('runtime', '?')}; "
+        f"\nmodel {ons[0].ready.get('model')} runtime {ons[0].ready.get('runtime', '?')}; "
         f"{describe(REPO)}; {args.rounds} interleaved rounds of {per_round} Grocery Store test "
-        f"photos per size and variant, both servers (off: RETAILKLIP_BARCODES=false, on: the "
-        f"defaults); {os.cpu_count()} CPUs, load average (1 min) {load_before[0]:.1f} before, "
-        f"{load_after[0]:.1f} after; measured in {measured_s:.0f} s"
+        f"photos per size and variant, {len(sides)} servers (off: RETAILKLIP_BARCODES=false, "
+        f"on: the defaults{baseline}); {os.cpu_count()} CPUs, load average (1 min) "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; measured in {measured_s:.0f} s"
     )
     rows: list[list[object]] = []
     for photo_set in sets:
-        times_off, times_on = off.times[photo_set.key], on.times[photo_set.key]
+        times_off = off.times[photo_set.key]
         all_off = [t for chunk in times_off for t in chunk]
-        all_on = [t for chunk in times_on for t in chunk]
-        per_round_ratio = [
-            statistics.median(b) / statistics.median(a)
-            for a, b in zip(times_off, times_on, strict=True)
-            if a and b
-        ]
-        reads_on, reads_off = on.reads[photo_set.key], off.reads[photo_set.key]
-        rows.append(
-            [
-                photo_set.size,
-                "EAN-13" if photo_set.coded else "none",
-                photo_set.describe(),
-                len(all_on),
-                f"{ms(all_off, 0.5):.1f}",
-                f"{ms(all_off, 0.9):.1f}",
-                f"{ms(all_on, 0.5):.1f}",
-                f"{ms(all_on, 0.9):.1f}",
-                f"{statistics.median(all_on) / statistics.median(all_off):.2f}",
-                spread(per_round_ratio),
-                f"{1000 * off.cpu[photo_set.key] / len(all_off):.0f} / "
-                f"{1000 * on.cpu[photo_set.key] / len(all_on):.0f}",
-                f"{reads_on.read / reads_on.answers:.0%}",
-                f"{reads_on.other} / {reads_off.read}",
+        reads_off = off.reads[photo_set.key]
+        for on in ons:
+            times_on = on.times[photo_set.key]
+            all_on = [t for chunk in times_on for t in chunk]
+            per_round_ratio = [
+                statistics.median(b) / statistics.median(a)
+                for a, b in zip(times_off, times_on, strict=True)
+                if a and b
             ]
-        )
+            reads_on = on.reads[photo_set.key]
+            rows.append(
+                [
+                    photo_set.size,
+                    "EAN-13" if photo_set.coded else "none",
+                    photo_set.describe(),
+                    on.name,
+                    len(all_on),
+                    f"{ms(all_off, 0.5):.1f}",
+                    f"{ms(all_off, 0.9):.1f}",
+                    f"{ms(all_on, 0.5):.1f}",
+                    f"{ms(all_on, 0.9):.1f}",
+                    f"{statistics.median(all_on) / statistics.median(all_off):.2f}",
+                    spread(per_round_ratio),
+                    f"{1000 * off.cpu[photo_set.key] / len(all_off):.0f} / "
+                    f"{1000 * on.cpu[photo_set.key] / len(all_on):.0f}",
+                    f"{reads_on.read / reads_on.answers:.0%}",
+                    f"{reads_on.other} / {reads_off.read}",
+                ]
+            )
     print()
     print(
         table(
@@ -410,6 +438,7 @@ def report(
                 "size",
                 "code",
                 "photos: commonest shape, MP, mean JPEG",
+                "reading on",
                 "requests per side",
                 "off p50 ms",
                 "off p90 ms",
@@ -424,20 +453,36 @@ def report(
             rows,
         )
     )
-    if not on.c4:
+    if not off.c4:
         print(f"\n(no concurrency-{CONCURRENCY} run: {THROUGHPUT_SIZE} not among --sizes)")
         return
     rate_off = sum(n for n, _ in off.c4) / sum(w for _, w in off.c4)
-    rate_on = sum(n for n, _ in on.c4) / sum(w for _, w in on.c4)
-    per_round_rates = [
-        (n_on / w_on) / (n_off / w_off)
-        for (n_off, w_off), (n_on, w_on) in zip(off.c4, on.c4, strict=True)
-    ]
+    c4_rows: list[list[object]] = []
+    for on in ons:
+        rate_on = sum(n for n, _ in on.c4) / sum(w for _, w in on.c4)
+        per_round_rates = [
+            (n_on / w_on) / (n_off / w_off)
+            for (n_off, w_off), (n_on, w_on) in zip(off.c4, on.c4, strict=True)
+        ]
+        c4_rows.append(
+            [
+                f"{THROUGHPUT_SIZE}, no code",
+                on.name,
+                sum(n for n, _ in on.c4),
+                f"{rate_off:.1f}",
+                f"{rate_on:.1f}",
+                f"{rate_on / rate_off:.2f}",
+                spread(per_round_rates),
+                f"{1000 * off.c4_cpu / sum(n for n, _ in off.c4):.0f} / "
+                f"{1000 * on.c4_cpu / sum(n for n, _ in on.c4):.0f}",
+            ]
+        )
     print()
     print(
         table(
             (
                 f"concurrency {CONCURRENCY}",
+                "reading on",
                 "requests per side",
                 "off req/s",
                 "on req/s",
@@ -445,18 +490,7 @@ def report(
                 "per round",
                 "server CPU ms off / on",
             ),
-            [
-                [
-                    f"{THROUGHPUT_SIZE}, no code",
-                    sum(n for n, _ in on.c4),
-                    f"{rate_off:.1f}",
-                    f"{rate_on:.1f}",
-                    f"{rate_on / rate_off:.2f}",
-                    spread(per_round_rates),
-                    f"{1000 * off.c4_cpu / sum(n for n, _ in off.c4):.0f} / "
-                    f"{1000 * on.c4_cpu / sum(n for n, _ in on.c4):.0f}",
-                ]
-            ],
+            c4_rows,
         )
     )
 

@@ -14,9 +14,18 @@ same for one plain `zxingcpp.read_barcodes` call on the photo (all options at th
 as the floor. 12 MP rows paste onto real 12 MP shelf photos (`cornershop-dev`, evaluation
 only, never committed).
 
+Every pasted photo is read twice, by the reader as it ships (its gate on: `gate.py`) and by
+the same reader without the gate, so the read rate, wrong reads and CPU ms of both come from
+one run; *gate refused*: photos the gate stopped (the first view read nothing and the gate
+saw no run of bars), of which *lost* were read without it.
+
 Then the Grocery Store test photos as they are (no code pasted): every read is listed for a
-person to look at (`--draw` saves each photo with its boxes), and the ms per photo at 0.3, 1
-and 12 MP with and without a code. Prints tables; writes nothing into the repository.
+person to look at (`--draw` saves each photo with its boxes); the gate on photos without a
+code (those photos as stored and as bench/barcode_latency.py sends them, 1 MP and 12 MP 4:3
+decoded as the service decodes for reading, and the real shelf photos at full size and as
+served): how many it lets through, and CPU ms with and without it; and the ms per photo at
+0.3, 1, 3 and 12 MP with and without a code. Prints tables; writes nothing into the
+repository.
 """
 
 from __future__ import annotations
@@ -48,9 +57,14 @@ from app.barcodes.reader import (
     ReadStats,
 )
 from app.barcodes.views import Kind
+from app.encoder.decode import decode_photo
+from bench.barcode_latency import cropped_4_3, scaled
+from bench.service_bench import DATA, queries
 from tests.support.paths import GROCERY, SHARED
 
 CORNERSHOP = SHARED / "data/cornershop-dev/photos"
+# What the service decodes an upload at for reading (BARCODE_READ_SIDE's default).
+READ_SIDE = 2000
 # Bar heights in modules at GS1's nominal size (X = 0.33 mm): 22.85 mm for EAN-13 and UPC,
 # 18.23 mm for EAN-8.
 BAR_MODULES = {CodeFormat.EAN13: 69, CodeFormat.UPCA: 69, CodeFormat.UPCE: 69, CodeFormat.EAN8: 55}
@@ -75,6 +89,7 @@ class Condition:
     quality: int = 90  # JPEG
     megapixels: float = 1.0
     mixed: bool = False
+    contrast: float = 1.0  # bars' darkness: 1 black, 0.5 grey 128 (on a white label)
 
 
 BASE = Condition("base", "EAN-13, 2 px/module, 0 deg, 1 MP, JPEG 90")
@@ -103,6 +118,16 @@ def conditions() -> list[Condition]:
     ]
     rows += [replace(BASE, group="blur", name="Gaussian r=1.5 px, 3 px/module", blur=1.5, module=3)]
     rows += [replace(BASE, group="jpeg", name=f"quality {q}", quality=q) for q in (50, 25, 10)]
+    rows += [
+        replace(
+            BASE,
+            group="contrast",
+            name=f"bars at {c:.0%} contrast (grey {round(255 * (1 - c))}), any angle",
+            contrast=c,
+            angle=None,
+        )
+        for c in (0.5, 0.35)
+    ]
     rows += [
         replace(BASE, group="format", name=f"{f.value}, any angle", fmt=f, angle=None)
         for f in (CodeFormat.EAN13, CodeFormat.UPCA, CodeFormat.EAN8, CodeFormat.UPCE)
@@ -172,8 +197,11 @@ def expected_gtin(fmt: CodeFormat, digits: str) -> str:
     return normalise_gtin(upce_to_upca(digits) if fmt is CodeFormat.UPCE else digits)
 
 
-def label(fmt: CodeFormat, digits: str, module: float, rng: random.Random) -> Image.Image:
-    """The code on a white label at `module` px per module, with a random sub-pixel phase."""
+def label(
+    fmt: CodeFormat, digits: str, module: float, rng: random.Random, contrast: float = 1.0
+) -> Image.Image:
+    """The code on a white label at `module` px per module, with a random sub-pixel phase,
+    its bars at `contrast` (1: black)."""
     drawn = Image.fromarray(
         np.asarray(zxingcpp.create_barcode(digits, MAKE[fmt]).to_image(scale=DRAWN_MODULE))
     )
@@ -185,7 +213,10 @@ def label(fmt: CodeFormat, digits: str, module: float, rng: random.Random) -> Im
     canvas.paste(drawn, (pad + phase_x, pad + phase_y))
     factor = module / DRAWN_MODULE
     size = (max(1, round(canvas.width * factor)), max(1, round(canvas.height * factor)))
-    return canvas.resize(size, Image.Resampling.BOX)
+    shrunk = canvas.resize(size, Image.Resampling.BOX)
+    if contrast < 1:
+        shrunk = shrunk.point(lambda v: round(255 - (255 - v) * contrast))
+    return shrunk
 
 
 def perspective_coeffs(
@@ -271,7 +302,8 @@ def make_sample(condition: Condition, background: Path, rng: random.Random) -> S
         condition = mixed(condition, rng)
     digits = random_code(condition.fmt, rng)
     photo = photo_at(background, condition.megapixels)
-    code = warped(label(condition.fmt, digits, condition.module, rng), condition, rng)
+    drawn = label(condition.fmt, digits, condition.module, rng, condition.contrast)
+    code = warped(drawn, condition, rng)
     if code.width >= photo.width or code.height >= photo.height:
         code.thumbnail((photo.width - 2, photo.height - 2))  # never at the sizes above; kept safe
     x = rng.randrange(0, photo.width - code.width + 1)
@@ -290,6 +322,7 @@ class Outcome:
     texts: list[str]
     ms: float
     cpu_ms: float
+    gate: bool | None = None  # the reader's gate: passed, refused, not asked
 
 
 Read = Callable[[Image.Image], Outcome]
@@ -300,7 +333,7 @@ def with_reader(reader: BarcodeReader) -> Read:
         stats = ReadStats()
         codes = reader.read(image, stats)
         texts = [f"{c.format.value} {c.text}" for c in codes]
-        return Outcome([c.gtin for c in codes], texts, stats.ms, stats.cpu_ms)
+        return Outcome([c.gtin for c in codes], texts, stats.ms, stats.cpu_ms, stats.gate)
 
     return read
 
@@ -326,12 +359,14 @@ class Tally:
     read: int = 0
     wrong: int = 0
     ms: list[float] = field(default_factory=list)  # CPU ms
+    refused: list[bool] = field(default_factory=list)  # per photo: the gate stopped the read
 
     def add(self, outcome: Outcome, gtin: str) -> list[str]:
         """Counts the outcome; returns the wrong reads' texts."""
         self.n += 1
         self.read += gtin in outcome.gtins
         self.ms.append(outcome.cpu_ms)
+        self.refused.append(outcome.gate is False)
         wrong = [t for g, t in zip(outcome.gtins, outcome.texts, strict=True) if g != gtin]
         self.wrong += len(wrong)
         return wrong
@@ -357,13 +392,20 @@ def evaluate(
     are 36 MB each)."""
     rng = random.Random(f"{seed}:{condition.group}:{condition.name}")
     tallies = {name: Tally() for name in reads}
+    lost = Tally()  # read without the gate, refused by it (when both are among `reads`)
     for _ in range(n):
         sample = make_sample(condition, rng.choice(pool), rng)
-        for name, read in reads.items():
-            for text in tallies[name].add(read(sample.image), sample.gtin):
+        outcomes = {name: read(sample.image) for name, read in reads.items()}
+        for name, outcome in outcomes.items():
+            for text in tallies[name].add(outcome, sample.gtin):
                 pasted = f"{sample.fmt.value} {sample.digits}"
                 wrong_log.append(f"{name}, {condition.name}: pasted {pasted}, read {text}")
-    return tallies
+        if "reader" in outcomes and "without gate" in outcomes:
+            lost.n += 1
+            lost.read += outcomes["reader"].gate is False and sample.gtin in (
+                outcomes["without gate"].gtins
+            )
+    return {**tallies, "lost": lost}
 
 
 def pct(a: int, b: int) -> str:
@@ -379,19 +421,36 @@ def table(header: list[str], rows: list[list[str]]) -> None:
 
 def conditions_table(results: list[tuple[Condition, dict[str, Tally]]]) -> None:
     rows = []
-    total = {name: Tally() for name in ("reader", "zxing-cpp alone")}
+    names = ("reader", "without gate", "zxing-cpp alone")
+    total = {name: Tally() for name in names}
+    total_refused = total_lost = 0
     for condition, t in results:
-        r, z = t["reader"], t["zxing-cpp alone"]
-        ours = [str(r.n), r.rate, str(r.wrong), f"{r.p50:.0f}"]
-        rows.append([condition.group, condition.name, *ours, z.rate, str(z.wrong)])
-        for name in total:
+        r, u, z = (t[name] for name in names)
+        refused, lost_here = sum(r.refused), t["lost"].read
+        total_refused += refused
+        total_lost += lost_here
+        ours = [str(r.n), r.rate, str(r.wrong), f"{r.p50:.0f}", f"{refused} / {lost_here}"]
+        ungated = [u.rate, str(u.wrong), f"{u.p50:.0f}"]
+        rows.append([condition.group, condition.name, *ours, *ungated, z.rate, str(z.wrong)])
+        for name in names:
             total[name].n += t[name].n
             total[name].read += t[name].read
             total[name].wrong += t[name].wrong
-    r, z = total["reader"], total["zxing-cpp alone"]
-    rows.append(["all", "", str(r.n), r.rate, str(r.wrong), "", z.rate, str(z.wrong)])
+    r, u, z = (total[name] for name in names)
+    gate = f"{total_refused} / {total_lost}"
+    ours = [str(r.n), r.rate, str(r.wrong), "", gate]
+    rows.append(["all", "", *ours, u.rate, str(u.wrong), "", z.rate, str(z.wrong)])
     header = ["group", "condition", "photos", "read", "wrong", "CPU ms p50"]
+    header += ["gate refused / lost", "without gate: read", "wrong", "CPU ms p50"]
     table([*header, "zxing-cpp alone: read", "wrong"], rows)
+    print(
+        f"\nThe gate refused {total_refused} of {r.n} photos with a code "
+        f"({100 * total_refused / max(r.n, 1):.1f}%: the first view read nothing and no run of "
+        f"bars was found); {total_lost} of them were read without the gate "
+        f"({100 * total_lost / max(r.n, 1):.2f}% of the photos). Read rate "
+        f"{100 * r.read / max(r.n, 1):.1f}% with the gate, {100 * u.read / max(u.n, 1):.1f}% "
+        f"without; wrong reads {r.wrong} and {u.wrong}."
+    )
 
 
 def variants_table(
@@ -422,12 +481,14 @@ def bare_photos(reader: BarcodeReader, photos: list[Path], draw_dir: Path | None
     found: list[tuple[Path, list[ReadCode]]] = []
     floor: list[tuple[Path, list[str]]] = []
     ms: list[float] = []
+    passed = 0
     for path in tqdm(photos, desc="Grocery Store test photos as they are", leave=False):
         with Image.open(path) as opened:
             image = opened.convert("RGB")
         stats = ReadStats()
         codes = reader.read(image, stats)
         ms.append(stats.cpu_ms)
+        passed += stats.gate is not False
         if codes:
             found.append((path, codes))
             if draw_dir is not None:
@@ -437,8 +498,8 @@ def bare_photos(reader: BarcodeReader, photos: list[Path], draw_dir: Path | None
             floor.append((path, alone.texts))
     print(
         f"\nGrocery Store test photos as they are (no code pasted): {len(photos)} photos at their "
-        f"size (348 px wide), {len(found)} with a read (CPU ms p50 {statistics.median(ms):.1f}); "
-        f"zxing-cpp alone: {len(floor)} with a read"
+        f"size (348 px wide), {len(found)} with a read (CPU ms p50 {statistics.median(ms):.1f}; "
+        f"the gate let {passed} through); zxing-cpp alone: {len(floor)} with a read"
     )
     for path, codes in found:
         where = ", ".join(f"{c.format.value} {c.text} at {c.box}" for c in codes)
@@ -447,13 +508,88 @@ def bare_photos(reader: BarcodeReader, photos: list[Path], draw_dir: Path | None
         print(f"  zxing-cpp alone, {path.relative_to(GROCERY)}: {', '.join(texts)}")
 
 
-def timings(reader: BarcodeReader, pools: dict[float, list[Path]], n: int, seed: int) -> None:
-    """ms per photo without a code and with an EAN-13 (2-3 px/module, any angle), per size."""
+def served(data: bytes) -> Image.Image:
+    """The upload as the service decodes it for reading (app/runtime/code_reading.py)."""
+    return decode_photo(data, 10**9, lambda w, h: max(w, h) // READ_SIDE).image
+
+
+def without_code_sets(quick: bool, seed: int) -> dict[str, Callable[[], list[Image.Image]]]:
+    """Photos without a code, by set: each a function making its photos (one set in memory at
+    a time: the shelf photos are 36 MB each)."""
+    every = [p for p, _ in queries(DATA, "test")]
+    rng = random.Random(f"{seed}:without code")
+    few = sorted(rng.sample(every, 40 if quick else 500), key=str)
+    fewer = sorted(rng.sample(every, 10 if quick else 100), key=str)
+    shelves = sorted(CORNERSHOP.glob("*.jpg"))[: 4 if quick else None]
+
+    def stored() -> list[Image.Image]:
+        return [served(p.read_bytes()) for p in few]
+
+    def at(long_side: int, paths: list[Path]) -> Callable[[], list[Image.Image]]:
+        return lambda: [served(scaled(cropped_4_3(p), long_side)) for p in paths]
+
+    def shelf(full: bool) -> Callable[[], list[Image.Image]]:
+        if full:
+            return lambda: [photo_at(p, 12) for p in shelves]
+        return lambda: [served(p.read_bytes()) for p in shelves]
+
+    return {
+        "Grocery Store test photos as stored (0.12-0.16 MP)": stored,
+        "the same, 1 MP 4:3 (1155x866, JPEG 90)": at(1155, few),
+        "the same, 12 MP 4:3 (4000x3000, JPEG 90) decoded at 1/2 (2000x1500)": at(4000, fewer),
+        "cornershop shelf photos (12 MP) decoded at 1/2, as served": shelf(False),
+        "cornershop shelf photos at full size (4032x3024)": shelf(True),
+    }
+
+
+def gate_table(reader: BarcodeReader, ungated: BarcodeReader, quick: bool, seed: int) -> None:
+    """The gate on photos without a code: how many it lets through (and reads: none is right),
+    CPU ms with and without it."""
+    rows = []
+    for name, make in without_code_sets(quick, seed).items():
+        images = make()
+        gated, plain = [ReadStats() for _ in images], [ReadStats() for _ in images]
+        reads = 0
+        for image, g, u in tqdm(list(zip(images, gated, plain, strict=True)), desc=name[:30]):
+            reads += len(reader.read(image, g)) + len(ungated.read(image, u))
+        passed = sum(g.gate is not False for g in gated)
+        size = "x".join(str(side) for side in images[0].size)
+        rows.append(
+            [
+                name,
+                size,
+                str(len(images)),
+                f"{passed} ({100 * passed / len(images):.1f}%)",
+                str(reads),
+                *spread([g.cpu_ms for g in gated])[:2],
+                *spread([u.cpu_ms for u in plain])[:2],
+            ]
+        )
+        del images
+    print(
+        "\nThe gate on photos without a code (BarcodeReader.read on the decoded photo, budget "
+        f"{reader.budget_ms:g} ms; CPU ms of the reading thread, load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
+    header = ["photos", "size read", "photos", "gate passed", "reads", "CPU p50", "CPU p90"]
+    table([*header, "without gate: CPU p50", "CPU p90"], rows)
+
+
+def timings(
+    reader: BarcodeReader,
+    ungated: BarcodeReader,
+    pools: dict[float, list[Path]],
+    n: int,
+    seed: int,
+) -> None:
+    """ms per photo without a code and with an EAN-13 (2-3 px/module, any angle), per size;
+    each photo read with the gate and without it, in turn."""
     rng = random.Random(f"{seed}:timing")
     rows = []
     for mp, pool in pools.items():
         for with_code in (False, True):
             stats: list[ReadStats] = []
+            plain: list[ReadStats] = []
             what = "EAN-13" if with_code else "no code"
             for _ in tqdm(range(n), desc=f"timing {mp:g} MP, {what}", leave=False):
                 background = rng.choice(pool)
@@ -464,14 +600,17 @@ def timings(reader: BarcodeReader, pools: dict[float, list[Path]], n: int, seed:
                     image = photo_at(background, mp)
                 stats.append(ReadStats())
                 reader.read(image, stats[-1])
+                plain.append(ReadStats())
+                ungated.read(image, plain[-1])
             size = "x".join(str(side) for side in image.size)
             cpu = spread([s.cpu_ms for s in stats])
             wall = spread([s.ms for s in stats])
             views = statistics.mean(s.views_read for s in stats)
             skipped = statistics.mean(s.views_skipped for s in stats)
-            rows.append(
-                [f"{mp:g} MP ({size})", what, str(n), *cpu, *wall, f"{views:.1f}", f"{skipped:.1f}"]
-            )
+            passed = sum(s.gate is not False for s in stats)
+            before = spread([s.cpu_ms for s in plain])[:2]
+            done = [f"{views:.1f}", f"{skipped:.1f}", f"{passed}/{n}"]
+            rows.append([f"{mp:g} MP ({size})", what, str(n), *cpu, *wall, *done, *before])
     print(
         f"\nms per photo: BarcodeReader.read on a decoded RGB photo, grey conversion included "
         f"(budget {reader.budget_ms:g} ms, work side {reader.work_side} px). CPU: this thread's "
@@ -479,7 +618,8 @@ def timings(reader: BarcodeReader, pools: dict[float, list[Path]], n: int, seed:
         f"{os.cpu_count()} CPUs"
     )
     header = ["photo", "code", "photos", "CPU p50", "CPU p90", "CPU max"]
-    table([*header, "wall p50", "wall p90", "wall max", "views read", "views skipped"], rows)
+    header += ["wall p50", "wall p90", "wall max", "views read", "views skipped", "gate passed"]
+    table([*header, "without gate: CPU p50", "CPU p90"], rows)
 
 
 def spread(values: list[float]) -> list[str]:
@@ -574,7 +714,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(sorted(f.value for f in reader.formats))}, budget {reader.budget_ms:g} ms, "
         f"work side {reader.work_side} px; seed {args.seed}; {n} photos per condition\n"
     )
-    main_reads = {"reader": with_reader(reader), "zxing-cpp alone": zxing_alone}
+    ungated = BarcodeReader(budget_ms=args.budget_ms, work_side=args.work_side, gate=False)
+    main_reads = {
+        "reader": with_reader(reader),
+        "without gate": with_reader(ungated),
+        "zxing-cpp alone": zxing_alone,
+    }
     results = [
         (c, evaluate(c, pool(c), n, args.seed, main_reads, wrong_log))
         for c in tqdm(conditions(), desc="conditions")
@@ -612,8 +757,9 @@ def main(argv: list[str] | None = None) -> int:
     every = sorted((GROCERY / "test").rglob("*.jpg"))
     bare = sorted(random.Random(args.seed).sample(every, 150)) if args.quick else every
     bare_photos(reader, bare, args.draw)
+    gate_table(reader, ungated, args.quick, args.seed)
     pools = {0.3: grocery, 1.0: grocery, 3.0: shelves, 12.0: shelves}
-    timings(reader, pools, 6 if args.quick else 30, args.seed)
+    timings(reader, ungated, pools, 6 if args.quick else 30, args.seed)
     print(f"\n{time.perf_counter() - started:.0f} s")
     return 0
 

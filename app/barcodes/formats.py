@@ -25,6 +25,8 @@ class CodeFormat(StrEnum):
 # The codes printed on retail packaging at the point of sale; each carries a GTIN.
 RETAIL = frozenset({CodeFormat.EAN13, CodeFormat.EAN8, CodeFormat.UPCA, CodeFormat.UPCE})
 DEFAULT_FORMATS = RETAIL
+# Codes of parallel bars (what the reader's gate looks for); QR codes and DataMatrix are not.
+LINEAR = RETAIL | {CodeFormat.CODE128}
 # The retail codes short enough to be read off a piece of a longer one: a scan line that
 # crosses only the left half of a tilted EAN-13 sees a valid UPC-E (guards, parity, check
 # digit and all), and one across its middle can look like an EAN-8.

@@ -3,6 +3,9 @@
 The photo is read at the resolution a barcode needs, not the model's 224 px: a view reduced
 to about `work_side` pixels (read with two binarizers, along both diagonals, and shifted by
 half a pixel), then full-resolution tiles (`views.py`), for as long as the budget lasts.
+When the first, upright read finds nothing, a cheap test (`gate.py`: a run of parallel bars
+long enough to read, from sampled gradients) decides whether the photo can hold a linear code
+at all; most photos cannot, and end there.
 zxing-cpp cannot be interrupted, so the budget is kept by estimating each next view's cost
 from the ms per pixel this photo's views have taken so far, and skipping what would overrun
 it. Two things may run past it: the first view always runs (its cost is bounded by
@@ -31,9 +34,17 @@ import zxingcpp
 from PIL import Image
 
 from app.barcodes.confirm import confirmed, piece_of_long
-from app.barcodes.formats import DEFAULT_FORMATS, RETAIL, SHORT, CodeFormat, zxing_formats
+from app.barcodes.formats import (
+    DEFAULT_FORMATS,
+    LINEAR,
+    RETAIL,
+    SHORT,
+    CodeFormat,
+    zxing_formats,
+)
+from app.barcodes.gate import may_hold_code
 from app.barcodes.symbols import ReadCode, to_code
-from app.barcodes.views import KINDS, Kind, Step, View, plan
+from app.barcodes.views import KINDS, Kind, Step, View, plan, reduction
 
 __all__ = ["BarcodeReader", "ReadCode", "ReadStats"]
 
@@ -54,10 +65,12 @@ MIN_SIDE = 16
 
 @dataclass
 class ReadStats:
-    """What one `read` did (for the bench): views read and skipped, and its time: wall-clock
-    ms (what the budget counts) and this thread's CPU ms (the same on a machine shared with
-    other work, where wall-clock time waits for a core)."""
+    """What one `read` did (for the bench): views read and skipped, the gate's answer (None
+    when it was not asked: the first view read a code, the gate is off, or a 2D format is
+    wanted), and its time: wall-clock ms (what the budget counts) and this thread's CPU ms
+    (the same on a machine shared with other work, where wall-clock time waits for a core)."""
 
+    gate: bool | None = None
     views_read: int = 0
     views_skipped: int = 0
     ms: float = 0.0
@@ -94,6 +107,8 @@ class BarcodeReader:
     `work_side`: the long side (px) of the reduced view read first; photos larger than it are
     also read in full-resolution tiles while the budget lasts. `kinds`: the kinds of view to
     read (`views.Kind`; all by default, the bench leaves some out to show what each adds).
+    `gate`: stop after the first view when it read nothing and the photo has no run of bars
+    a code could be (`gate.py`); only when every format is linear (a QR code has no bars).
     """
 
     def __init__(
@@ -102,6 +117,7 @@ class BarcodeReader:
         budget_ms: float = DEFAULT_BUDGET_MS,
         work_side: int = DEFAULT_WORK_SIDE,
         kinds: Iterable[Kind] = KINDS,
+        gate: bool = True,
     ) -> None:
         self.formats = frozenset(formats)
         if not self.formats:
@@ -113,6 +129,7 @@ class BarcodeReader:
         self.budget_ms = float(budget_ms)
         self.work_side = work_side
         self.kinds = frozenset(kinds)
+        self.gate = gate and self.formats <= LINEAR
         self._zxing = zxing_formats(self.formats)
 
     def read(self, image: Image.Image, stats: ReadStats | None = None) -> list[ReadCode]:
@@ -139,6 +156,11 @@ class BarcodeReader:
         codes: list[ReadCode] = []
         steps = (step for step in plan(grey, self.work_side) if step.kind in self.kinds)
         for i, step in enumerate(steps):
+            if i == 1 and not codes and self.gate:
+                scale = reduction(size[0], size[1], self.work_side)
+                stats.gate = may_hold_code(grey, scale)
+                if not stats.gate:
+                    return []
             if i > 0 and clock.elapsed_ms() + clock.estimate_ms(step) > self.budget_ms:
                 stats.views_skipped += 1
                 continue

@@ -58,7 +58,7 @@ class ImageDecodeError(ValueError):
 
 @dataclass(frozen=True)
 class DecodedPhoto:
-    image: Image.Image  # upright RGB, reduced by `factor`
+    image: Image.Image  # upright RGB (L when asked for grey), reduced by `factor`
     image_format: str  # JPEG, PNG, ...
     width: int  # the upright photo's full size: what boxes are given in
     height: int
@@ -130,8 +130,11 @@ def decode_photo(
     max_pixels: int,
     reduction: Reduction = full_size,
     budget: DecodeBudget | None = None,
+    grey: bool = False,
 ) -> DecodedPhoto:
-    """Decode upload bytes, refusing non-images, truncation and bombs (ImageDecodeError)."""
+    """Decode upload bytes, refusing non-images, truncation and bombs (ImageDecodeError).
+    `grey`: an upright L image instead of RGB (barcode reading): a JPEG is then decoded to its
+    luma alone, libjpeg skipping the colour (half the time of an RGB decode)."""
     if not data:
         raise ImageDecodeError("empty")
     try:
@@ -153,8 +156,9 @@ def decode_photo(
         raise ImageDecodeError("truncated")
     image_format = "JPEG" if jpeg else str(image.format)
     factor = _factor(reduction(stored_w, stored_h))
-    if jpeg and factor > 1:
-        image.draft(image.mode, (stored_w // factor, stored_h // factor))
+    mode = "L" if grey else "RGB"
+    if jpeg and (factor > 1 or grey):
+        image.draft(mode if grey else image.mode, (stored_w // factor, stored_h // factor))
     held = image.width * image.height
     with budget.hold(held) if budget is not None else contextlib.nullcontext():
         try:
@@ -179,10 +183,10 @@ def decode_photo(
                 if orientation in SWAPS_SIDES:
                     width, height = stored_h, stored_w
         try:
-            rgb = upright.convert("RGB")
+            converted = upright.convert(mode)
         except Exception as exc:
             raise ImageDecodeError("truncated") from exc
-    return DecodedPhoto(rgb, image_format, width, height)
+    return DecodedPhoto(converted, image_format, width, height)
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:

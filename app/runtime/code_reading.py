@@ -1,7 +1,8 @@
 """Reading the barcodes of uploaded photos, beside their classification.
 
 A barcode needs far more pixels than the model's 224: the photo is decoded again at the scale
-the reader works at (its long side at least `read_side`), within the process's decode budget,
+the reader works at (its long side at least `read_side`; grey: a JPEG's luma alone, which is
+all the reader looks at and half the decode of RGB), within the process's decode budget,
 and read on a pool of its own within the reader's time budget (app/barcodes/reader.py). Started
 when a classification starts, so the two run side by side: a photo without a code waits only
 for whatever reading takes beyond its classification.
@@ -65,7 +66,7 @@ class CodeReading:
         side = self.read_side
         try:
             decoded = decode_photo(
-                photo, self.max_pixels, lambda w, h: max(w, h) // side, self.budget
+                photo, self.max_pixels, lambda w, h: max(w, h) // side, self.budget, grey=True
             )
         except ImageDecodeError:
             return []

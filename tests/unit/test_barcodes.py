@@ -3,6 +3,7 @@ product photos with codes that zxing-cpp draws (speed is measured in bench/barco
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from pathlib import Path
@@ -10,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zxingcpp
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from app.barcodes.confirm import confirmed
 from app.barcodes.formats import DEFAULT_FORMATS, CodeFormat, parse_formats
+from app.barcodes.gate import may_hold_code
 from app.barcodes.gtin import (
     GtinError,
     check_digit,
@@ -315,7 +317,8 @@ def test_never_raises(reader: BarcodeReader, image: Image.Image) -> None:
 
 
 def test_a_huge_photo_keeps_roughly_to_the_budget() -> None:
-    reader = BarcodeReader(budget_ms=50)
+    # Noise has no bars: the gate would stop the read after one view (tested below).
+    reader = BarcodeReader(budget_ms=50, gate=False)
     huge = Image.fromarray(np.random.default_rng(1).integers(0, 256, (6000, 8000), dtype=np.uint8))
     stats = ReadStats()
     started = time.perf_counter()
@@ -373,3 +376,117 @@ def test_diagonal_views_map_back_to_their_pixels(slope: int) -> None:
             assert abs(px - x) <= 1 and abs(py - y) <= 1
             seen.add(value)
     assert len(seen) > 0.9 * pixels.size  # every other line pair: nearly every pixel is used
+
+
+# --- the gate ----------------------------------------------------------------------------
+
+
+def _hard_code(
+    photo: Image.Image,
+    module: float,
+    angle: float,
+    blur: float = 0.0,
+    quality: int = 90,
+    perspective: float = 0.0,
+) -> Image.Image:
+    """An EAN-13 as the bench draws its hard cases: drawn at 4 px per module and box-filtered
+    to `module` (a fraction of a pixel is grey, as a sensor averages), turned, in perspective
+    (the top edge narrowed by `perspective` of the width), blurred and JPEG-compressed."""
+    drawn = Image.fromarray(
+        np.asarray(
+            zxingcpp.create_barcode("4006381333931", zxingcpp.BarcodeFormat.EAN13).to_image(4)
+        )
+    )
+    drawn = drawn.resize((drawn.width, 69 * 4), Image.Resampling.NEAREST)
+    label = Image.new("L", (drawn.width + 32, drawn.height + 32), 255)
+    label.paste(drawn, (16, 16))
+    label = label.resize(
+        (round(label.width * module / 4), round(label.height * module / 4)), Image.Resampling.BOX
+    )
+    rgba = Image.merge("RGBA", (label, label, label, Image.new("L", label.size, 255)))
+    if perspective:
+        w, h = rgba.size
+        inset = perspective * w
+        # Pillow's QUAD: the source quadrilateral (ul, ll, lr, ur) mapped onto the output.
+        quad = (-inset, 0.0, 0.0, float(h), float(w), float(h), w + inset, 0.0)
+        rgba = rgba.transform((w, h), Image.Transform.QUAD, quad, Image.Resampling.BILINEAR)
+    rgba = rgba.rotate(angle, expand=True, resample=Image.Resampling.BILINEAR)
+    out = photo.copy()
+    out.paste(rgba, ((out.width - rgba.width) // 3, (out.height - rgba.height) // 3), rgba)
+    if blur:
+        out = out.filter(ImageFilter.GaussianBlur(blur))
+    buffer = io.BytesIO()
+    out.save(buffer, "JPEG", quality=quality)
+    with Image.open(io.BytesIO(buffer.getvalue())) as decoded:
+        return decoded.convert("RGB")
+
+
+def _grey(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        PLAIN,
+        PHOTO,
+        GROCERY / "test/Packages/Yoghurt/Arla-Natural-Yoghurt/Arla-Natural-Yoghurt_002.jpg",
+    ],
+    ids=lambda p: p.stem,
+)
+@pytest.mark.parametrize("long_side", [348, 1155, 2000])
+def test_the_gate_refuses_real_photos_without_a_code(path: Path, long_side: int) -> None:
+    photo = _photo(path, long_side)
+    assert not may_hold_code(_grey(photo))
+    stats = ReadStats()
+    assert BarcodeReader().read(photo, stats) == []
+    assert stats.gate is False and stats.views_read == 1  # the upright read, then the gate
+
+
+@pytest.mark.parametrize(
+    ("module", "angle", "blur", "quality", "perspective"),
+    [
+        (1.5, 45, 0.0, 90, 0.0),  # the diagonal views' case: no upright scan line reads it
+        (2.0, 135, 1.0, 90, 0.0),  # blurred by half a module
+        (2.0, 30, 0.0, 10, 0.0),  # JPEG quality 10
+        (2.0, 75, 0.0, 90, 0.25),  # in perspective
+        (1.5, 100, 0.5, 50, 0.1),  # a bit of everything
+        (4.0, 225, 0.0, 90, 0.0),  # large: wide bars, few edges per window
+    ],
+)
+def test_the_gate_passes_codes_at_the_hard_conditions(
+    photo: Image.Image, module: float, angle: float, blur: float, quality: int, perspective: float
+) -> None:
+    image = _hard_code(photo, module, angle, blur, quality, perspective)
+    assert may_hold_code(_grey(image))
+    assert not may_hold_code(_grey(photo))  # the same photo without the code is refused
+
+
+def test_the_gate_passes_a_small_code_in_a_photo_read_in_tiles(photo: Image.Image) -> None:
+    # 3000 px: the work view is reduced by 2, and the tiles read codes of 1.5-2 px per module.
+    big = _photo(PHOTO, 3000)
+    image = _hard_code(big, 2.0, 60)
+    assert may_hold_code(_grey(image), scale=2)
+    assert not may_hold_code(_grey(big), scale=2)
+
+
+def test_what_the_gate_lets_through_is_still_read(photo: Image.Image) -> None:
+    # 45 degrees at 2 px per module: the upright read finds nothing, the diagonal views do.
+    image = _hard_code(photo, 2.0, 45)
+    stats = ReadStats()
+    codes = BarcodeReader(budget_ms=5000).read(image, stats)
+    assert [c.text for c in codes] == ["4006381333931"]
+    assert stats.gate is True
+
+
+def test_the_gate_is_not_asked_for_2d_codes(photo: Image.Image) -> None:
+    assert BarcodeReader().gate and not BarcodeReader(gate=False).gate
+    assert not BarcodeReader(formats={CodeFormat.QR, CodeFormat.EAN13}).gate  # no bars to see
+    qr, _ = _paste(photo, "https://example.com/p/1", zxingcpp.BarcodeFormat.QRCode, module=4)
+    stats = ReadStats()
+    codes = BarcodeReader(formats={CodeFormat.QR}, budget_ms=5000).read(qr, stats)
+    assert [c.text for c in codes] == ["https://example.com/p/1"] and stats.gate is None
+
+
+def test_the_gate_passes_images_too_small_to_judge() -> None:
+    assert may_hold_code(np.full((30, 400), 255, np.uint8))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -63,3 +64,26 @@ def test_exif_orientation_is_applied() -> None:
     Image.new("RGB", (80, 40), "blue").save(buffer, format="JPEG", exif=exif)
     decoded = decode_photo(buffer.getvalue(), 40_000_000)
     assert decoded.image.size == (40, 80) and (decoded.width, decoded.height) == (40, 80)
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_grey_decodes_the_luma_upright_at_the_same_scale(grocery: Path, factor: int) -> None:
+    # Barcode reading decodes grey: a JPEG's luma alone, EXIF orientation applied as for RGB.
+    with Image.open(next((grocery / "test/Fruit/Banana").glob("*.jpg"))) as source:
+        buffer = io.BytesIO()
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        wide = source.convert("RGB").crop((0, 0, source.width, source.width * 3 // 4))
+        wide.save(buffer, format="JPEG", quality=95, exif=exif)
+    data = buffer.getvalue()
+    rgb = decode_photo(data, 40_000_000, lambda w, h: factor)
+    grey = decode_photo(data, 40_000_000, lambda w, h: factor, grey=True)
+    assert grey.image.mode == "L" and grey.image.size == rgb.image.size
+    assert (grey.width, grey.height) == (rgb.width, rgb.height)
+    assert rgb.image.height > rgb.image.width  # stored wide, turned upright
+    difference = np.abs(
+        np.asarray(grey.image, np.int16) - np.asarray(rgb.image.convert("L"), np.int16)
+    )
+    assert difference.mean() < 1.5  # the same grey levels, up to libjpeg's rounding
+    png = decode_photo(image_bytes("PNG"), 40_000_000, grey=True)
+    assert png.image.mode == "L" and png.image.size == (64, 48)
