@@ -43,7 +43,7 @@ def test_one_step_on_rendered_shelves_lowers_the_loss(rendered: Path) -> None:
     losses = []
     for _ in range(2):
         loss = torch.stack(list(train_step(model, pixels, boxes, ignores, None).values())).sum()
-        losses.append(float(loss))
+        losses.append(loss.item())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
