@@ -182,16 +182,7 @@ class AnsweringClient(LeanClient):
     """bench/latency.py's keep-alive client, keeping the answer (the codes read) too."""
 
     def post(self, prepared: tuple[bytes, str]) -> tuple[float, dict[str, Any]]:
-        body, content_type = prepared
-        connection = self._connection()
-        begin = time.perf_counter()
-        connection.request("POST", "/classify", body, {"Content-Type": content_type})
-        response = connection.getresponse()
-        answer = response.read()
-        elapsed = time.perf_counter() - begin
-        self.local.used = time.monotonic()
-        if response.status != 200:
-            raise RuntimeError(f"/classify on port {self.port}: {response.status} {answer[:300]!r}")
+        elapsed, answer = self.timed_classify(prepared)
         return elapsed, json.loads(answer)
 
     def wall(self, prepared: list[tuple[bytes, str]], concurrency: int) -> float:

@@ -80,7 +80,7 @@ class EncoderAlone:
         from app.settings import Settings
 
         config = Settings(**settings)  # type: ignore[arg-type]
-        self.encoder = load_service_encoder(config)
+        self.encoder = load_service_encoder(config.model_choice)
         self.max_pixels = config.max_image_pixels
         self._decode = decode_photo
         self._whole = whole_photo(self.encoder.preprocess)
@@ -148,6 +148,10 @@ class LeanClient:
         return body, f"multipart/form-data; boundary={boundary}"
 
     def classify(self, prepared: tuple[bytes, str]) -> float:
+        return self.timed_classify(prepared)[0]
+
+    def timed_classify(self, prepared: tuple[bytes, str]) -> tuple[float, bytes]:
+        """Seconds from sending the request to the answer's last byte, and the answer."""
         body, content_type = prepared
         connection = self._connection()
         begin = time.perf_counter()
@@ -158,7 +162,7 @@ class LeanClient:
         self.local.used = time.monotonic()
         if response.status != 200:
             raise RuntimeError(f"/classify on port {self.port}: {response.status} {answer[:300]!r}")
-        return elapsed
+        return elapsed, answer
 
     def run(self, blobs: list[bytes], concurrency: int) -> tuple[list[float], float]:
         """Per-request seconds and the wall time for all of `blobs` at `concurrency`."""
