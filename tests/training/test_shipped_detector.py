@@ -13,11 +13,12 @@ from training.detector.metrics import PhotoResult, iou_matrix, recall
 
 GRAPH = REPO / "app/models/retailklip-detector-lite0.onnx"
 CORNERSHOP = SHARED / "data/cornershop-dev/photos"
-ONE_PRODUCT = [  # catalogue shots: one package on white
-    "Packages/Milk/Arla-Standard-Milk/Arla-Standard-Milk_Iconic.jpg",
-    "Packages/Juice/Tropicana-Apple-Juice/Tropicana-Apple-Juice_Iconic.jpg",
-    "Packages/Yoghurt/Arla-Mild-Vanilla-Yoghurt/Arla-Mild-Vanilla-Yoghurt_Iconic.jpg",
-]
+# Catalogue shots of packages: one package on white, each (the fruit and vegetable shots show
+# loose produce, several pieces).
+PACKAGE_SHOTS = sorted((GROCERY / "iconic-images-and-descriptions/Packages").rglob("*_Iconic.jpg"))
+# The shipped graph boxes 26 of the 31 as one product; the rest it splits in two (a carton and
+# a picture printed on it): docs/DETECTOR.md. A regression guard below that, not a target.
+ONE_BOX_SHARE = 0.8
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +45,19 @@ def test_it_finds_the_products_on_a_real_shelf_photo(detector: ProductDetector) 
     assert all(0 <= b[0] < b[2] <= 3024 and 0 <= b[1] < b[3] <= 4032 for b in boxes)
 
 
-@pytest.mark.parametrize("relative", ONE_PRODUCT)
-def test_a_photo_of_one_product_gives_one_box_around_it(
-    detector: ProductDetector, relative: str
-) -> None:
-    path = GROCERY / "iconic-images-and-descriptions" / relative
-    with Image.open(path) as image:
-        found = detector.detect(image)
-        rgb = np.asarray(image.convert("RGB"))
-    assert len(found) == 1
-    truth = product_box(rgb)
-    assert iou_matrix(np.asarray([found[0].box], np.float32), truth[None])[0, 0] > 0.7
+def test_a_photo_of_one_product_gives_one_box_around_it(detector: ProductDetector) -> None:
+    assert len(PACKAGE_SHOTS) == 31, f"Grocery Store catalogue shots not found under {GROCERY}"
+    wrong = []
+    for path in PACKAGE_SHOTS:
+        with Image.open(path) as image:
+            found = detector.detect(image)
+            rgb = np.asarray(image.convert("RGB"))
+        truth = product_box(rgb)
+        boxes = np.asarray([d.box for d in found], np.float32).reshape(-1, 4)
+        if len(found) != 1 or iou_matrix(boxes, truth[None])[0, 0] <= 0.7:
+            wrong.append(f"{path.stem}: {len(found)} boxes")
+    share = 1 - len(wrong) / len(PACKAGE_SHOTS)
+    assert share >= ONE_BOX_SHARE, f"one box around the package on {share:.0%}: {wrong}"
 
 
 def product_box(rgb: np.ndarray) -> np.ndarray:
