@@ -4,12 +4,10 @@
 
 import { form, request } from "./api.js";
 import { drawOverlay, renderReport } from "./shelf-report.js";
-import { $, dropZone, fillCatalogueSelect, guarded } from "./ui.js";
-
-const MIN_BOX_PX = 8; // on screen: a shorter drag is a click, not a box
+import { $, dragBoxes, dropZone, fillCatalogueSelect, guarded } from "./ui.js";
 
 // detector: the service's detector id, null for none, undefined while /readyz is unread.
-const state = { file: null, report: null, drag: null, sequence: 0, detector: undefined };
+const state = { file: null, report: null, sequence: 0, detector: undefined };
 
 export function initShelf() {
   $("shelf-photo-input").addEventListener("change", (event) => {
@@ -85,37 +83,10 @@ function redraw() {
   drawOverlay($("shelf-overlay"), $("shelf-photo"), state.report, boxes);
 }
 
-// Drawn in screen pixels, kept in the photo's own (the upright picture the service reads).
 function initDrawing() {
-  const stage = $("shelf-stage");
-  const point = (event) => {
-    const rect = $("shelf-photo").getBoundingClientRect();
-    const clamp = (v, max) => Math.min(Math.max(v, 0), max);
-    return [clamp(event.clientX - rect.left, rect.width), clamp(event.clientY - rect.top, rect.height)];
-  };
-  const natural = (a, b) => {
-    const photo = $("shelf-photo");
-    const s = photo.naturalWidth / photo.clientWidth;
-    const [x0, x1] = [Math.min(a[0], b[0]), Math.max(a[0], b[0])].map((v) => Math.round(v * s));
-    const [y0, y1] = [Math.min(a[1], b[1]), Math.max(a[1], b[1])].map((v) => Math.round(v * s));
-    return [x0, y0, Math.min(x1, photo.naturalWidth), Math.min(y1, photo.naturalHeight)];
-  };
-  stage.addEventListener("pointerdown", (event) => {
-    event.preventDefault();
-    stage.setPointerCapture(event.pointerId);
-    state.drag = point(event);
-  });
-  stage.addEventListener("pointermove", (event) => {
-    if (!state.drag) return;
-    drawOverlay($("shelf-overlay"), $("shelf-photo"), state.report, [...drawnBoxes(), natural(state.drag, point(event))]);
-  });
-  stage.addEventListener("pointerup", (event) => {
-    if (!state.drag) return;
-    const [start, end] = [state.drag, point(event)];
-    state.drag = null;
-    const big = Math.abs(end[0] - start[0]) >= MIN_BOX_PX && Math.abs(end[1] - start[1]) >= MIN_BOX_PX;
-    if (big) setBoxes([...drawnBoxes(), natural(start, end)]);
-    else redraw();
+  dragBoxes($("shelf-stage"), $("shelf-photo"), {
+    move: (box) => drawOverlay($("shelf-overlay"), $("shelf-photo"), state.report, [...drawnBoxes(), box]),
+    done: (box) => (box ? setBoxes([...drawnBoxes(), box]) : redraw()),
   });
 }
 

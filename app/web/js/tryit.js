@@ -4,11 +4,9 @@
 
 import { form, request, sku } from "./api.js";
 import { formatName, readCodeItems } from "./barcodes.js";
-import { $, dropZone, el, fillCatalogueSelect, guarded, notice, thumbnail } from "./ui.js";
+import { $, dragBoxes, dropZone, el, fillCatalogueSelect, guarded, notice, thumbnail } from "./ui.js";
 
-const MIN_BOX_PX = 8; // a shorter drag is a click, not a box
-
-const state = { file: null, box: null, drag: null, sequence: 0 };
+const state = { file: null, box: null, sequence: 0 };
 let catalogueChanged = () => {};
 
 export function initTry({ onCatalogueChanged }) {
@@ -84,38 +82,16 @@ function setBox(box) {
 }
 
 function initBoxDrawing() {
-  const stage = $("stage");
-  const point = (event) => {
-    const rect = $("photo").getBoundingClientRect();
-    const clamp = (v, max) => Math.min(Math.max(v, 0), max);
-    return [clamp(event.clientX - rect.left, rect.width), clamp(event.clientY - rect.top, rect.height)];
-  };
-  const natural = (a, b) => {
-    const s = scale();
-    const photo = $("photo");
-    const [x0, x1] = [Math.min(a[0], b[0]), Math.max(a[0], b[0])].map((v) => Math.round(v * s));
-    const [y0, y1] = [Math.min(a[1], b[1]), Math.max(a[1], b[1])].map((v) => Math.round(v * s));
-    return [x0, y0, Math.min(x1, photo.naturalWidth), Math.min(y1, photo.naturalHeight)];
-  };
-  stage.addEventListener("pointerdown", (event) => {
-    event.preventDefault();
-    stage.setPointerCapture(event.pointerId);
-    state.drag = point(event);
-  });
-  stage.addEventListener("pointermove", (event) => {
-    if (state.drag) setBox(natural(state.drag, point(event)));
-  });
-  stage.addEventListener("pointerup", (event) => {
-    if (!state.drag) return;
-    const [start, end] = [state.drag, point(event)];
-    state.drag = null;
-    const big = Math.abs(end[0] - start[0]) >= MIN_BOX_PX && Math.abs(end[1] - start[1]) >= MIN_BOX_PX;
-    if (big) {
-      setBox(natural(start, end));
-      classify();
-    } else {
-      setBox(state.box); // a click keeps the box there was
-    }
+  dragBoxes($("stage"), $("photo"), {
+    move: (box) => setBox(box),
+    done: (box) => {
+      if (box) {
+        setBox(box);
+        classify();
+      } else {
+        setBox(state.box); // a click keeps the box there was
+      }
+    },
   });
 }
 

@@ -44,6 +44,42 @@ export async function guarded(action) {
   }
 }
 
+const MIN_BOX_PX = 8; // on screen: a shorter drag is a click, not a box
+
+// Boxes drawn by dragging on `photo` (inside `stage`): drawn in screen pixels, reported in the
+// photo's own (the upright picture the service reads). `move(box)` follows the drag;
+// `done(box)` ends it, with null for a click.
+export function dragBoxes(stage, photo, { move, done }) {
+  let start = null;
+  const point = (event) => {
+    const rect = photo.getBoundingClientRect();
+    const clamp = (v, max) => Math.min(Math.max(v, 0), max);
+    return [clamp(event.clientX - rect.left, rect.width), clamp(event.clientY - rect.top, rect.height)];
+  };
+  const natural = (a, b) => {
+    const s = photo.naturalWidth / photo.clientWidth;
+    const [x0, x1] = [Math.min(a[0], b[0]), Math.max(a[0], b[0])].map((v) => Math.round(v * s));
+    const [y0, y1] = [Math.min(a[1], b[1]), Math.max(a[1], b[1])].map((v) => Math.round(v * s));
+    return [x0, y0, Math.min(x1, photo.naturalWidth), Math.min(y1, photo.naturalHeight)];
+  };
+  stage.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    stage.setPointerCapture(event.pointerId);
+    start = point(event);
+  });
+  stage.addEventListener("pointermove", (event) => {
+    if (start) move(natural(start, point(event)));
+  });
+  stage.addEventListener("pointerup", (event) => {
+    if (!start) return;
+    const end = point(event);
+    const big = Math.abs(end[0] - start[0]) >= MIN_BOX_PX && Math.abs(end[1] - start[1]) >= MIN_BOX_PX;
+    const box = big ? natural(start, end) : null;
+    start = null;
+    done(box);
+  });
+}
+
 // A drop zone (a <label> around a file input) that takes a dropped file too.
 export function dropZone(zone, onFile) {
   zone.addEventListener("dragover", (event) => {
