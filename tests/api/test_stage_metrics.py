@@ -20,7 +20,10 @@ STAGES = ("decode", "forward", "search")
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     root = tmp_path_factory.mktemp("stage-metrics")
-    with in_process_client(Path(root) / "data", reference_views="none") as c:
+    # The batcher waits for photos still decoding only `batch_wait_ms` (5 ms by default); on a
+    # loaded machine one decode can take longer and the batch splits. A long wait makes the
+    # test about batching, not about this machine's speed: it never delays a complete batch.
+    with in_process_client(Path(root) / "data", reference_views="none", batch_wait_ms=2000) as c:
         files = {"images": ("red.png", image_bytes("PNG", color="red"), "image/png")}
         c.post("/products", data={"sku": "red", "name": "Red"}, files=files).raise_for_status()
         yield c
