@@ -25,6 +25,9 @@ grocery="${GROCERY:-../shared/data/grocery-store}"
 photos="${CORNERSHOP:-../shared/data/cornershop-dev/photos}"
 threads="${THREADS:-$(nproc)}"
 val_count="${VAL_COUNT:-40}"
+# A fifth of a short run warms up (the trainer's 300 steps would be most of one).
+warmup=$((steps / 5 < 300 ? steps / 5 : 300))
+warmup=$((warmup < 1 ? 1 : warmup))
 
 declare -A flags=(
   [full]=""
@@ -47,7 +50,7 @@ for variant in "${variants[@]}"; do
   "$bin/retailklip" render-shelves --grocery "$grocery" --out "$work/$variant/shelves" \
     --count "$count" --seed 2 --workers "$threads" ${flags[$variant]}
   "$bin/retailklip" train-detector --data "$work/$variant/shelves" --val "$work/val" \
-    --work-dir "$work/$variant/run" --steps "$steps" --eval-every "$steps" --val-images "$val_count" \
+    --work-dir "$work/$variant/run" --steps "$steps" --warmup-steps "$warmup" --eval-every "$steps" --val-images "$val_count" \
     --threads "$threads" --workers 1
   cp "$work/$variant/run/detector.pt" "$work/$variant.pt"
   models+=(--model "$work/$variant.pt")
