@@ -14,8 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${VENV:-.venv}/bin"
 work="${1:-/tmp/retailklip-detector-ablation}"
-steps="${2:-800}"
-count="${3:-1000}"
+steps="${2:-450}"
+count="${3:-600}"
 shift $(($# < 3 ? $# : 3))
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
@@ -50,8 +50,8 @@ for variant in "${variants[@]}"; do
   "$bin/retailklip" render-shelves --grocery "$grocery" --out "$work/$variant/shelves" \
     --count "$count" --seed 2 --workers "$threads" ${flags[$variant]}
   "$bin/retailklip" train-detector --data "$work/$variant/shelves" --val "$work/val" \
-    --work-dir "$work/$variant/run" --steps "$steps" --warmup-steps "$warmup" --eval-every "$steps" --val-images "$val_count" \
-    --threads "$threads" --workers 1
+    --work-dir "$work/$variant/run" --steps "$steps" --warmup-steps "$warmup" \
+    --eval-every "$steps" --val-images "$val_count" --threads "$threads" --workers 1
   cp "$work/$variant/run/detector.pt" "$work/$variant.pt"
   models+=(--model "$work/$variant.pt")
 done
